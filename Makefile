@@ -1,0 +1,45 @@
+# Live Offers: `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck check bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install requirements.txt (idempotent)
+
+run: install ## migrate, load the demo, make a staff user, serve on http://$(HOST):$(PORT)
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py bootstrap_demo
+	$(PY) manage.py ensure_staff
+	@echo "Shop http://$(HOST):$(PORT)/   Dashboard http://$(HOST):$(PORT)/dashboard/   Admin http://$(HOST):$(PORT)/admin/"
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+test: install ## run the whole test suite (and the linter)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: install ## ruff lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install ## mypy (strict on streaming/)
+	$(PY) -m mypy .
+
+check: lint typecheck ## lint and typecheck
+
+bench: install ## the benchmarks (see docs/BENCHMARKS.md)
+	$(PY) manage.py bench ingest
+
+clean: ## remove .venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from offers import views
+
+urlpatterns = [
+    path("", views.shop, name="shop"),
+    path("collect/", views.collect, name="collect"),
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics_view, name="metrics"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,60 @@
+"""What the collector socket and `POST /collect/` share: rate limit, apply, count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from offers import metrics
+from offers.runtime import Runtime
+from streaming.protocol import Event, ProtocolError
+from streaming.ratelimit import TokenBucket
+
+
+@dataclass(slots=True)
+class Outcome:
+    acked: list[str] = field(default_factory=list)
+    errors: list[ProtocolError] = field(default_factory=list)
+
+
+async def ingest(
+    runtime: Runtime,
+    *,
+    session_id: str,
+    site: str,
+    items: list[Event | ProtocolError],
+    bucket: TokenBucket,
+    now: float,
+) -> Outcome:
+    """Apply the valid events of one frame (or request) in order; say what became of each."""
+    outcome = Outcome()
+    events: list[Event] = []
+    for item in items:
+        if isinstance(item, Event):
+            events.append(item)
+        else:
+            outcome.errors.append(item)
+    metrics.EVENTS_RECEIVED.inc(len(items))
+    if events:
+        granted = bucket.take(len(events), now)
+        if granted < len(events):
+            limited = events[granted:]
+            events = events[:granted]
+            outcome.errors.append(
+                ProtocolError(
+                    "rate_limited",
+                    f"{len(limited)} event(s) over the rate limit; send them again later",
+                    limited[0].id,
+                )
+            )
+    if events:
+        applied = await runtime.store.apply(
+            session_id=session_id, site=site, events=events, now=now
+        )
+        outcome.acked = applied.acked
+        outcome.errors.extend(applied.errors)
+        metrics.EVENTS_ACCEPTED.inc(len(applied.acked) - applied.duplicates)
+        if applied.duplicates:
+            metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
+    for error in outcome.errors:
+        metrics.EVENTS_REFUSED.labels(error.code).inc()
+    return outcome

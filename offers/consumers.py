@@ -1,0 +1,141 @@
+"""The collector socket, `/ws/collect/` (SPEC section 4)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from offers import metrics
+from offers.collector import ingest
+from offers.runtime import get_runtime
+from offers.sites import find_site
+from offers.tokens import issue_token, new_session_id, read_token
+from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
+from streaming.ratelimit import TokenBucket
+
+MAX_ERRORS = 100
+CLOSE_TOO_BIG = 1009
+CLOSE_TOO_MANY_ERRORS = 4400
+
+_encode = msgspec.json.encode
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class CollectorConsumer(AsyncWebsocketConsumer):
+    # Collector sockets take no messages from the in-process channel layer: offers reach them
+    # through the runtime's delivery registry instead (see streaming.delivery).
+    channel_layer_alias = "__collector_has_no_layer__"
+
+    session_id: str
+    site_key: str
+    bucket: TokenBucket
+    errors: int = 0
+    attached: bool = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections around every message, a thread hop per
+        # frame; this consumer touches the database only inside database_sync_to_async helpers,
+        # which do that housekeeping themselves.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        key = params.get("site", [""])[0]
+        site = await find_site(key)
+        if site is None:
+            metrics.CONNECTIONS_REFUSED.labels("unknown_site").inc()
+            await self.close()  # before accept: the handshake is answered 403
+            return
+        if not site.allows_origin(_header(self.scope, b"origin")):
+            metrics.CONNECTIONS_REFUSED.labels("origin").inc()
+            await self.close()
+            return
+        runtime = get_runtime()
+        now = time.time()
+        token = params.get("token", [None])[0]
+        self.session_id = (
+            read_token(token, site.key, max_age=runtime.token_max_age) or new_session_id()
+        )
+        self.site_key = site.key
+        self.bucket = runtime.new_bucket(now)
+        await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
+        await self.accept()
+        runtime.delivery.attach(self.session_id, self)
+        self.attached = True
+        await self.push_frame(
+            {
+                "type": "welcome",
+                "session": self.session_id,
+                "token": issue_token(self.session_id, site.key),
+                "pause_seconds": float(runtime.pause_seconds),
+            }
+        )
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        data = message.get("text")
+        if data is None:
+            data = message.get("bytes")
+            if data is None:
+                return
+        elif len(data) * 4 > MAX_FRAME_BYTES:
+            data = data.encode()
+        if len(data) > MAX_FRAME_BYTES:
+            metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_TOO_BIG)).inc()
+            await self.close(code=CLOSE_TOO_BIG, reason="frame over 16 KiB")
+            return
+        now = time.time()
+        try:
+            items = decode_frame(data)
+        except FrameError as exc:
+            metrics.EVENTS_REFUSED.labels(exc.error.code).inc()
+            await self.refuse([exc.error])
+            return
+        outcome = await ingest(
+            get_runtime(),
+            session_id=self.session_id,
+            site=self.site_key,
+            items=items,
+            bucket=self.bucket,
+            now=now,
+        )
+        if outcome.acked:
+            await self.push_frame({"type": "ack", "ids": outcome.acked})
+        if outcome.errors:
+            await self.refuse(outcome.errors)
+
+    async def refuse(self, errors: list[ProtocolError]) -> None:
+        for error in errors:
+            await self.push_frame(error.frame())
+            if error.code != "rate_limited":
+                self.errors += 1
+        if self.errors > MAX_ERRORS:
+            metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_TOO_MANY_ERRORS)).inc()
+            await self.close(code=CLOSE_TOO_MANY_ERRORS, reason="too many errors")
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.attached:
+            get_runtime().delivery.detach(self.session_id, self)
+            self.attached = False
+        raise StopConsumer()
+
+    async def push_frame(self, frame: dict[str, Any]) -> None:
+        await self.push(_encode(frame).decode())
+
+    async def push(self, data: str) -> None:
+        """Delivery's entry point: send one encoded frame to this socket."""
+        await self.base_send({"type": "websocket.send", "text": data})

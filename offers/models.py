@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+ANY_ORIGIN = "*"
+
+
+def normalize_origin(origin: str) -> str:
+    """`https://Shop.example:443/` → `https://shop.example`: the form browsers send."""
+    parts = urlsplit(origin.strip().rstrip("/"))
+    if not parts.scheme or not parts.hostname:
+        return origin.strip().lower()
+    host = parts.hostname.lower()
+    default_port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    if parts.port and parts.port != default_port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme.lower()}://{host}"
+
+
+def origin_allowed(origins: frozenset[str], origin: str | None) -> bool:
+    """Whether a browser page at `origin` may send events to a site allowing `origins`.
+
+    A request without an Origin header is allowed only where any origin is.
+    """
+    if ANY_ORIGIN in origins:
+        return True
+    return origin is not None and normalize_origin(origin) in origins
+
+
+class Site(models.Model):
+    key = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "Letters, digits, - and _ only.")],
+        help_text="The public key a shop's snippet sends as data-site.",
+    )
+    name = models.CharField(max_length=200)
+    allowed_origins = models.TextField(
+        blank=True,
+        help_text="One origin a line (https://shop.example), or * for any origin.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key})"
+
+    def origins(self) -> frozenset[str]:
+        lines = (line.strip() for line in self.allowed_origins.splitlines())
+        return frozenset(
+            ANY_ORIGIN if line == ANY_ORIGIN else normalize_origin(line) for line in lines if line
+        )
+
+    def allows_origin(self, origin: str | None) -> bool:
+        return origin_allowed(self.origins(), origin)
+
+
+class Product(models.Model):
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="products")
+    sku = models.CharField("product id", max_length=128)
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=128, blank=True)
+    price = models.DecimalField(
+        max_digits=10, decimal_places=2, validators=[MinValueValidator(Decimal("0"))]
+    )
+    description = models.TextField(blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["site", "category", "name"]
+        constraints = [models.UniqueConstraint(fields=["site", "sku"], name="unique_sku_per_site")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sku})"
+
+
+class OfferRule(models.Model):
+    site = models.ForeignKey(
+        Site,
+        on_delete=models.CASCADE,
+        related_name="offer_rules",
+        null=True,
+        blank=True,
+        help_text="Leave empty for a rule that applies to every site.",
+    )
+    priority = models.PositiveIntegerField(default=100, help_text="Lower numbers are tried first.")
+    min_risk = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    min_cart_value = models.DecimalField(
+        max_digits=10, decimal_places=2, default=Decimal("0"), validators=[MinValueValidator(0)]
+    )
+    discount_percent = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(90)]
+    )
+    title = models.CharField(max_length=120)
+    message = models.CharField(max_length=400)
+    daily_budget = models.PositiveIntegerField(
+        default=1000, help_text="At most this many offers from this rule a day (UTC)."
+    )
+    valid_minutes = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1)], help_text="How long an offer stays valid."
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.title} (-{self.discount_percent}%, risk ≥ {self.min_risk:.2f})"
+
+
+class ScoringModel(models.Model):
+    """One version of the cart-risk model: an XGBoost Booster stored as JSON or UBJSON."""
+
+    class State(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        ACTIVE = "active", "Active"
+        SHADOW = "shadow", "Shadow"
+        RETIRED = "retired", "Retired"
+
+    class Format(models.TextChoices):
+        JSON = "json", "JSON"
+        UBJSON = "ubj", "UBJSON"
+
+    name = models.CharField(max_length=64, default="cart-risk")
+    version = models.PositiveIntegerField()
+    artifact = models.BinaryField(help_text="The Booster, saved as JSON or UBJSON.")
+    artifact_format = models.CharField(max_length=8, choices=Format.choices)
+    feature_names = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CANDIDATE)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="unique_model_version"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Outcome(models.TextChoices):
+    OFFER = "offer", "Offer"
+    HOLDOUT = "holdout", "Holdout"
+    NO_OFFER = "no_offer", "No offer"
+
+
+class Decision(models.Model):
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="decisions")
+    session = models.CharField(max_length=64, db_index=True)
+    pause_key = models.CharField(
+        max_length=128, unique=True, help_text="Session and pause: one decision per pause."
+    )
+    at = models.DateTimeField(db_index=True)
+    model = models.ForeignKey(
+        ScoringModel, on_delete=models.PROTECT, null=True, blank=True, related_name="decisions"
+    )
+    model_label = models.CharField(max_length=80, blank=True)
+    risk = models.FloatField(null=True, blank=True)
+    shadow_risk = models.FloatField(null=True, blank=True)
+    features = models.JSONField(default=dict)
+    reasons = models.JSONField(default=list, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    cart_value = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    converted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.session} {self.outcome} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Offer(models.Model):
+    decision = models.OneToOneField(Decision, on_delete=models.PROTECT, related_name="offer")
+    public_id = models.CharField("offer id", max_length=40, unique=True)
+    session = models.CharField(max_length=64, db_index=True)
+    rule = models.ForeignKey(OfferRule, on_delete=models.SET_NULL, null=True, blank=True)
+    code = models.CharField(max_length=40, unique=True)
+    title = models.CharField(max_length=120)
+    message = models.CharField(max_length=400)
+    discount_percent = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    shown_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.discount_percent}%)"

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated
+
+import msgspec
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from offers.collector import ingest
+from offers.models import Product
+from offers.runtime import get_runtime
+from offers.sites import find_site
+from offers.tokens import read_token
+from streaming.protocol import MAX_BATCH_EVENTS, decode_events
+
+MAX_COLLECT_BYTES = 64 * 1024
+
+
+class _CollectBody(msgspec.Struct, forbid_unknown_fields=True):
+    site: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    events: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
+
+
+_collect_decoder = msgspec.json.Decoder(_CollectBody)
+
+
+def _json_error(status: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+@csrf_exempt
+@require_POST
+async def collect(request: HttpRequest) -> HttpResponse:
+    """`POST /collect/`: the snippet's last events, sent by `navigator.sendBeacon` on page hide."""
+    if len(request.body) > MAX_COLLECT_BYTES:
+        return _json_error(400, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
+    try:
+        body = _collect_decoder.decode(request.body)
+    except msgspec.ValidationError as exc:
+        return _json_error(400, "bad_frame", str(exc).replace("`$", "`body"))
+    except msgspec.DecodeError as exc:
+        return _json_error(400, "bad_json", str(exc))
+    site = await find_site(body.site)
+    if site is None:
+        return _json_error(403, "unknown_site", "no site has this key")
+    origin = request.headers.get("Origin")
+    if not site.allows_origin(origin):
+        return _json_error(403, "origin", "this origin may not send events for this site")
+    runtime = get_runtime()
+    session_id = read_token(body.token, site.key, max_age=runtime.token_max_age)
+    if session_id is None:
+        return _json_error(403, "bad_token", "the session token is forged, expired or missing")
+    now = time.time()
+    outcome = await ingest(
+        runtime,
+        session_id=session_id,
+        site=site.key,
+        items=decode_events(body.events),
+        bucket=runtime.http_bucket(session_id, now),
+        now=now,
+    )
+    response = JsonResponse(
+        {"ack": outcome.acked, "errors": [error.frame() for error in outcome.errors]}, status=202
+    )
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+    return response
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:
+        return False
+
+
+@require_GET
+async def healthz(request: HttpRequest) -> HttpResponse:
+    database = await sync_to_async(_database_answers)()
+    checks = {"database": "ok" if database else "down"}
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {
+            "status": "ok" if healthy else "down",
+            "mode": "redis" if settings.REDIS_URL else "embedded",
+            **checks,
+        },
+        status=200 if healthy else 503,
+    )
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    token = settings.METRICS_TOKEN
+    if token:
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(supplied.encode(), token.encode()):
+            return HttpResponse(
+                "metrics need the bearer token\n", status=401, content_type="text/plain"
+            )
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def shop(request: HttpRequest) -> HttpResponse:
+    products = Product.objects.filter(site__key="demo", active=True)
+    return render(request, "offers/shop.html", {"products": products})

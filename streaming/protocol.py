@@ -1,0 +1,208 @@
+"""The collector protocol (SPEC section 4): frames decoded and validated in one step with msgspec.
+
+Each event kind names the struct its props must match; anything the table does not allow is
+refused with a clear error, and the error says which event it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+MAX_FRAME_BYTES: Final = 16 * 1024
+MAX_BATCH_EVENTS: Final = 100
+
+EventId = Annotated[str, Meta(min_length=1, max_length=64)]
+ClientTime = Annotated[int, Meta(ge=0)]
+Ref = Annotated[str, Meta(min_length=1, max_length=128)]
+Price = Annotated[float, Meta(ge=0, le=10_000_000)]
+Quantity = Annotated[int, Meta(ge=1, le=999)]
+PageType = Literal["home", "category", "product", "search", "cart", "checkout", "info", "other"]
+
+
+class _Props(Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    pass
+
+
+class PageView(_Props):
+    url: Annotated[str, Meta(max_length=2048)]
+    page_type: PageType | None = None
+
+
+class ProductView(_Props):
+    product_id: Ref
+    price: Price
+    category: Annotated[str, Meta(max_length=128)] | None = None
+
+
+class Search(_Props):
+    query: Annotated[str, Meta(max_length=256)]
+
+
+class AddToCart(_Props):
+    product_id: Ref
+    price: Price
+    quantity: Quantity = 1
+
+
+class RemoveFromCart(_Props):
+    product_id: Ref
+    quantity: Quantity | None = None
+
+
+class NoProps(_Props):
+    pass
+
+
+class Purchase(_Props):
+    order_id: Ref | None = None
+    total: Price | None = None
+
+
+class Visibility(_Props):
+    state: Literal["hidden", "visible"]
+
+
+class OfferRef(_Props):
+    offer_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    props: type[_Props]
+    activity: bool
+
+
+# The one table of events: names, props and whether they count as shopper activity.
+EVENT_KINDS: Final[dict[str, EventKind]] = {
+    "page_view": EventKind(PageView, activity=True),
+    "product_view": EventKind(ProductView, activity=True),
+    "search": EventKind(Search, activity=True),
+    "add_to_cart": EventKind(AddToCart, activity=True),
+    "remove_from_cart": EventKind(RemoveFromCart, activity=True),
+    "checkout_start": EventKind(NoProps, activity=True),
+    "purchase": EventKind(Purchase, activity=True),
+    "visibility": EventKind(Visibility, activity=False),
+    "heartbeat": EventKind(NoProps, activity=False),
+    "offer_shown": EventKind(OfferRef, activity=False),
+    "offer_accepted": EventKind(OfferRef, activity=False),
+    "offer_dismissed": EventKind(OfferRef, activity=False),
+}
+
+ERROR_CODES: Final = ("bad_json", "bad_frame", "unknown_event", "invalid_props", "rate_limited")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    name: str
+    props: _Props
+
+    @property
+    def activity(self) -> bool:
+        return EVENT_KINDS[self.name].activity
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    code: str
+    detail: str
+    id: str | None = None
+
+    def frame(self) -> dict[str, object]:
+        return {"type": "error", "code": self.code, "detail": self.detail, "id": self.id}
+
+
+class FrameError(Exception):
+    """A frame that cannot be read at all; nothing in it is applied."""
+
+    def __init__(self, error: ProtocolError) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
+_EMPTY: Final = Raw(b"{}")
+
+
+class _EventFields(Struct, forbid_unknown_fields=True, gc=False):
+    id: EventId
+    event: str
+    ts: ClientTime | None = None
+    props: Raw = _EMPTY
+
+
+class _Track(_EventFields, tag="track", tag_field="type"):
+    pass
+
+
+class _Batch(Struct, tag="batch", tag_field="type", forbid_unknown_fields=True, gc=False):
+    events: Annotated[list[Raw], Meta(max_length=MAX_BATCH_EVENTS)]
+
+
+_frame_decoder = msgspec.json.Decoder(_Track | _Batch)
+_event_decoder = msgspec.json.Decoder(_EventFields)
+_props_decoders = {name: msgspec.json.Decoder(kind.props) for name, kind in EVENT_KINDS.items()}
+_loose_decoder = msgspec.json.Decoder()
+
+
+def decode_frame(data: bytes | str) -> list[Event | ProtocolError]:
+    """One client frame → its events in order, each valid or the error that refuses it.
+
+    Raises FrameError when the frame as a whole is unreadable (bad JSON, unknown type, batch
+    too long); the caller answers it with one error frame.
+    """
+    try:
+        frame = _frame_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            raise FrameError(
+                ProtocolError("bad_frame", _where(exc, "frame"), _loose_id(data))
+            ) from None
+        raise FrameError(ProtocolError("bad_json", str(exc))) from None
+    if isinstance(frame, _Track):
+        return [_validate(frame)]
+    return [_decode_batch_item(raw, index) for index, raw in enumerate(frame.events)]
+
+
+def decode_events(items: list[Raw]) -> list[Event | ProtocolError]:
+    """The events of a `POST /collect/` body, under the same rules as a batch frame."""
+    return [_decode_batch_item(raw, index) for index, raw in enumerate(items)]
+
+
+def _decode_batch_item(raw: Raw, index: int) -> Event | ProtocolError:
+    try:
+        fields = _event_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return ProtocolError("bad_frame", _where(exc, f"events[{index}]"), _loose_id(raw))
+    return _validate(fields)
+
+
+def _validate(fields: _EventFields) -> Event | ProtocolError:
+    decoder = _props_decoders.get(fields.event)
+    if decoder is None:
+        return ProtocolError("unknown_event", f"unknown event {fields.event[:64]!r}", fields.id)
+    try:
+        props = decoder.decode(fields.props)
+    except msgspec.ValidationError as exc:
+        return ProtocolError("invalid_props", _where(exc, "props"), fields.id)
+    return Event(fields.id, fields.event, props)
+
+
+def _where(exc: msgspec.ValidationError, root: str) -> str:
+    message = str(exc).replace("`$", f"`{root}")
+    if " - at `" not in message:
+        message = f"{message} - at `{root}`"
+    return message
+
+
+def _loose_id(data: bytes | str | Raw) -> str | None:
+    """Best effort: the id of an event we refuse, so the client knows which one it was."""
+    try:
+        value = _loose_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    event_id = value.get("id") if isinstance(value, dict) else None
+    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 64 else None

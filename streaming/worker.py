@@ -1,0 +1,68 @@
+"""The stream worker's loop: small steps that say whether they found work, one loop that sleeps.
+
+Embedded mode runs it inside the server's event loop; `runstream` runs it alone (Redis mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from streaming.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[float], Awaitable[bool]]
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        clock: Callable[[], float] = time.time,
+        tick_seconds: float = 0.05,
+        evict_every: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.tick_seconds = tick_seconds
+        self.evict_every = evict_every
+        self.steps: list[Step] = [self.step_evict]
+        self._next_evict = 0.0
+        self._stopping = asyncio.Event()
+
+    async def step_evict(self, now: float) -> bool:
+        """Forget idle sessions, at most every `evict_every` seconds."""
+        if now < self._next_evict:
+            return False
+        self._next_evict = now + self.evict_every
+        evicted = await self.store.evict_idle(now)
+        if evicted:
+            log.debug("evicted %d idle sessions", evicted)
+        return evicted > 0
+
+    async def tick(self, now: float) -> bool:
+        found = False
+        for step in self.steps:
+            try:
+                found = await step(now) or found
+            except Exception:
+                # One failing step must not stop the loop; the next tick tries again.
+                log.exception("stream worker step %s failed", getattr(step, "__name__", step))
+        return found
+
+    async def run(self) -> None:
+        log.info("stream worker started")
+        while not self._stopping.is_set():
+            found = await self.tick(self.clock())
+            if not found:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.tick_seconds)
+        log.info("stream worker stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -1,0 +1,47 @@
+"""Shared fixtures: personas of shoppers and sites, and real server processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from offers.runtime import Runtime, reset_runtime
+from offers.sites import forget_sites
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def service_missing(what: str) -> None:
+    """Skip a test whose service is missing, or fail it when CI requires every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (REQUIRE_SERVICES=1) but does not answer")
+    pytest.skip(f"{what} does not answer")
+
+
+@pytest.fixture(autouse=True)
+def runtime() -> Iterator[Runtime]:
+    """A fresh in-memory runtime (store, delivery, worker) for every test."""
+    forget_sites()
+    yield reset_runtime()
+    forget_sites()
+
+
+@pytest.fixture
+def demo_site(db):  # type: ignore[no-untyped-def]
+    from offers.models import Site
+
+    return Site.objects.create(key="demo", name="Demo shop", allowed_origins="*")
+
+
+@pytest.fixture
+def strict_site(db):  # type: ignore[no-untyped-def]
+    """A shop that accepts events only from its own pages."""
+    from offers.models import Site
+
+    return Site.objects.create(
+        key="strict",
+        name="Strict shop",
+        allowed_origins="https://shop.example\nhttps://www.shop.example",
+    )

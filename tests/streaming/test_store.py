@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from streaming.state import MAX_CART_LINES
+from streaming.store import MemoryStore
+from tests.factories import T0, event
+
+
+async def test_a_repeated_id_is_acknowledged_again_and_applied_once():
+    store = MemoryStore()
+    add = event("e-1", "add_to_cart", product_id="sku-1", price=10)
+    first = await store.apply(session_id="s", site="demo", events=[add], now=T0)
+    again = await store.apply(session_id="s", site="demo", events=[add, add], now=T0 + 1)
+    assert first.acked == ["e-1"] and first.duplicates == 0
+    assert again.acked == ["e-1", "e-1"] and again.duplicates == 2
+    state = await store.get("s")
+    assert state is not None and state.cart == {"sku-1": (1, 10.0)}
+
+
+async def test_a_refused_event_is_not_remembered_as_seen():
+    store = MemoryStore()
+    adds = [
+        event(f"a{i}", "add_to_cart", product_id=f"p{i}", price=1) for i in range(MAX_CART_LINES)
+    ]
+    await store.apply(session_id="s", site="demo", events=adds, now=T0)
+    over = event("over", "add_to_cart", product_id="new", price=1)
+    result = await store.apply(session_id="s", site="demo", events=[over], now=T0 + 1)
+    assert result.acked == [] and [e.code for e in result.errors] == ["invalid_props"]
+    await store.apply(
+        session_id="s",
+        site="demo",
+        events=[event("r", "remove_from_cart", product_id="p0")],
+        now=T0 + 2,
+    )
+    result = await store.apply(session_id="s", site="demo", events=[over], now=T0 + 3)
+    assert result.acked == ["over"] and result.duplicates == 0
+
+
+async def test_sessions_idle_for_thirty_minutes_are_evicted():
+    store = MemoryStore(idle_seconds=1800)
+    await store.open(session_id="idle", site="demo", now=T0)
+    await store.open(session_id="busy", site="demo", now=T0)
+    await store.apply(
+        session_id="busy", site="demo", events=[event("h", "heartbeat")], now=T0 + 1000
+    )
+    assert await store.evict_idle(T0 + 1799) == 0
+    assert await store.evict_idle(T0 + 1800) == 1
+    assert await store.get("idle") is None
+    assert await store.get("busy") is not None
+    assert len(store) == 1
+    assert await store.evict_idle(T0 + 2800) == 1
+    assert len(store) == 0
+
+
+async def test_opening_an_evicted_session_starts_it_empty_under_the_same_id():
+    store = MemoryStore(idle_seconds=10)
+    await store.apply(
+        session_id="s",
+        site="demo",
+        events=[event("a", "add_to_cart", product_id="p", price=1)],
+        now=T0,
+    )
+    await store.evict_idle(T0 + 10)
+    state = await store.open(session_id="s", site="demo", now=T0 + 11)
+    assert state.session_id == "s" and state.cart == {} and state.started_at == T0 + 11
