@@ -119,6 +119,8 @@ STORAGES = {
 }
 # The snippet is loaded by shops' pages on other origins.
 WHITENOISE_ALLOW_ALL_ORIGINS = True
+# Serve static/ even before `collectstatic` has run (a fresh clone, the test suite).
+WHITENOISE_USE_FINDERS = True
 
 # --- Production hardening; `DEBUG=0 manage.py check --deploy` is clean -------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -86,10 +86,24 @@ def _database_answers() -> bool:
         return False
 
 
+async def _redis_answers(url: str) -> bool:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(await client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
 @require_GET
 async def healthz(request: HttpRequest) -> HttpResponse:
     database = await sync_to_async(_database_answers)()
     checks = {"database": "ok" if database else "down"}
+    if settings.REDIS_URL:
+        checks["redis"] = "ok" if await _redis_answers(settings.REDIS_URL) else "down"
     healthy = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {

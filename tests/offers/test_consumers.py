@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from config.asgi import application
+from offers.runtime import Runtime
+from offers.tokens import issue_token
+from tests.factories import track
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ADD = track("e-1", "add_to_cart", product_id="sku-1", price=19.99, quantity=2)
+
+
+def shopper(query: str = "site=demo", origin: str | None = None) -> WebsocketCommunicator:
+    headers = [(b"origin", origin.encode())] if origin else []
+    return WebsocketCommunicator(application, f"/ws/collect/?{query}", headers=headers)
+
+
+async def connected(
+    query: str = "site=demo", origin: str | None = None
+) -> tuple[WebsocketCommunicator, dict[str, Any]]:
+    ws = shopper(query, origin)
+    ok, _ = await ws.connect()
+    assert ok
+    welcome = await ws.receive_json_from()
+    return ws, welcome
+
+
+async def send(ws: WebsocketCommunicator, frame: Any) -> dict[str, Any]:
+    await ws.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+    return await ws.receive_json_from()
+
+
+async def test_it_welcomes_a_shopper_with_a_session_and_signed_token(demo_site, runtime: Runtime):
+    ws, welcome = await connected()
+    assert welcome["type"] == "welcome"
+    assert welcome["pause_seconds"] == 30.0
+    assert len(welcome["session"]) >= 16
+    assert welcome["token"].count(":") == 2
+    assert await runtime.store.get(welcome["session"]) is not None
+    await ws.disconnect()
+
+
+async def test_it_acknowledges_and_applies_each_valid_event(demo_site, runtime: Runtime):
+    ws, welcome = await connected()
+    assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
+    batch = {
+        "type": "batch",
+        "events": [
+            {"id": "e-2", "event": "product_view", "props": {"product_id": "sku-2", "price": 5}},
+            {"id": "e-3", "event": "visibility", "props": {"state": "hidden"}},
+        ],
+    }
+    assert await send(ws, batch) == {"type": "ack", "ids": ["e-2", "e-3"]}
+    state = await runtime.store.get(welcome["session"])
+    assert state is not None
+    assert state.cart_value == 39.98 and state.product_views == 1 and state.hidden
+    await ws.disconnect()
+
+
+async def test_a_repeated_id_is_acknowledged_again_and_applied_once(demo_site, runtime: Runtime):
+    ws, welcome = await connected()
+    await send(ws, ADD)
+    assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
+    state = await runtime.store.get(welcome["session"])
+    assert state is not None and state.cart == {"sku-1": (2, 19.99)}
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad_json"),
+        ({"type": "shout", "id": "e-9"}, "bad_frame"),
+        (track("e-9", "teleport"), "unknown_event"),
+        (track("e-9", "add_to_cart", product_id="sku-1", price=-3), "invalid_props"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(
+    demo_site, runtime: Runtime, frame, code
+):
+    ws, welcome = await connected()
+    error = await send(ws, frame)
+    assert error["type"] == "error" and error["code"] == code and error["detail"]
+    state = await runtime.store.get(welcome["session"])
+    assert state is not None and state.cart == {} and state.activity_seq == 0
+    assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
+    await ws.disconnect()
+
+
+async def test_a_frame_over_16_kib_closes_with_1009(demo_site):
+    ws, _ = await connected()
+    await ws.send_to(text_data=json.dumps(track("e-1", "search", query="q")) + " " * 16 * 1024)
+    assert await ws.receive_output() == {
+        "type": "websocket.close",
+        "code": 1009,
+        "reason": "frame over 16 KiB",
+    }
+
+
+async def test_more_than_a_hundred_errors_close_with_4400(demo_site):
+    ws, _ = await connected()
+    for _ in range(100):
+        assert (await send(ws, "nope"))["code"] == "bad_json"
+    await ws.send_to(text_data="nope")
+    assert (await ws.receive_json_from())["code"] == "bad_json"
+    assert (await ws.receive_output())["code"] == 4400
+
+
+async def test_rate_limited_events_are_refused_and_not_acknowledged(demo_site, runtime: Runtime):
+    runtime.burst, runtime.rate = 3, 0.001
+    ws, welcome = await connected()
+    events = [{"id": f"e-{i}", "event": "search", "props": {"query": "x"}} for i in range(5)]
+    assert await send(ws, {"type": "batch", "events": events}) == {
+        "type": "ack",
+        "ids": ["e-0", "e-1", "e-2"],
+    }
+    error = await ws.receive_json_from()
+    assert (error["code"], error["id"]) == ("rate_limited", "e-3")
+    state = await runtime.store.get(welcome["session"])
+    assert state is not None and state.searches == 3
+    await ws.disconnect()
+
+
+async def test_an_unknown_site_is_refused_at_the_handshake(demo_site):
+    ok, code = await shopper("site=nope").connect()
+    assert not ok and code == 1000  # daphne answers a close before accept with HTTP 403
+
+
+async def test_a_missing_site_key_is_refused(demo_site):
+    ok, _ = await shopper("").connect()
+    assert not ok
+
+
+async def test_an_origin_the_site_does_not_allow_is_refused(strict_site):
+    ok, _ = await shopper("site=strict", origin="https://evil.example").connect()
+    assert not ok
+    ok, _ = await shopper("site=strict").connect()  # no Origin at all
+    assert not ok
+
+
+async def test_an_allowed_origin_is_accepted(strict_site):
+    ws, welcome = await connected("site=strict", origin="https://www.shop.example")
+    assert welcome["type"] == "welcome"
+    await ws.disconnect()
+
+
+async def test_a_valid_token_resumes_the_same_session_and_state(demo_site, runtime: Runtime):
+    ws, welcome = await connected()
+    await send(ws, ADD)
+    await ws.disconnect()
+    ws, again = await connected(f"site=demo&token={welcome['token']}")
+    assert again["session"] == welcome["session"]
+    state = await runtime.store.get(again["session"])
+    assert state is not None and state.cart_value == 39.98
+    assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}  # still de-duplicated
+    assert state.cart_value == 39.98
+    await ws.disconnect()
+
+
+async def test_a_forged_token_starts_a_new_session(demo_site):
+    _, welcome = await connected()
+    forged = welcome["token"][:-2] + ("AA" if not welcome["token"].endswith("AA") else "BB")
+    ws, again = await connected(f"site=demo&token={forged}")
+    assert again["session"] != welcome["session"]
+    await ws.disconnect()
+
+
+async def test_a_token_for_another_site_starts_a_new_session(demo_site, strict_site):
+    token = issue_token("someone-elses", "strict")
+    ws, welcome = await connected(f"site=demo&token={token}")
+    assert welcome["session"] != "someone-elses"
+    await ws.disconnect()
+
+
+async def test_one_bad_client_never_harms_another_session(demo_site, runtime: Runtime):
+    good, good_welcome = await connected()
+    bad, _ = await connected()
+    for _ in range(101):
+        await bad.send_to(text_data="{")
+    assert await send(good, ADD) == {"type": "ack", "ids": ["e-1"]}
+    state = await runtime.store.get(good_welcome["session"])
+    assert state is not None and state.cart_value == 39.98
+    await good.disconnect()
+    await bad.disconnect()
+
+
+async def test_sockets_are_registered_for_delivery_while_open(demo_site, runtime: Runtime):
+    tab1, welcome = await connected()
+    tab2, _ = await connected(f"site=demo&token={welcome['token']}")
+    assert runtime.delivery.open_sockets() == 2
+    assert await runtime.delivery.deliver(welcome["session"], '{"type":"offer"}') == 2
+    assert await tab1.receive_json_from() == {"type": "offer"}
+    assert await tab2.receive_json_from() == {"type": "offer"}
+    await tab1.disconnect()
+    await tab2.disconnect()
+    assert runtime.delivery.open_sockets() == 0
