@@ -17,7 +17,7 @@ def issue_token(session_id: str, site_key: str) -> str:
     return signing.dumps([session_id, site_key], salt=_SALT, compress=False)
 
 
-def read_token(token: str | None, site_key: str, *, max_age: float) -> str | None:
+def read_token(token: str | None, site_key: str, *, max_age: int) -> str | None:
     """The session a token names, or None when it is missing, forged, expired or for another site."""
     if not token or len(token) > 512:
         return None

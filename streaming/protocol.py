@@ -23,7 +23,7 @@ Quantity = Annotated[int, Meta(ge=1, le=999)]
 PageType = Literal["home", "category", "product", "search", "cart", "checkout", "info", "other"]
 
 
-class _Props(Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+class _Props(Struct, forbid_unknown_fields=True, gc=False):
     pass
 
 

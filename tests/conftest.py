@@ -29,14 +29,14 @@ def runtime() -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def demo_site(db):  # type: ignore[no-untyped-def]
+def demo_site(db):
     from offers.models import Site
 
     return Site.objects.create(key="demo", name="Demo shop", allowed_origins="*")
 
 
 @pytest.fixture
-def strict_site(db):  # type: ignore[no-untyped-def]
+def strict_site(db):
     """A shop that accepts events only from its own pages."""
     from offers.models import Site
 

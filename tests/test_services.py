@@ -33,7 +33,7 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def postgres_url():  # type: ignore[no-untyped-def]
+def postgres_url():
     if not _answers(*POSTGRES):
         service_missing("PostgreSQL at 127.0.0.1:5432")
     name = f"liveoffers_test_{uuid.uuid4().hex[:10]}"

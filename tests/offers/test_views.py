@@ -35,7 +35,7 @@ def beacon(
     }
 
 
-async def _state(runtime: Runtime, session: str):  # type: ignore[no-untyped-def]
+async def _state(runtime: Runtime, session: str):
     return await runtime.store.get(session)
 
 

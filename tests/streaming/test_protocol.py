@@ -163,8 +163,8 @@ def test_a_batch_keeps_good_events_and_refuses_bad_ones_in_order():
         )
     )
     assert [type(i).__name__ for i in items] == ["Event", "ProtocolError", "ProtocolError", "Event"]
-    assert items[1].code == "invalid_props" and items[1].id == "b"  # type: ignore[union-attr]
-    assert items[2].code == "bad_frame" and "events[2]" in items[2].detail  # type: ignore[union-attr]
+    assert items[1].code == "invalid_props" and items[1].id == "b"
+    assert items[2].code == "bad_frame" and "events[2]" in items[2].detail
 
 
 def test_a_batch_holds_at_most_a_hundred_events():

@@ -62,7 +62,8 @@ class Command(BaseCommand):
                 return None
             return defer.Deferred.fromFuture(asyncio.ensure_future(_wait(worker_task)))
 
-        reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined]
+        twisted_reactor: Any = reactor  # the installed asyncio reactor; its stubs are partial
+        twisted_reactor.addSystemEventTrigger("before", "shutdown", stop_worker)
         interface = host.replace(":", r"\:")
         server = Server(
             application=application,
