@@ -22,11 +22,13 @@ run: install ## migrate, load the demo, make a staff user, serve on http://$(HOS
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py bootstrap_demo
 	$(PY) manage.py ensure_staff
-	@echo "Shop http://$(HOST):$(PORT)/   Dashboard http://$(HOST):$(PORT)/dashboard/   Admin http://$(HOST):$(PORT)/admin/"
+	@echo "Shop http://$(HOST):$(PORT)/   Admin http://$(HOST):$(PORT)/admin/   Health http://$(HOST):$(PORT)/healthz"
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
-test: install ## run the whole test suite (and the linter)
+test: install ## lint, typecheck, then the whole test suite
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy .
 	$(PY) -m pytest
 
 lint: install ## ruff lint and format check
