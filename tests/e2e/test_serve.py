@@ -39,9 +39,10 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def server(server_env: dict[str, str]) -> Iterator[Server]:
-    running = Server(server_env)
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def server(request: pytest.FixtureRequest, server_env: dict[str, str]) -> Iterator[Server]:
+    """The same behaviour whichever ASGI server `serve --server` runs."""
+    running = Server(server_env, "--server", request.param)
     yield running
     running.stop()
 
@@ -209,8 +210,9 @@ def test_collect_takes_beacon_events_for_a_session(server: Server):
     info.value.close()
 
 
-def test_sigterm_stops_the_server_cleanly(server_env: dict[str, str]):
-    server = Server(server_env)
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+def test_sigterm_stops_the_server_cleanly(server_env: dict[str, str], kind):
+    server = Server(server_env, "--server", kind)
     with shopper(server) as ws:
         receive(ws)
         assert server.stop(signal.SIGTERM) == 0

@@ -1,21 +1,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from offers.runtime import Runtime, get_runtime
 from streaming.protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
+SERVERS = ("daphne", "uvicorn")
+
 
 class Command(BaseCommand):
     help = (
-        "Serve Live Offers: HTTP, the sockets and static files with daphne, and, unless "
-        "--no-worker, the stream worker in the same process and event loop."
+        "Serve Live Offers: HTTP, the sockets and static files, and, unless --no-worker, the "
+        "stream worker in the same process and event loop."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -26,35 +31,50 @@ class Command(BaseCommand):
             action="store_true",
             help="Leave detection to `runstream` workers (Redis mode only).",
         )
+        parser.add_argument(
+            "--server",
+            choices=SERVERS,
+            default="daphne",
+            help="The ASGI server: daphne (default) or uvicorn (faster ingest, see docs/BENCHMARKS.md).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # daphne.server installs Twisted's asyncio reactor on import: import it first.
-        from daphne.server import Server
-        from twisted.internet import defer, reactor
-
-        from config.asgi import application
-        from offers.runtime import get_runtime
-
-        host, port = options["host"], options["port"]
-        worker_task: asyncio.Task[None] | None = None
-        runtime = get_runtime()
         if options["no_worker"] and not settings.REDIS_URL:
             self.stderr.write(
                 "--no-worker needs REDIS_URL: in embedded mode the worker runs in this process"
             )
             raise SystemExit(2)
+        runtime = get_runtime()
+        with_worker = not options["no_worker"]
+        if options["server"] == "uvicorn":
+            asyncio.run(self.serve_uvicorn(runtime, options["host"], options["port"], with_worker))
+        else:
+            self.serve_daphne(runtime, options["host"], options["port"], with_worker)
+        self.stdout.write("Live Offers stopped")
+
+    def announce(self, host: str, port: int, server: str) -> None:
+        mode = "redis" if settings.REDIS_URL else "embedded"
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.stdout.write(f"Live Offers serving on {base}/ ({mode} mode, {server})")
+        self.stdout.write(f"  shop {base}/   admin {base}/admin/   health {base}/healthz")
+        self.stdout.flush()
+
+    def serve_daphne(self, runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
+        # daphne.server installs Twisted's asyncio reactor on import: import it first.
+        from daphne.server import Server
+        from twisted.internet import defer, reactor
+
+        from config.asgi import application
+
+        worker_task: asyncio.Task[None] | None = None
 
         def ready() -> None:
             nonlocal worker_task
             # Close an oversized frame with a proper 1009 close frame, not a dropped TCP stream.
             server.ws_factory.setProtocolOptions(failByDrop=False)
-            if not options["no_worker"]:
+            if with_worker:
                 worker_task = asyncio.get_event_loop().create_task(runtime.worker.run())
-            mode = "redis" if settings.REDIS_URL else "embedded"
-            base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-            self.stdout.write(f"Live Offers serving on {base}/ ({mode} mode)")
-            self.stdout.write(f"  shop {base}/   admin {base}/admin/   health {base}/healthz")
-            self.stdout.flush()
+            self.announce(host, port, "daphne")
 
         def stop_worker() -> defer.Deferred[None] | None:
             runtime.worker.stop()
@@ -75,7 +95,51 @@ class Command(BaseCommand):
             ready_callable=ready,
         )
         server.run()
-        self.stdout.write("Live Offers stopped")
+
+    async def serve_uvicorn(
+        self, runtime: Runtime, host: str, port: int, with_worker: bool
+    ) -> None:
+        import uvicorn
+
+        from config.asgi import application
+
+        config = uvicorn.Config(
+            application,
+            host=host,
+            port=port,
+            ws="websockets-sansio",
+            ws_max_size=MAX_FRAME_BYTES,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
+        server = _uvicorn_server_class()(config)
+        worker_task = asyncio.create_task(runtime.worker.run()) if with_worker else None
+        self.announce(host, port, "uvicorn")
+        try:
+            await server.serve()  # returns after SIGTERM or Ctrl-C, once connections are closed
+        finally:
+            runtime.worker.stop()
+            if worker_task is not None:
+                await _wait(worker_task)
+
+
+def _uvicorn_server_class() -> type[Any]:
+    import uvicorn
+
+    class UvicornServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises SIGTERM once it has shut down, which would kill the process
+            # before the stream worker stops; a signal here means "stop cleanly, exit 0".
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    return UvicornServer
 
 
 async def _wait(task: asyncio.Task[None]) -> None:
