@@ -19,7 +19,7 @@ FEATURES_VERSION: Final = 1
 
 # name -> what it means (the README's feature table is generated from the same words)
 FEATURES: Final[dict[str, str]] = {
-    "cart_value": "value of the cart (sum of quantity × unit price)",
+    "cart_value": "value of the cart (sum of quantity x unit price)",
     "cart_lines": "different products in the cart",
     "cart_quantity": "items in the cart (sum of quantities)",
     "distinct_products": "different products viewed or added (up to 64)",
@@ -64,7 +64,7 @@ def feature_row(state: SessionState, now: float) -> list[float]:
 
 
 def feature_matrix(states: Sequence[SessionState], now: float) -> npt.NDArray[np.float32]:
-    """A batch of sessions as one (sessions × features) float32 matrix for the model."""
+    """A batch of sessions as one (sessions x features) float32 matrix for the model."""
     matrix = np.empty((len(states), len(FEATURE_NAMES)), dtype=np.float32)
     for i, state in enumerate(states):
         matrix[i] = feature_row(state, now)

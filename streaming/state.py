@@ -8,7 +8,6 @@ a bounded ring of 64-bit hashes.
 from __future__ import annotations
 
 import zlib
-from array import array
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -23,15 +22,25 @@ from streaming.protocol import (
 
 MAX_CART_LINES: Final = 50
 MAX_DISTINCT_PRODUCTS: Final = 64
-RECENT_IDS: Final = 128
+# Event ids remembered for de-duplication: more than a client re-sends after a reconnect.
+RECENT_IDS: Final = 96
+_ID_BYTES: Final = 8
+_PRODUCT_BYTES: Final = 4
 
 
 class CartFull(ValueError):
     pass
 
 
-def _new_hash_array(code: str) -> array[int]:
-    return array(code)
+def _holds(packed: bytearray, key: bytes) -> bool:
+    """Whether `packed`, a run of fixed-width keys, holds `key` (searched in C, aligned)."""
+    width = len(key)
+    at = packed.find(key)
+    while at != -1:
+        if at % width == 0:
+            return True
+        at = packed.find(key, at + 1)
+    return False
 
 
 @dataclass(slots=True)
@@ -56,10 +65,19 @@ class SessionState:
     offers_dismissed: int = 0
     # Counts activity events; a pause is identified by (session, activity_seq) at its start.
     activity_seq: int = 0
+    # The activity_seq whose pause has been decided: each pause gets exactly one decision.
+    decided_seq: int = -1
+    # When the session last got an `offer` or `holdout` decision (for the cooldown).
+    last_offer_at: float | None = None
+    # The live offer's frame, sent again when the shopper reconnects before it expires.
+    offer_frame: str | None = None
+    offer_id: str | None = None
+    offer_expires_at: float = 0.0
     # product_id -> (quantity, unit price)
     cart: dict[str, tuple[int, float]] = field(default_factory=dict)
-    _products: array[int] = field(default_factory=lambda: _new_hash_array("I"))
-    _recent: array[int] = field(default_factory=lambda: _new_hash_array("q"))
+    # 32-bit hashes of the products seen, and 64-bit hashes of recent event ids, packed.
+    _products: bytearray = field(default_factory=bytearray)
+    _recent: bytearray = field(default_factory=bytearray)
     _recent_next: int = 0
 
     # --- derived values -------------------------------------------------------------------
@@ -73,27 +91,40 @@ class SessionState:
 
     @property
     def distinct_products(self) -> int:
-        return len(self._products)
+        return len(self._products) // _PRODUCT_BYTES
 
     def pause_deadline(self, pause_seconds: float) -> float | None:
         """When this session pauses, if nothing happens before: None when it cannot pause."""
-        if not self.cart or self.purchased:
+        if not self.cart or self.purchased or self.decided_seq == self.activity_seq:
             return None
         return self.last_activity + pause_seconds
+
+    @property
+    def pause_key(self) -> str:
+        """Names the current pause: one decision per key, whichever worker makes it."""
+        return f"{self.session_id}:{self.activity_seq}"
+
+    def live_offer(self, now: float) -> str | None:
+        """The offer frame to show again on reconnect, while it is valid and unanswered."""
+        if self.offer_frame is None or now >= self.offer_expires_at:
+            return None
+        return self.offer_frame
 
     def idle_until(self, idle_seconds: float) -> float:
         return self.last_seen + idle_seconds
 
     # --- de-duplication -------------------------------------------------------------------
+    # Python's str hash is per process, like this in-memory state; a shared store keeps its own.
     def has_seen(self, event_id: str) -> bool:
-        return hash(event_id) in self._recent
+        return _holds(self._recent, hash(event_id).to_bytes(_ID_BYTES, "little", signed=True))
 
     def remember(self, event_id: str) -> None:
-        key = hash(event_id)
-        if len(self._recent) < RECENT_IDS:
-            self._recent.append(key)
+        key = hash(event_id).to_bytes(_ID_BYTES, "little", signed=True)
+        if len(self._recent) < RECENT_IDS * _ID_BYTES:
+            self._recent += key
         else:
-            self._recent[self._recent_next] = key
+            at = self._recent_next * _ID_BYTES
+            self._recent[at : at + _ID_BYTES] = key
             self._recent_next = (self._recent_next + 1) % RECENT_IDS
 
     # --- updates --------------------------------------------------------------------------
@@ -143,16 +174,23 @@ class SessionState:
             self.offers_shown += 1
         elif name == "offer_accepted":
             self.offers_accepted += 1
+            self._settle_offer(props)
         elif name == "offer_dismissed":
             self.offers_dismissed += 1
+            self._settle_offer(props)
         # heartbeat: keeps the session alive and nothing else
         self.last_seen = now
         if event.activity:
             self.last_activity = now
             self.activity_seq += 1
 
+    def _settle_offer(self, props: object) -> None:
+        # An answered offer is not shown again on the next page.
+        if isinstance(props, OfferRef) and props.offer_id == self.offer_id:
+            self.offer_frame = None
+
     def _see_product(self, product_id: str) -> None:
-        if len(self._products) < MAX_DISTINCT_PRODUCTS:
-            key = zlib.crc32(product_id.encode())
-            if key not in self._products:
-                self._products.append(key)
+        if len(self._products) < MAX_DISTINCT_PRODUCTS * _PRODUCT_BYTES:
+            key = zlib.crc32(product_id.encode()).to_bytes(_PRODUCT_BYTES, "little")
+            if not _holds(self._products, key):
+                self._products += key

@@ -162,9 +162,25 @@ def test_a_batch_keeps_good_events_and_refuses_bad_ones_in_order():
             }
         )
     )
-    assert [type(i).__name__ for i in items] == ["Event", "ProtocolError", "ProtocolError", "Event"]
+    assert [isinstance(i, Event) for i in items] == [True, False, False, True]
     assert items[1].code == "invalid_props" and items[1].id == "b"
     assert items[2].code == "bad_frame" and "events[2]" in items[2].detail
+
+
+def test_a_valid_batch_decodes_to_typed_events():
+    events = [
+        {"id": "a", "event": "add_to_cart", "props": {"product_id": "p", "price": 2}},
+        {"id": "b", "event": "heartbeat"},
+        {"id": "c", "event": "checkout_start", "props": {}},
+    ]
+    items = decode_frame(json.dumps({"type": "batch", "events": events}))
+    assert [(e.id, e.name, e.activity) for e in items] == [  # type: ignore[union-attr]
+        ("a", "add_to_cart", True),
+        ("b", "heartbeat", False),
+        ("c", "checkout_start", True),
+    ]
+    assert isinstance(items[0], Event) and isinstance(items[0].props, AddToCart)
+    assert items[0].props.quantity == 1
 
 
 def test_a_batch_holds_at_most_a_hundred_events():

@@ -88,6 +88,14 @@ def test_distinct_products_are_counted_up_to_a_bound(fresh_session: SessionState
     assert fresh_session.distinct_products == MAX_DISTINCT_PRODUCTS
 
 
+def test_ids_are_matched_whole_not_across_neighbouring_hashes(fresh_session: SessionState):
+    for i in range(RECENT_IDS):
+        fresh_session.remember(f"id-{i}")
+    for i in range(RECENT_IDS):
+        assert fresh_session.has_seen(f"id-{i}")
+    assert sum(fresh_session.has_seen(f"other-{i}") for i in range(10_000)) == 0
+
+
 def test_it_remembers_a_bounded_window_of_event_ids(fresh_session: SessionState):
     for i in range(RECENT_IDS + 5):
         fresh_session.remember(f"e-{i}")
