@@ -10,5 +10,6 @@ urlpatterns = [
     path("collect/", views.collect, name="collect"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
+    path("api/decisions/", views.api_decisions, name="api-decisions"),
     path("admin/", admin.site.urls),
 ]

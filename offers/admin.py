@@ -2,10 +2,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 
 from offers.models import Decision, Offer, OfferRule, Product, ScoringModel, Site
+from offers.services import model_activate, model_create, model_rollback, model_shadow
+from streaming.features import FEATURE_NAMES
+from streaming.scoring import ModelError, load_model, sniff_format
+
+MAX_MODEL_BYTES = 32 * 2**20
 
 
 @admin.register(Site)
@@ -37,12 +44,118 @@ class OfferRuleAdmin(admin.ModelAdmin):
     list_filter = ["site", "active"]
 
 
+class ScoringModelForm(forms.ModelForm):
+    """Upload of an XGBoost model file: JSON or UBJSON, checked before anything is stored."""
+
+    model_file = forms.FileField(
+        required=False,
+        help_text="An XGBoost Booster saved as JSON or UBJSON (never a pickle), trained on "
+        "the live feature list.",
+    )
+
+    class Meta:
+        model = ScoringModel
+        fields = ["name", "notes"]
+
+    def clean_model_file(self) -> bytes | None:
+        upload = self.cleaned_data.get("model_file")
+        if self.instance.pk:
+            return None  # a stored version's artifact never changes
+        if upload is None:
+            raise forms.ValidationError("Choose a model file to upload.")
+        if upload.size > MAX_MODEL_BYTES:
+            raise forms.ValidationError(f"The file is over {MAX_MODEL_BYTES // 2**20} MiB.")
+        raw = upload.read()
+        try:
+            load_model(raw, label="upload")
+        except ModelError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return raw
+
+
 @admin.register(ScoringModel)
 class ScoringModelAdmin(admin.ModelAdmin):
-    list_display = ["label", "state", "created_at", "activated_at"]
+    form = ScoringModelForm
+    list_display = ["label", "state", "auc", "created_at", "activated_at"]
     list_filter = ["state", "name"]
-    readonly_fields = ["feature_names", "metrics", "created_at", "activated_at"]
-    exclude = ["artifact"]
+    readonly_fields = [
+        "version",
+        "state",
+        "artifact_format",
+        "metrics_table",
+        "feature_names",
+        "created_at",
+        "activated_at",
+    ]
+    actions = ["activate", "rollback", "run_as_shadow", "stop_shadow"]
+
+    @admin.display(description="held-out AUC")
+    def auc(self, obj: ScoringModel) -> str:
+        value = obj.metrics.get("auc") if isinstance(obj.metrics, dict) else None
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+    @admin.display(description="metrics")
+    def metrics_table(self, obj: ScoringModel) -> str:
+        if not obj.metrics:
+            return "-"
+        return format_html_join(
+            "", "<div><b>{}</b>: {}</div>", ((k, v) for k, v in sorted(obj.metrics.items()))
+        )
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["name", "notes", "model_file"]
+        return ["name", "notes", *self.readonly_fields]
+
+    def save_model(self, request: HttpRequest, obj: ScoringModel, form: Any, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["name", "notes"])
+            return
+        raw = form.cleaned_data["model_file"]
+        created = model_create(
+            artifact=raw,
+            artifact_format=sniff_format(raw),
+            feature_names=list(FEATURE_NAMES),
+            metrics={"uploaded_by": request.user.get_username()},
+            name=obj.name,
+            notes=obj.notes,
+        )
+        obj.pk, obj.version = created.pk, created.version
+        obj.refresh_from_db()
+
+    @admin.action(description="Activate the selected model (every server within 2 s)")
+    def activate(self, request: HttpRequest, queryset: Any) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one model to activate.", messages.ERROR)
+            return
+        model = model_activate(model=queryset.get())
+        self.message_user(request, f"{model.label} is now active.", messages.SUCCESS)
+
+    @admin.action(description="Roll back to the previously active model")
+    def rollback(self, request: HttpRequest, queryset: Any) -> None:
+        model = model_rollback()
+        if model is None:
+            self.message_user(request, "No earlier active model to roll back to.", messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Rolled back: {model.label} is active again.", messages.SUCCESS
+            )
+
+    @admin.action(description="Run the selected model in shadow (scored, never acted on)")
+    def run_as_shadow(self, request: HttpRequest, queryset: Any) -> None:
+        if queryset.count() != 1 or queryset.get().state == ScoringModel.State.ACTIVE:
+            self.message_user(
+                request, "Select exactly one model that is not active.", messages.ERROR
+            )
+            return
+        model = queryset.get()
+        model_shadow(model=model)
+        self.message_user(request, f"{model.label} now runs in shadow.", messages.SUCCESS)
+
+    @admin.action(description="Stop the shadow model")
+    def stop_shadow(self, request: HttpRequest, queryset: Any) -> None:
+        model_shadow(model=None)
+        self.message_user(request, "No model runs in shadow now.", messages.SUCCESS)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -60,7 +173,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Decision)
 class DecisionAdmin(ReadOnlyAdmin):
-    list_display = ["at", "session", "outcome", "risk", "model_label", "cart_value"]
+    list_display = [
+        "at",
+        "session",
+        "outcome",
+        "risk",
+        "model_label",
+        "shadow_risk",
+        "cart_value",
+        "converted_at",
+    ]
     list_filter = ["outcome", "site"]
     search_fields = ["session"]
     date_hierarchy = "at"

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from offers import metrics
+from offers.engine import OfferEvent
 from offers.runtime import Runtime
 from streaming.protocol import Event, ProtocolError
 from streaming.ratelimit import TokenBucket
+
+# Events that record what became of an offer or of the session, in the database.
+OUTCOME_EVENTS = frozenset({"offer_shown", "offer_accepted", "offer_dismissed", "purchase"})
 
 
 @dataclass(slots=True)
@@ -52,9 +56,14 @@ async def ingest(
         )
         outcome.acked = applied.acked
         outcome.errors.extend(applied.errors)
-        metrics.EVENTS_ACCEPTED.inc(len(applied.acked) - applied.duplicates)
+        metrics.EVENTS_ACCEPTED.inc(len(applied.fresh))
         if applied.duplicates:
             metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
+        for event in applied.fresh:
+            if event.name in OUTCOME_EVENTS:
+                runtime.recorder.offer_event(
+                    OfferEvent(session_id, getattr(event.props, "offer_id", None), event.name, now)
+                )
     for error in outcome.errors:
         metrics.EVENTS_REFUSED.labels(error.code).inc()
     return outcome

@@ -73,7 +73,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         )
         self.site_key = site.key
         self.bucket = runtime.new_bucket(now)
-        await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
+        state = await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
         await self.accept()
         runtime.delivery.attach(self.session_id, self)
         self.attached = True
@@ -85,6 +85,10 @@ class CollectorConsumer(AsyncWebsocketConsumer):
                 "pause_seconds": float(runtime.pause_seconds),
             }
         )
+        # An offer made while the shopper's page was closed is shown when they come back.
+        offer = state.live_offer(now)
+        if offer is not None:
+            await self.push(offer)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         data = message.get("text")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from streaming.protocol import ERROR_CODES
 
@@ -26,3 +26,20 @@ CONNECTIONS_CLOSED = Counter(
 )
 LIVE_SESSIONS = Gauge("liveoffers_live_sessions", "Sessions held in this process's store.")
 OPEN_SOCKETS = Gauge("liveoffers_open_sockets", "Collector sockets open in this process.")
+
+DECISIONS = Counter("liveoffers_decisions", "Decisions made, by outcome.", ["outcome"])
+for _outcome in ("offer", "holdout", "no_offer"):
+    DECISIONS.labels(_outcome)
+DECISION_DELAY = Histogram(
+    "liveoffers_decision_delay_seconds",
+    "From a pause's deadline to its decision (offer frame sent).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+ACTIVE_MODEL = Info("liveoffers_active_model", "The model decisions are scored with.")
+MODEL_LOAD_FAILURES = Counter(
+    "liveoffers_model_load_failures",
+    "Model versions that could not be loaded (the last good one stays).",
+)
+RECORD_FAILURES = Counter(
+    "liveoffers_record_failures", "Failed attempts to write decisions to the database (retried)."
+)

@@ -171,6 +171,7 @@ class Decision(models.Model):
     model_label = models.CharField(max_length=80, blank=True)
     risk = models.FloatField(null=True, blank=True)
     shadow_risk = models.FloatField(null=True, blank=True)
+    shadow_model = models.CharField(max_length=80, blank=True)
     features = models.JSONField(default=dict)
     reasons = models.JSONField(default=list, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)

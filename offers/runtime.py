@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from offers import metrics
+from offers.engine import ModelWatcher, Recorder, RuleBook
+from streaming.decider import Budget, Decider, ModelSlot
 from streaming.delivery import Delivery, LocalDelivery
 from streaming.ratelimit import TokenBucket
 from streaming.store import MemoryStore, SessionStore
@@ -24,6 +26,11 @@ class Runtime:
     store: SessionStore
     delivery: Delivery
     worker: StreamWorker
+    models: ModelSlot
+    watcher: ModelWatcher
+    rulebook: RuleBook
+    decider: Decider
+    recorder: Recorder
     rate: float
     burst: int
     pause_seconds: float
@@ -49,15 +56,47 @@ _runtime: Runtime | None = None
 
 
 def build_runtime() -> Runtime:
-    store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS)
+    pause_seconds = settings.PAUSE_SECONDS
+    store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
     delivery = LocalDelivery()
+    models = ModelSlot()
+    budget = Budget()
+    watcher = ModelWatcher(models)
+    rulebook = RuleBook(budget)
+    recorder = Recorder()
+    decider = Decider(
+        store=store,
+        delivery=delivery,
+        models=models,
+        rules=rulebook.rules,
+        budget=budget,
+        record=recorder.record,
+        pause_seconds=pause_seconds,
+        cooldown_seconds=settings.OFFER_COOLDOWN_SECONDS,
+        holdout_percent=settings.HOLDOUT_PERCENT,
+    )
+    worker = StreamWorker(
+        store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
+    )
+    worker.steps = [watcher.step, rulebook.step, decider.step, recorder.step, worker.step_evict]
+
+    async def finish() -> None:
+        await decider.drain()
+        await recorder.step(0.0)
+
+    worker.finishers.append(finish)
     runtime = Runtime(
         store=store,
         delivery=delivery,
-        worker=StreamWorker(store=store),
+        worker=worker,
+        models=models,
+        watcher=watcher,
+        rulebook=rulebook,
+        decider=decider,
+        recorder=recorder,
         rate=settings.RATE_EVENTS_PER_SECOND,
         burst=settings.RATE_BURST,
-        pause_seconds=settings.PAUSE_SECONDS,
+        pause_seconds=pause_seconds,
         token_max_age=settings.SESSION_TOKEN_MAX_AGE,
     )
     metrics.LIVE_SESSIONS.set_function(lambda: len(runtime.store))

@@ -22,7 +22,9 @@ def model_create(
 ) -> ScoringModel:
     """Store a new version of a model as a candidate (not yet scoring anything)."""
     with transaction.atomic():
-        latest = ScoringModel.objects.select_for_update().filter(name=name).aggregate(Max("version"))
+        latest = (
+            ScoringModel.objects.select_for_update().filter(name=name).aggregate(Max("version"))
+        )
         version = (latest["version__max"] or 0) + 1
         return ScoringModel.objects.create(
             name=name,
@@ -51,12 +53,10 @@ def model_activate(*, model: ScoringModel) -> ScoringModel:
 def model_rollback() -> ScoringModel | None:
     """Re-activate the version active before the current one; None when there is none."""
     current = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
-    previous = (
-        ScoringModel.objects.filter(activated_at__isnull=False)
-        .exclude(pk=getattr(current, "pk", None))
-        .order_by("-activated_at")
-        .first()
-    )
+    earlier = ScoringModel.objects.filter(activated_at__isnull=False)
+    if current is not None:
+        earlier = earlier.exclude(pk=current.pk)
+    previous = earlier.order_by("-activated_at").first()
     if previous is None:
         return None
     return model_activate(model=previous)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import time
 from typing import Annotated
@@ -10,12 +11,14 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offers.collector import ingest
-from offers.models import Product
+from offers.models import Decision, Product
 from offers.runtime import get_runtime
 from offers.sites import find_site
 from offers.tokens import read_token
@@ -130,3 +133,45 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 def shop(request: HttpRequest) -> HttpResponse:
     products = Product.objects.filter(site__key="demo", active=True)
     return render(request, "offers/shop.html", {"products": products})
+
+
+API_LIMIT_MAX = 1000
+
+
+def _decision_json(decision: Decision) -> dict[str, object]:
+    offer = getattr(decision, "offer", None)
+    return {
+        "id": decision.pk,
+        "session": decision.session,
+        "at": decision.at.isoformat().replace("+00:00", "Z"),
+        "outcome": decision.outcome,
+        "risk": decision.risk,
+        "model": decision.model_label,
+        "features": decision.features,
+        "reasons": decision.reasons,
+        "cart_value": float(decision.cart_value),
+        "offer_id": offer.public_id if offer else None,
+    }
+
+
+@require_GET
+def api_decisions(request: HttpRequest) -> HttpResponse:
+    """`GET /api/decisions/?since=ISO8601&limit=N`: staff only, oldest first, `since` inclusive."""
+    if not (request.user.is_authenticated and request.user.is_staff):
+        return _json_error(403, "forbidden", "staff only")
+    decisions = Decision.objects.select_related("offer").order_by("at", "id")
+    since_raw = request.GET.get("since")
+    if since_raw:
+        since = parse_datetime(since_raw.replace(" ", "+"))
+        if since is None:
+            return _json_error(400, "bad_since", "since must be an ISO 8601 date and time")
+        if timezone.is_naive(since):
+            since = timezone.make_aware(since, dt.UTC)
+        decisions = decisions.filter(at__gte=since)
+    try:
+        limit = int(request.GET.get("limit", "100"))
+    except ValueError:
+        return _json_error(400, "bad_limit", "limit must be a whole number")
+    if not 1 <= limit <= API_LIMIT_MAX:
+        return _json_error(400, "bad_limit", f"limit must be from 1 to {API_LIMIT_MAX}")
+    return JsonResponse({"decisions": [_decision_json(d) for d in decisions[:limit]]})

@@ -7,7 +7,7 @@ refused with a clear error, and the error says which event it belongs to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Final, Literal, Union
+from typing import Annotated, Any, ClassVar, Final, Literal, Union, cast
 
 import msgspec
 from msgspec import Meta, Raw, Struct
@@ -112,13 +112,16 @@ def _event_type(name: str, kind: EventKind) -> type[Event]:
         if kind.props is NoProps
         else ("props", kind.props)
     )
-    return msgspec.defstruct(
-        f"{name.title().replace('_', '')}Event",
-        [props],
-        bases=(Event,),
-        tag=name,
-        kw_only=True,
-        namespace={"name": name, "activity": kind.activity},
+    return cast(
+        type[Event],
+        msgspec.defstruct(
+            f"{name.title().replace('_', '')}Event",
+            [props],
+            bases=(Event,),
+            tag=name,
+            kw_only=True,
+            namespace={"name": name, "activity": kind.activity},
+        ),
     )
 
 

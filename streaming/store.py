@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from streaming.detector import PauseTimers
 from streaming.protocol import Event, ProtocolError
 from streaming.state import CartFull, SessionState
 
@@ -23,6 +24,8 @@ class Applied:
     acked: list[str] = field(default_factory=list)
     duplicates: int = 0
     errors: list[ProtocolError] = field(default_factory=list)
+    # Events applied now for the first time (duplicates excluded), in order.
+    fresh: list[Event] = field(default_factory=list)
 
 
 class SessionStore(ABC):
@@ -46,15 +49,33 @@ class SessionStore(ABC):
         """Forget sessions idle for `idle_seconds`; returns how many went."""
 
     @abstractmethod
+    async def claim_due(self, now: float, limit: int) -> list[SessionState]:
+        """Sessions whose pause deadline has passed, each pause handed out exactly once."""
+
+    @abstractmethod
+    async def note_offer(
+        self,
+        session_id: str,
+        *,
+        at: float,
+        offer_id: str | None = None,
+        frame: str | None = None,
+        expires_at: float = 0.0,
+    ) -> None:
+        """Record that the session got an offer (or a holdout decision, without a frame)."""
+
+    @abstractmethod
     def __len__(self) -> int: ...
 
 
 class MemoryStore(SessionStore):
     """Embedded mode: sessions in one dict, kept in order of last use so eviction is cheap."""
 
-    def __init__(self, *, idle_seconds: float = 1800.0) -> None:
+    def __init__(self, *, idle_seconds: float = 1800.0, pause_seconds: float = 30.0) -> None:
         self.idle_seconds = idle_seconds
+        self.pause_seconds = pause_seconds
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self._timers = PauseTimers()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -80,8 +101,42 @@ class MemoryStore(SessionStore):
                     result.errors.append(ProtocolError("invalid_props", str(exc), event.id))
                     continue
                 state.remember(event.id)
+                result.fresh.append(event)
             result.acked.append(event.id)
+        self._timers.schedule(session_id, state.pause_deadline(self.pause_seconds))
         return result
+
+    async def claim_due(self, now: float, limit: int) -> list[SessionState]:
+        claimed = []
+        for session_id in self._timers.pop_due(now, self._deadline_of, limit):
+            state = self._sessions[session_id]
+            state.decided_seq = state.activity_seq
+            claimed.append(state)
+        return claimed
+
+    async def note_offer(
+        self,
+        session_id: str,
+        *,
+        at: float,
+        offer_id: str | None = None,
+        frame: str | None = None,
+        expires_at: float = 0.0,
+    ) -> None:
+        state = self._sessions.get(session_id)
+        if state is None:
+            return
+        state.last_offer_at = at
+        if frame is not None:
+            state.offer_frame, state.offer_id, state.offer_expires_at = frame, offer_id, expires_at
+
+    def next_deadline(self) -> float | None:
+        """The earliest pause deadline that may be due (possibly stale, never late)."""
+        return self._timers.next_deadline()
+
+    def _deadline_of(self, session_id: str) -> float | None:
+        state = self._sessions.get(session_id)
+        return None if state is None else state.pause_deadline(self.pause_seconds)
 
     async def evict_idle(self, now: float) -> int:
         return self.evict_idle_now(now)

@@ -24,14 +24,17 @@ class StreamWorker:
         *,
         store: SessionStore,
         clock: Callable[[], float] = time.time,
-        tick_seconds: float = 0.05,
+        tick_seconds: float = 0.25,
         evict_every: float = 5.0,
+        wake_at: Callable[[], float | None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.tick_seconds = tick_seconds
         self.evict_every = evict_every
+        self.wake_at = wake_at
         self.steps: list[Step] = [self.step_evict]
+        self.finishers: list[Callable[[], Awaitable[None]]] = []
         self._next_evict = 0.0
         self._stopping = asyncio.Event()
 
@@ -55,13 +58,27 @@ class StreamWorker:
                 log.exception("stream worker step %s failed", getattr(step, "__name__", step))
         return found
 
+    def sleep_seconds(self, now: float) -> float:
+        """Until the next tick, or sooner when a pause deadline comes first."""
+        wake = self.wake_at() if self.wake_at else None
+        if wake is None:
+            return self.tick_seconds
+        return max(0.0, min(self.tick_seconds, wake - now))
+
     async def run(self) -> None:
         log.info("stream worker started")
         while not self._stopping.is_set():
             found = await self.tick(self.clock())
             if not found:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.tick_seconds)
+                    await asyncio.wait_for(
+                        self._stopping.wait(), self.sleep_seconds(self.clock()) or 0.001
+                    )
+        for finish in self.finishers:
+            try:
+                await finish()
+            except Exception:
+                log.exception("stream worker could not finish %s", finish)
         log.info("stream worker stopped")
 
     def stop(self) -> None:

@@ -174,7 +174,7 @@ def test_a_valid_batch_decodes_to_typed_events():
         {"id": "c", "event": "checkout_start", "props": {}},
     ]
     items = decode_frame(json.dumps({"type": "batch", "events": events}))
-    assert [(e.id, e.name, e.activity) for e in items] == [  # type: ignore[union-attr]
+    assert [(e.id, e.name, e.activity) for e in items] == [
         ("a", "add_to_cart", True),
         ("b", "heartbeat", False),
         ("c", "checkout_start", True),

@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from offers.models import OfferRule, Product, Site
+from offers.models import OfferRule, Product, ScoringModel, Site
 
 DEMO_PRODUCTS = [
     ("sku-espresso", "Espresso machine", "Kitchen", "249.00", "15-bar pump, steam wand."),
@@ -31,10 +31,14 @@ DEMO_RULES = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo site, products and offer rules (idempotent)."
+    help = "Create the demo site, products, offer rules and an active model (idempotent)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.ensure_catalogue()
+        self.ensure_model()
 
     @transaction.atomic
-    def handle(self, *args: Any, **options: Any) -> None:
+    def ensure_catalogue(self) -> None:
         site, created = Site.objects.get_or_create(
             key="demo", defaults={"name": "Demo shop", "allowed_origins": "*"}
         )
@@ -67,3 +71,14 @@ class Command(BaseCommand):
             self.stdout.write(f"offer rules: {len(DEMO_RULES)} created")
         else:
             self.stdout.write("offer rules: already there")
+
+    def ensure_model(self) -> None:
+        from offers.training import train_default_model
+
+        active = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
+        if active is not None:
+            self.stdout.write(f"model: {active.label} is active")
+            return
+        self.stdout.write("model: none active, training one on generated sessions")
+        model = train_default_model(activate=True, stdout=self.stdout)
+        self.stdout.write(f"model: {model.label} trained and active")

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from offers.models import ScoringModel
+from offers.training import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MIN_RECORDED,
+    DEFAULT_ROUNDS,
+    DEFAULT_SESSIONS,
+    train_model,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a cart-risk model on recorded decisions (when there are enough) or on generated "
+        "shoppers, and store it as a new version; progress on stderr."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--activate", action="store_true", help="score with it from now on")
+        parser.add_argument(
+            "--sessions",
+            type=_positive,
+            default=DEFAULT_SESSIONS,
+            help=f"generated sessions to train on (default {DEFAULT_SESSIONS})",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="seed for generation and split")
+        parser.add_argument(
+            "--min-recorded",
+            type=int,
+            default=DEFAULT_MIN_RECORDED,
+            help="train on recorded decisions when at least this many have a known outcome "
+            f"(default {DEFAULT_MIN_RECORDED})",
+        )
+        parser.add_argument("--rounds", type=_positive, default=DEFAULT_ROUNDS)
+        parser.add_argument("--max-depth", type=_positive, default=DEFAULT_MAX_DEPTH)
+        parser.add_argument(
+            "--format",
+            choices=ScoringModel.Format.values,
+            default=ScoringModel.Format.UBJSON,
+            help="how the booster is stored (default ubj)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # Progress lines are not errors: plain text, whatever the terminal.
+        self.stderr.style_func = None
+
+        def progress(line: str) -> None:
+            self.stderr.write(f"train_model: {line}")
+            self.stderr.flush()
+
+        try:
+            train_model(
+                sessions=options["sessions"],
+                seed=options["seed"],
+                min_recorded=options["min_recorded"],
+                rounds=options["rounds"],
+                max_depth=options["max_depth"],
+                artifact_format=options["format"],
+                activate=options["activate"],
+                say=self.stdout.write,
+                progress=progress,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value

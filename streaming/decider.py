@@ -1,0 +1,267 @@
+"""The decision step: paused carts → features → risk → policy → offers, exactly once per pause.
+
+Offers go out as soon as the batch is scored; the reasons (exact TreeSHAP, the costly part) and
+the records are made afterwards in the background, so they never delay an offer frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from streaming.delivery import Delivery
+from streaming.features import as_dict, feature_matrix
+from streaming.policy import Rule, decide, new_offer_code, new_offer_id, offer_expires_at
+from streaming.scoring import Scorer
+from streaming.state import SessionState
+from streaming.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+# Below this many rows, predicting inline is cheaper than a hop to a thread.
+_THREAD_ROWS = 64
+
+
+@dataclass(slots=True)
+class OfferMade:
+    offer_id: str
+    code: str
+    rule_id: int
+    title: str
+    message: str
+    discount_percent: int
+    created_at: float
+    expires_at: float
+
+
+@dataclass(slots=True)
+class DecisionMade:
+    session_id: str
+    site: str
+    pause_key: str
+    deadline: float
+    at: float
+    outcome: str
+    risk: float | None
+    shadow_risk: float | None
+    model: str
+    shadow_model: str
+    features: dict[str, float]
+    cart_value: float
+    offer: OfferMade | None = None
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ModelSlot:
+    """The scorers in use; swapped whole by whoever watches the model registry."""
+
+    active: Scorer | None = None
+    shadow: Scorer | None = None
+
+
+class Budget:
+    """Offers made per rule today (UTC), for the rules' daily budgets."""
+
+    def __init__(self) -> None:
+        self._day = ""
+        self._used: dict[int, int] = {}
+
+    @staticmethod
+    def day_of(now: float) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+    def seed(self, day: str, used: Mapping[int, int]) -> None:
+        self._day, self._used = day, dict(used)
+
+    def used(self, now: float) -> Mapping[int, int]:
+        if self.day_of(now) != self._day:
+            self.seed(self.day_of(now), {})
+        return self._used
+
+    def spend(self, rule_id: int, now: float) -> None:
+        used = self.used(now)
+        self._used[rule_id] = used.get(rule_id, 0) + 1
+
+
+Recorder = Callable[[list[DecisionMade]], Awaitable[None]]
+
+
+def iso_utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+class Decider:
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        delivery: Delivery,
+        models: ModelSlot,
+        rules: Callable[[], Sequence[Rule]],
+        budget: Budget,
+        record: Recorder,
+        pause_seconds: float,
+        cooldown_seconds: float,
+        holdout_percent: float,
+        batch_size: int = 5000,
+    ) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.models = models
+        self.rules = rules
+        self.budget = budget
+        self.record = record
+        self.pause_seconds = pause_seconds
+        self.cooldown_seconds = cooldown_seconds
+        self.holdout_percent = holdout_percent
+        self.batch_size = batch_size
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def step(self, now: float) -> bool:
+        """Decide every pause that is due; returns whether there were any."""
+        states = await self.store.claim_due(now, self.batch_size)
+        if not states:
+            return False
+        active, shadow = self.models.active, self.models.shadow
+        # (n, F) float32: one row of features a paused session
+        matrix = feature_matrix(states, now)
+        # (n,) risks from the active model, or None without one
+        risks = await _predict(active, matrix)
+        shadow_risks = await _predict(shadow, matrix)
+        # one decision a session, offers sent at once
+        decisions = [
+            await self._decide_one(state, now, matrix[i], risks, shadow_risks, i)
+            for i, state in enumerate(states)
+        ]
+        task = asyncio.create_task(self._explain_and_record(active, matrix, decisions))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return True
+
+    async def _decide_one(
+        self,
+        state: SessionState,
+        now: float,
+        row: npt.NDArray[np.float32],
+        risks: npt.NDArray[np.float64] | None,
+        shadow_risks: npt.NDArray[np.float64] | None,
+        i: int,
+    ) -> DecisionMade:
+        risk = None if risks is None else float(risks[i])
+        cart_value = state.cart_value
+        verdict = decide(
+            risk=risk,
+            site=state.site,
+            session_id=state.session_id,
+            cart_value=cart_value,
+            rules=self.rules(),
+            used_today=self.budget.used(now),
+            last_offer_at=state.last_offer_at,
+            now=now,
+            cooldown_seconds=self.cooldown_seconds,
+            holdout_percent=self.holdout_percent,
+        )
+        decision = DecisionMade(
+            session_id=state.session_id,
+            site=state.site,
+            pause_key=state.pause_key,
+            deadline=state.last_activity + self.pause_seconds,
+            at=now,
+            outcome=verdict.outcome,
+            risk=risk,
+            shadow_risk=None if shadow_risks is None else float(shadow_risks[i]),
+            model=self.models.active.label if self.models.active else "",
+            shadow_model=self.models.shadow.label if self.models.shadow else "",
+            features=as_dict(row.tolist()),
+            cart_value=cart_value,
+        )
+        if verdict.rule is None or verdict.outcome == "no_offer":
+            return decision
+        self.budget.spend(verdict.rule.id, now)
+        if verdict.outcome == "holdout":
+            await self.store.note_offer(state.session_id, at=now)
+            return decision
+        rule = verdict.rule
+        offer = OfferMade(
+            offer_id=new_offer_id(),
+            code=new_offer_code(rule.discount_percent),
+            rule_id=rule.id,
+            title=rule.title,
+            message=rule.message,
+            discount_percent=rule.discount_percent,
+            created_at=now,
+            expires_at=offer_expires_at(now, rule),
+        )
+        decision.offer = offer
+        frame = offer_frame(offer, risk=risk, model=decision.model)
+        await self.store.note_offer(
+            state.session_id,
+            at=now,
+            offer_id=offer.offer_id,
+            frame=frame,
+            expires_at=offer.expires_at,
+        )
+        await self.delivery.deliver(state.session_id, frame)
+        return decision
+
+    async def _explain_and_record(
+        self, scorer: Scorer | None, matrix: npt.NDArray[np.float32], decisions: list[DecisionMade]
+    ) -> None:
+        explained = [i for i, d in enumerate(decisions) if d.outcome != "no_offer"]
+        if scorer is not None and explained:
+            try:
+                reasons = await asyncio.to_thread(scorer.reasons, matrix[explained])
+            except Exception:
+                log.exception("could not compute reasons; recording the decisions without them")
+            else:
+                for i, top in zip(explained, reasons, strict=True):
+                    decisions[i].reasons = [
+                        {"feature": r.feature, "value": r.value, "contribution": r.contribution}
+                        for r in top
+                    ]
+        await self.record(decisions)
+
+    async def drain(self) -> None:
+        """Wait for the reasons and records still being made (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def offer_frame(offer: OfferMade, *, risk: float | None, model: str) -> str:
+    return msgspec.json.encode(
+        {
+            "type": "offer",
+            "offer_id": offer.offer_id,
+            "code": offer.code,
+            "title": offer.title,
+            "message": offer.message,
+            "discount_percent": offer.discount_percent,
+            "expires_at": iso_utc(offer.expires_at),
+            "risk": None if risk is None else round(risk, 4),
+            "model": model,
+        }
+    ).decode()
+
+
+async def _predict(
+    scorer: Scorer | None, matrix: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float64] | None:
+    if scorer is None:
+        return None
+    try:
+        if len(matrix) < _THREAD_ROWS:
+            return scorer.predict_proba(matrix)
+        return await asyncio.to_thread(scorer.predict_proba, matrix)
+    except Exception:
+        # A model that fails to score decides nothing rather than stopping the worker.
+        log.exception("model %s failed to score; deciding no_offer", scorer.label)
+        return None

@@ -1,0 +1,457 @@
+"""Shoppers with a known intent: sessions of collector events to train on and to simulate with.
+
+Each persona is a small script over a `_Shopper`, which keeps the clock and the cart and writes
+event objects exactly as the shop's snippet sends them (SPEC section 4). Times are seconds from
+the session's start; `GeneratedSession.timed_events(start)` turns them into validated events at
+absolute times. Everything is drawn from one seeded numpy Generator, so a seed repeats a run.
+
+The personas overlap on purpose (a buyer who stops to fill in the checkout form looks for a while
+like one who gave up at checkout), so a model trained on them is good but not perfect.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Final
+
+import msgspec
+import numpy as np
+
+from streaming.protocol import Event, ProtocolError, decode_events
+
+# The SPEC's default PAUSE_SECONDS: the comparers' and persuadables' pauses are longer than this.
+PAUSE_SECONDS: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    sku: str
+    name: str
+    category: str
+    price: float
+
+
+# The demo shop's products first (same ids and prices), then more of the same kinds.
+CATALOGUE: Final[tuple[Product, ...]] = (
+    Product("sku-espresso", "Espresso machine", "Kitchen", 249.0),
+    Product("sku-grinder", "Burr grinder", "Kitchen", 129.0),
+    Product("sku-kettle", "Gooseneck kettle", "Kitchen", 69.0),
+    Product("sku-mug", "Stoneware mug", "Kitchen", 14.0),
+    Product("sku-headphones", "Noise-cancelling headphones", "Audio", 299.0),
+    Product("sku-speaker", "Bookshelf speakers", "Audio", 189.0),
+    Product("sku-earbuds", "Wireless earbuds", "Audio", 99.0),
+    Product("sku-backpack", "Commuter backpack", "Travel", 119.0),
+    Product("sku-bottle", "Insulated bottle", "Travel", 29.0),
+    Product("sku-jacket", "Rain jacket", "Travel", 159.0),
+    Product("sku-lamp", "Desk lamp", "Home", 79.0),
+    Product("sku-plant", "Potted olive tree", "Home", 49.0),
+    Product("sku-press", "French press", "Kitchen", 39.0),
+    Product("sku-knives", "Chef's knife set", "Kitchen", 189.0),
+    Product("sku-scale", "Coffee scale", "Kitchen", 24.0),
+    Product("sku-pan", "Cast-iron pan", "Kitchen", 89.0),
+    Product("sku-turntable", "Turntable", "Audio", 349.0),
+    Product("sku-soundbar", "Soundbar", "Audio", 279.0),
+    Product("sku-radio", "Kitchen radio", "Audio", 59.0),
+    Product("sku-cable", "Braided audio cable", "Audio", 12.0),
+    Product("sku-suitcase", "Carry-on suitcase", "Travel", 239.0),
+    Product("sku-pillow", "Travel pillow", "Travel", 25.0),
+    Product("sku-adapter", "Travel adapter", "Travel", 19.0),
+    Product("sku-cubes", "Packing cubes", "Travel", 35.0),
+    Product("sku-rug", "Wool rug", "Home", 199.0),
+    Product("sku-throw", "Throw blanket", "Home", 59.0),
+    Product("sku-candle", "Scented candle", "Home", 18.0),
+    Product("sku-clock", "Wall clock", "Home", 45.0),
+    Product("sku-chair", "Reading chair", "Home", 329.0),
+    Product("sku-cookbook", "Seasonal cookbook", "Books", 32.0),
+    Product("sku-novel", "Paperback novel", "Books", 16.0),
+    Product("sku-atlas", "World atlas", "Books", 45.0),
+    Product("sku-notebook", "Dotted notebook", "Books", 12.0),
+    Product("sku-guide", "Bird field guide", "Books", 24.0),
+    Product("sku-tent", "Two-person tent", "Outdoor", 289.0),
+    Product("sku-sleepingbag", "Down sleeping bag", "Outdoor", 149.0),
+    Product("sku-headlamp", "Headlamp", "Outdoor", 39.0),
+    Product("sku-stove", "Camping stove", "Outdoor", 69.0),
+    Product("sku-poles", "Trekking poles", "Outdoor", 89.0),
+    Product("sku-hammock", "Hammock", "Outdoor", 59.0),
+)
+CATEGORIES: Final[tuple[str, ...]] = tuple(sorted({p.category for p in CATALOGUE}))
+SEARCHES: Final[tuple[str, ...]] = (
+    "coffee",
+    "gift",
+    "headphones",
+    "lamp",
+    "rain",
+    "camping",
+    "travel bag",
+    "sale",
+    "book",
+    "speaker",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedEvent:
+    at: float  # seconds from the session's start
+    frame: dict[str, object]  # an event object as in a batch: id, event, props
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedSession:
+    persona: str
+    events: list[GeneratedEvent]
+    purchased: bool
+    buys_with_offer: bool
+
+    @property
+    def duration(self) -> float:
+        return self.events[-1].at if self.events else 0.0
+
+    def timed_events(self, start: float) -> list[tuple[float, Event]]:
+        """The events as the collector applies them: validated, each at `start + at`.
+
+        Raises ValueError when a frame does not pass the protocol's validation.
+        """
+        raw = [msgspec.Raw(msgspec.json.encode(e.frame)) for e in self.events]
+        decoded = decode_events(raw)
+        # [(absolute time, Event)] in the session's order
+        return [(start + e.at, _valid(item)) for e, item in zip(self.events, decoded, strict=True)]
+
+
+def _valid(item: Event | ProtocolError) -> Event:
+    if isinstance(item, ProtocolError):
+        raise ValueError(f"generated an invalid event: {item.code}: {item.detail}")
+    return item
+
+
+# --- the shopper: clock, cart and the events a snippet would send ------------------------------
+
+
+@cache
+def _cumulative_weights(
+    category: str | None, price_bias: float
+) -> tuple[list[Product], list[float]]:
+    """Products of a category (or all) and their cumulative weights ∝ price ** price_bias."""
+    products = [p for p in CATALOGUE if category is None or p.category == category]
+    return products, list(itertools.accumulate(p.price**price_bias for p in products))
+
+
+@dataclass
+class _Shopper:
+    rng: np.random.Generator
+    at: float = 0.0
+    events: list[GeneratedEvent] = field(default_factory=list)
+    cart: dict[str, tuple[Product, int]] = field(default_factory=dict)
+
+    # --- randomness ---
+    def chance(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
+
+    def count(self, low: int, high: int) -> int:
+        """A whole number from low to high, both included."""
+        return int(self.rng.integers(low, high + 1))
+
+    def pick(self, *, price_bias: float = 0.0, category: str | None = None) -> Product:
+        products, cumulative = _cumulative_weights(category, price_bias)
+        index = bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1])
+        return products[min(index, len(products) - 1)]
+
+    def pick_other(self, product: Product, *, price_bias: float = 0.0) -> Product:
+        """Another product like `product`, as someone comparing would look at."""
+        for _ in range(8):
+            other = self.pick(price_bias=price_bias, category=product.category)
+            if other != product:
+                return other
+        return self.pick(price_bias=price_bias)
+
+    # --- time ---
+    def wait(self, median: float, spread: float, *, low: float = 0.3, high: float = 3600.0) -> None:
+        """Let a log-normal time pass: most waits short, a few long, as with real clicks."""
+        seconds = float(self.rng.lognormal(math.log(median), spread))
+        self.at += min(max(seconds, low), high)
+
+    def click(self) -> None:
+        self.wait(4.0, 0.6)
+
+    def read(self) -> None:
+        self.wait(9.0, 0.6)
+
+    def step_away(self, *, median: float, at_least: float = PAUSE_SECONDS + 5.0) -> None:
+        """A pause of minutes (a phone call, another shop's tab), longer than PAUSE_SECONDS."""
+        self.wait(median, 0.6, low=at_least)
+
+    # --- events ---
+    def emit(self, name: str, props: dict[str, object]) -> None:
+        event_id = f"e-{len(self.events) + 1}"
+        frame: dict[str, object] = {"id": event_id, "event": name, "props": props}
+        self.events.append(GeneratedEvent(round(self.at, 3), frame))
+
+    def land(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.5:
+            self.emit("page_view", {"url": "/", "page_type": "home"})
+        elif roll < 0.8:
+            self.browse_category()
+        else:
+            self.search()
+
+    def browse_category(self, category: str | None = None) -> str:
+        name = category or CATEGORIES[self.count(0, len(CATEGORIES) - 1)]
+        self.emit("page_view", {"url": f"/c/{name.lower()}", "page_type": "category"})
+        return name
+
+    def search(self) -> None:
+        query = SEARCHES[self.count(0, len(SEARCHES) - 1)]
+        self.emit("search", {"query": query})
+        self.emit(
+            "page_view", {"url": f"/search?q={query.replace(' ', '+')}", "page_type": "search"}
+        )
+
+    def view(self, product: Product) -> None:
+        self.emit("page_view", {"url": f"/p/{product.sku}", "page_type": "product"})
+        self.emit(
+            "product_view",
+            {"product_id": product.sku, "price": product.price, "category": product.category},
+        )
+
+    def look_at(self, product: Product) -> None:
+        """Click through to a product and read its page."""
+        self.click()
+        self.view(product)
+        self.read()
+
+    def add(self, product: Product, quantity: int = 1) -> None:
+        props: dict[str, object] = {
+            "product_id": product.sku,
+            "price": product.price,
+            "quantity": quantity,
+        }
+        self.emit("add_to_cart", props)
+        line = self.cart.get(product.sku)
+        self.cart[product.sku] = (product, quantity + (line[1] if line else 0))
+
+    def remove(self, product: Product) -> None:
+        self.emit("remove_from_cart", {"product_id": product.sku})
+        self.cart.pop(product.sku, None)
+
+    def quantity(self) -> int:
+        return 1 if self.chance(0.85) else self.count(2, 3)
+
+    def open_cart(self) -> None:
+        self.click()
+        self.emit("page_view", {"url": "/cart", "page_type": "cart"})
+
+    def checkout(self) -> None:
+        self.click()
+        self.emit("page_view", {"url": "/checkout", "page_type": "checkout"})
+        self.emit("checkout_start", {})
+
+    def purchase(self) -> None:
+        total = round(sum(p.price * q for p, q in self.cart.values()), 2)
+        self.emit("purchase", {"order_id": f"order-{self.count(10_000, 99_999)}", "total": total})
+        self.emit("page_view", {"url": "/thanks", "page_type": "checkout"})
+
+    def hide(self) -> None:
+        self.wait(2.0, 0.8, high=20.0)
+        self.emit("visibility", {"state": "hidden"})
+
+    def show(self) -> None:
+        self.emit("visibility", {"state": "visible"})
+
+    def leave(self, *, hidden_chance: float) -> None:
+        """Go quiet for good, often switching tabs or closing this one first."""
+        if self.chance(hidden_chance):
+            self.hide()
+
+    def pause(self, *, median: float, hidden_chance: float) -> None:
+        """Stop for minutes and come back, the tab hidden meanwhile or not."""
+        hidden = self.chance(hidden_chance)
+        if hidden:
+            self.hide()
+        self.step_away(median=median)
+        if hidden:
+            self.show()
+
+
+# --- personas: each plays one session and says whether it bought, and would with an offer -------
+
+Ending = tuple[bool, bool]  # (purchased, buys_with_offer)
+
+
+def _browser(s: _Shopper) -> Ending:
+    s.land()
+    for _ in range(s.count(2, 12)):
+        roll = s.rng.random()
+        if roll < 0.6:
+            s.look_at(s.pick())
+        elif roll < 0.8:
+            s.click()
+            s.browse_category()
+        else:
+            s.click()
+            s.search()
+    s.leave(hidden_chance=0.5)
+    return False, False
+
+
+def _buyer(s: _Shopper) -> Ending:
+    s.land()
+    wanted = s.pick(price_bias=-0.3)
+    for _ in range(s.count(0, 2)):
+        s.look_at(s.pick_other(wanted, price_bias=-0.3))
+    s.look_at(wanted)
+    s.add(wanted, s.quantity())
+    if s.chance(0.3):
+        s.look_at(s.pick(price_bias=-0.5))
+        s.add(s.pick(price_bias=-0.8))
+    if s.chance(0.1):
+        s.pause(median=90.0, hidden_chance=0.5)  # the doorbell
+    s.open_cart()
+    s.checkout()
+    # Filling in address and card sends no events: a fair share of buyers pause right here.
+    s.wait(22.0, 0.5)
+    s.purchase()
+    return True, True
+
+
+def _comparer(s: _Shopper) -> Ending:
+    s.land()
+    first = s.pick(price_bias=0.7)
+    s.look_at(first)
+    s.add(first)
+    for round_ in range(1 if s.chance(0.7) else 2):
+        for _ in range(s.count(2, 7)):
+            s.look_at(s.pick_other(first, price_bias=0.5))
+        s.pause(median=120.0 if round_ == 0 else 60.0, hidden_chance=0.5)
+    s.look_at(first)
+    if s.chance(0.2):
+        # Found a better one while comparing.
+        s.remove(first)
+        s.add(s.pick_other(first, price_bias=0.5))
+    if not s.chance(0.8):
+        for _ in range(s.count(0, 2)):
+            s.look_at(s.pick_other(first))
+        s.leave(hidden_chance=0.5)
+        return False, s.chance(0.5)
+    s.open_cart()
+    s.checkout()
+    s.wait(18.0, 0.5)
+    s.purchase()
+    return True, True
+
+
+def _abandoner(s: _Shopper) -> Ending:
+    s.land()
+    for _ in range(s.count(1, 4)):
+        s.look_at(s.pick())
+    product = s.pick()
+    s.look_at(product)
+    s.add(product, s.quantity())
+    if s.chance(0.25):
+        s.look_at(s.pick())
+        s.add(s.pick())
+    roll = s.rng.random()
+    if roll < 0.45:
+        # Just gone: a look or two, then nothing.
+        for _ in range(s.count(0, 2)):
+            s.look_at(s.pick())
+    elif roll < 0.75:
+        # Looked around as if comparing, and never came back.
+        for _ in range(s.count(2, 6)):
+            s.look_at(s.pick_other(product))
+    else:
+        # Saw the shipping costs at checkout.
+        s.open_cart()
+        s.checkout()
+    s.leave(hidden_chance=0.7)
+    return False, False
+
+
+def _persuadable(s: _Shopper) -> Ending:
+    s.land()
+    if s.chance(0.6):
+        s.click()
+        s.search()
+    wanted = s.pick(price_bias=0.4)
+    for _ in range(s.count(1, 3)):
+        s.look_at(s.pick_other(wanted, price_bias=0.4))
+    s.look_at(wanted)
+    s.add(wanted, s.quantity())
+    if s.chance(0.3):
+        s.add(s.pick_other(wanted, price_bias=0.4))
+    s.open_cart()
+    if s.chance(0.5):
+        s.checkout()
+    s.read()
+    s.leave(hidden_chance=0.4)
+    return False, True
+
+
+@dataclass(frozen=True, slots=True)
+class Persona:
+    intent: str
+    share: float  # of all sessions in the default mix
+    play: Callable[[_Shopper], Ending]
+
+
+PERSONAS: Final[dict[str, Persona]] = {
+    "browser": Persona("looks at pages and products, never adds to the cart", 0.35, _browser),
+    "buyer": Persona("has decided: adds and buys quickly", 0.15, _buyer),
+    "comparer": Persona(
+        "adds, compares other products during a pause, comes back and mostly buys", 0.15, _comparer
+    ),
+    "abandoner": Persona("adds, then goes quiet and leaves without buying", 0.25, _abandoner),
+    "persuadable": Persona(
+        "adds, pauses and leaves, but would buy with an offer", 0.10, _persuadable
+    ),
+}
+DEFAULT_MIX: Final[dict[str, float]] = {name: p.share for name, p in PERSONAS.items()}
+
+
+def generate_session(rng: np.random.Generator, persona: str) -> GeneratedSession:
+    shopper = _Shopper(rng)
+    purchased, buys_with_offer = PERSONAS[persona].play(shopper)
+    return GeneratedSession(persona, shopper.events, purchased, buys_with_offer)
+
+
+def generate_sessions(
+    n: int,
+    *,
+    seed: int,
+    mix: dict[str, float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[GeneratedSession]:
+    """`n` sessions whose personas are drawn from `mix` (shares, normalised; default DEFAULT_MIX).
+
+    `progress(done, n)` is called now and then while generating.
+    """
+    rng = np.random.default_rng(seed)
+    names, shares = _mix(mix or DEFAULT_MIX)
+    personas = rng.choice(len(names), size=n, p=shares)
+    sessions: list[GeneratedSession] = []
+    for done, index in enumerate(personas, start=1):
+        sessions.append(generate_session(rng, names[index]))
+        if progress is not None and (done % 1000 == 0 or done == n):
+            progress(done, n)
+    return sessions
+
+
+def _mix(mix: dict[str, float]) -> tuple[list[str], list[float]]:
+    unknown = set(mix) - set(PERSONAS)
+    if unknown:
+        raise ValueError(f"unknown personas: {', '.join(sorted(unknown))}")
+    total = sum(mix.values())
+    if total <= 0 or any(share < 0 for share in mix.values()):
+        raise ValueError("persona shares must be >= 0 and not all 0")
+    names = list(mix)
+    return names, [mix[name] / total for name in names]
+
+
+def iter_frames(session: GeneratedSession) -> Iterator[tuple[float, dict[str, object]]]:
+    """(seconds from start, track frame) pairs, ready to send over the collector socket."""
+    for generated in session.events:
+        yield generated.at, {"type": "track", **generated.frame}

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from streaming.policy import (
+    CODE_ALPHABET,
+    Rule,
+    Verdict,
+    decide,
+    in_holdout,
+    new_offer_code,
+    new_offer_id,
+    offer_expires_at,
+)
+
+NOW = 1_764_000_000.0
+
+GENTLE = Rule(
+    id=1,
+    priority=20,
+    min_risk=0.5,
+    min_cart_value=0.0,
+    discount_percent=5,
+    title="A little something",
+    message="5% off if you check out now.",
+    daily_budget=100,
+    valid_minutes=30,
+    site=None,
+)
+GENEROUS = replace(
+    GENTLE, id=2, priority=10, min_risk=0.8, min_cart_value=50.0, discount_percent=15
+)
+
+
+def session_outside_holdout(percent: float = 10) -> str:
+    return next(f"s-{i}" for i in range(1000) if not in_holdout(f"s-{i}", percent))
+
+
+def session_in_holdout(percent: float = 10) -> str:
+    return next(f"s-{i}" for i in range(1000) if in_holdout(f"s-{i}", percent))
+
+
+def decision(**overrides: object) -> Verdict:
+    """A shopper on `demo` with a 60.00 cart, never offered anything, outside the holdout."""
+    values: dict[str, object] = {
+        "risk": 0.9,
+        "site": "demo",
+        "session_id": session_outside_holdout(),
+        "cart_value": 60.0,
+        "rules": [GENTLE, GENEROUS],
+        "used_today": {},
+        "last_offer_at": None,
+        "now": NOW,
+        "cooldown_seconds": 600.0,
+        "holdout_percent": 10.0,
+    }
+    values.update(overrides)
+    return decide(**values)  # type: ignore[arg-type]
+
+
+# --- which rule ------------------------------------------------------------------------------
+
+
+def test_the_first_matching_rule_by_priority_makes_the_offer() -> None:
+    verdict = decision(risk=0.9)
+
+    assert verdict.outcome == "offer"
+    assert verdict.rule == GENEROUS
+    assert "rule 2" in verdict.reason
+
+
+def test_equal_priorities_are_tried_in_id_order() -> None:
+    twin = replace(GENTLE, id=7)
+
+    assert decision(risk=0.6, rules=[twin, GENTLE]).rule == GENTLE
+
+
+def test_a_lower_risk_falls_through_to_a_gentler_rule() -> None:
+    verdict = decision(risk=0.6)
+
+    assert verdict.outcome == "offer"
+    assert verdict.rule == GENTLE
+
+
+def test_risk_exactly_at_min_risk_matches() -> None:
+    assert decision(risk=0.5, rules=[GENTLE]).rule == GENTLE
+
+
+def test_a_risk_below_every_rule_gets_no_offer() -> None:
+    verdict = decision(risk=0.42)
+
+    assert verdict == Verdict("no_offer", None, verdict.reason)
+    assert verdict.reason == "risk 0.42 below every rule (lowest min_risk 0.50)"
+
+
+def test_a_small_cart_falls_through_to_a_rule_without_minimum() -> None:
+    assert decision(risk=0.9, cart_value=49.99).rule == GENTLE
+
+
+def test_a_cart_too_small_for_every_rule_gets_no_offer() -> None:
+    verdict = decision(risk=0.9, cart_value=10.0, rules=[GENEROUS])
+
+    assert verdict.outcome == "no_offer"
+    assert "cart value 10.00 below" in verdict.reason
+
+
+def test_a_site_rule_applies_only_to_its_site() -> None:
+    shop_only = replace(GENEROUS, site="shop")
+
+    assert decision(site="shop", rules=[GENTLE, shop_only]).rule == shop_only
+    assert decision(site="demo", rules=[GENTLE, shop_only]).rule == GENTLE
+
+
+def test_a_site_without_any_rule_gets_no_offer() -> None:
+    verdict = decision(site="demo", rules=[replace(GENTLE, site="shop")])
+
+    assert verdict.outcome == "no_offer"
+    assert verdict.reason == "no offer rule for site demo"
+
+
+# --- budget, cooldown, model -----------------------------------------------------------------
+
+
+def test_an_exhausted_budget_falls_through_to_the_next_rule() -> None:
+    verdict = decision(risk=0.9, used_today={GENEROUS.id: GENEROUS.daily_budget})
+
+    assert verdict.outcome == "offer"
+    assert verdict.rule == GENTLE
+
+
+def test_when_every_budget_is_used_up_there_is_no_offer() -> None:
+    verdict = decision(risk=0.9, rules=[GENEROUS], used_today={2: 100})
+
+    assert verdict.outcome == "no_offer"
+    assert verdict.reason == "budget of rule 2 used up"
+
+
+def test_a_zero_budget_never_offers() -> None:
+    assert decision(rules=[replace(GENTLE, daily_budget=0)]).outcome == "no_offer"
+
+
+def test_a_session_in_cooldown_gets_no_offer() -> None:
+    verdict = decision(last_offer_at=NOW - 120, cooldown_seconds=600)
+
+    assert verdict.outcome == "no_offer"
+    assert verdict.rule is None
+    assert verdict.reason == "cooldown: offer 120 s ago"
+
+
+def test_a_session_whose_cooldown_has_passed_gets_an_offer() -> None:
+    assert decision(last_offer_at=NOW - 600, cooldown_seconds=600).outcome == "offer"
+
+
+def test_without_a_model_there_is_no_offer() -> None:
+    verdict = decision(risk=None)
+
+    assert verdict == Verdict("no_offer", None, "no active model")
+
+
+def test_a_risk_that_is_not_a_number_gets_no_offer() -> None:
+    assert decision(risk=float("nan")).outcome == "no_offer"
+
+
+# --- holdout ---------------------------------------------------------------------------------
+
+
+def test_a_matching_session_in_the_holdout_is_held_out_with_its_rule() -> None:
+    verdict = decision(session_id=session_in_holdout(10), holdout_percent=10)
+
+    assert verdict.outcome == "holdout"
+    assert verdict.rule == GENEROUS
+    assert "10% holdout" in verdict.reason
+
+
+def test_a_session_in_the_holdout_without_a_matching_rule_gets_no_offer() -> None:
+    verdict = decision(risk=0.1, session_id=session_in_holdout(10))
+
+    assert verdict.outcome == "no_offer"
+
+
+def test_holdout_is_close_to_the_percent_over_many_sessions() -> None:
+    held = sum(in_holdout(f"session-{i}", 10) for i in range(10_000))
+
+    assert 850 <= held <= 1150
+
+
+def test_holdout_edges_hold_nobody_and_everybody() -> None:
+    ids = [f"session-{i}" for i in range(2000)]
+
+    assert not any(in_holdout(session, 0) for session in ids)
+    assert all(in_holdout(session, 100) for session in ids)
+
+
+def test_a_larger_holdout_keeps_everyone_a_smaller_one_held() -> None:
+    ids = [f"session-{i}" for i in range(2000)]
+
+    assert all(in_holdout(session, 20) for session in ids if in_holdout(session, 10))
+
+
+def test_holdout_is_the_same_in_another_process_with_another_hash_seed() -> None:
+    ids = [f"session-{i}" for i in range(200)]
+    here = [in_holdout(session, 25) for session in ids]
+    script = (
+        "from streaming.policy import in_holdout;"
+        f"print([in_holdout(f'session-{{i}}', 25) for i in range({len(ids)})])"
+    )
+
+    there = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={"PYTHONHASHSEED": "12345", "PYTHONPATH": "."},
+    ).stdout
+
+    assert there.strip() == str(here)
+
+
+# --- offers ----------------------------------------------------------------------------------
+
+
+def test_offer_codes_are_unique_and_easy_to_type() -> None:
+    codes = [new_offer_code(10) for _ in range(10_000)]
+
+    assert len(set(codes)) == len(codes)
+    pattern = re.compile(rf"SAVE10-[{CODE_ALPHABET}]{{10}}")
+    assert all(pattern.fullmatch(code) for code in codes)
+    assert not set("ILOU") & set("".join(codes))
+
+
+def test_offer_ids_are_unique_and_url_safe() -> None:
+    ids = [new_offer_id() for _ in range(10_000)]
+
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"o-[A-Za-z0-9_-]{22}", offer_id) for offer_id in ids)
+
+
+def test_an_offer_expires_after_its_rule_s_valid_minutes() -> None:
+    assert offer_expires_at(NOW, replace(GENTLE, valid_minutes=30)) == NOW + 1800
