@@ -424,14 +424,19 @@ def load_model(raw: bytes, *, label: str) -> Scorer:
     try:
         booster = xgboost.Booster(model_file=bytearray(raw))
     except xgboost.core.XGBoostError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
-        raise ModelError(f"XGBoost could not load the model: {first_line}") from None
+        raise ModelError(f"XGBoost could not load the model: {_first_line(error)}") from None
     # One thread per prediction: a decision scores a handful of rows, where spreading work over
     # an OpenMP pool costs more than it saves, and several workers on one machine would otherwise
     # each claim every core. Latency stays flat and predictable under load.
     booster.set_param({"nthread": 1})
     _check_booster(booster)
     return Scorer(booster, label=label)
+
+
+def _first_line(error: Exception) -> str:
+    # "[16:35:45] /workspace/src/...cc:90: Check failed: ..." -> "Check failed: ..."
+    lines = str(error).strip().splitlines() or ["unknown error"]
+    return re.sub(r"^\[[0-9:]+\] \S+: ", "", lines[0])
 
 
 # --- scoring --------------------------------------------------------------------------------

@@ -18,3 +18,33 @@ def event(event_id: str, name: str, **props: object) -> Event:
 
 def track(event_id: str, name: str, **props: object) -> dict[str, object]:
     return {"type": "track", "id": event_id, "event": name, "props": props}
+
+
+def small_model(*, seed: int = 42, rounds: int = 20, steepness: float = 1.0) -> bytes:
+    """A small real XGBoost model (UBJSON) on the live features: risk grows with comparing.
+
+    Sessions that viewed more than about three products since their last add score high.
+    """
+    import numpy as np
+    import xgboost
+
+    from streaming.features import FEATURE_NAMES
+
+    views = FEATURE_NAMES.index("views_since_add")
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 10, size=(3000, len(FEATURE_NAMES))).astype(np.float32)
+    risk = 1 / (1 + np.exp(-(X[:, views] - 3) * steepness))
+    y = (rng.random(len(X)) < risk).astype(np.float32)
+    data = xgboost.DMatrix(X, y, feature_names=list(FEATURE_NAMES))
+    params = {"objective": "binary:logistic", "max_depth": 3, "nthread": 1, "seed": seed}
+    return bytes(xgboost.train(params, data, num_boost_round=rounds).save_raw("ubj"))
+
+
+def comparing_shopper(session: str, *, views: int = 8) -> list[Event]:
+    """Adds a product to the cart, then compares `views` others."""
+    events = [event(f"{session}-add", "add_to_cart", product_id="sku-1", price=120.0)]
+    events += [
+        event(f"{session}-v{i}", "product_view", product_id=f"sku-{i + 2}", price=110.0)
+        for i in range(views)
+    ]
+    return events

@@ -349,3 +349,11 @@ def test_damaged_models_are_refused_or_still_score(ubj_model: bytes, json_model:
                 continue
             assert scorer.predict_proba(rows).shape == (2,)
             scorer.reasons(rows)
+
+
+def test_what_xgboost_itself_refuses_becomes_a_model_error(json_model: bytes) -> None:
+    def miscount_trees(document: dict) -> None:
+        document["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"] = "99"
+
+    with pytest.raises(ModelError, match=r"XGBoost could not load the model: Check failed"):
+        load_model(edited(json_model, miscount_trees), label="x")

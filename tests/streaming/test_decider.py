@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
+from streaming.delivery import LocalDelivery
+from streaming.policy import Rule
+from streaming.scoring import Scorer, load_model
+from streaming.store import MemoryStore
+from tests.factories import T0, comparing_shopper, event, small_model
+
+PAUSE = 30.0
+RULE = Rule(
+    id=1,
+    priority=10,
+    min_risk=0.5,
+    min_cart_value=50.0,
+    discount_percent=10,
+    title="10% off",
+    message="Take 10% off now.",
+    daily_budget=100,
+    valid_minutes=30,
+)
+
+
+class Tab:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+
+    async def push(self, data: str) -> None:
+        self.frames.append(json.loads(data))
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return load_model(small_model(), label="cart-risk@7")
+
+
+class World:
+    """A decider over an in-memory store, with one open tab per session and a fixed clock."""
+
+    def __init__(
+        self, scorer: Scorer | None, *, holdout: float = 0.0, rules: list[Rule] | None = None
+    ) -> None:
+        self.store = MemoryStore(pause_seconds=PAUSE)
+        self.delivery = LocalDelivery()
+        self.recorded: list[DecisionMade] = []
+        self.tabs: dict[str, Tab] = {}
+        self.rules = [RULE] if rules is None else rules
+        self.decider = Decider(
+            store=self.store,
+            delivery=self.delivery,
+            models=ModelSlot(active=scorer),
+            rules=lambda: self.rules,
+            budget=Budget(),
+            record=self._record,
+            pause_seconds=PAUSE,
+            cooldown_seconds=600,
+            holdout_percent=holdout,
+        )
+
+    async def _record(self, decisions: list[DecisionMade]) -> None:
+        self.recorded.extend(decisions)
+
+    async def shopper(self, session: str, at: float, events: list[Any]) -> Tab:
+        tab = self.tabs.setdefault(session, Tab())
+        self.delivery.attach(session, tab)
+        await self.store.apply(session_id=session, site="demo", events=events, now=at)
+        return tab
+
+    async def tick(self, now: float) -> bool:
+        found = await self.decider.step(now)
+        await self.decider.drain()
+        return found
+
+
+async def test_it_sends_one_offer_per_pause(scorer: Scorer):
+    world = World(scorer)
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    assert await world.tick(T0 + PAUSE - 0.01) is False
+    assert await world.tick(T0 + PAUSE) is True
+    assert [f["type"] for f in tab.frames] == ["offer"]
+    offer = tab.frames[0]
+    assert offer["model"] == "cart-risk@7"
+    assert offer["risk"] > 0.5 and offer["discount_percent"] == 10
+    assert offer["code"].startswith("SAVE10-") and offer["offer_id"].startswith("o-")
+    assert await world.tick(T0 + PAUSE + 60) is False
+    assert len(tab.frames) == 1
+    (decision,) = world.recorded
+    assert (decision.outcome, decision.pause_key, decision.model) == (
+        "offer",
+        "s1:9",
+        "cart-risk@7",
+    )
+    assert decision.features["views_since_add"] == 8 and decision.features["cart_value"] == 120
+    assert decision.offer is not None and decision.offer.code == offer["code"]
+    assert decision.reasons[0]["feature"] == "views_since_add"
+
+
+async def test_the_offer_goes_out_before_its_reasons_are_worked_out(scorer: Scorer):
+    world = World(scorer)
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.decider.step(T0 + PAUSE)
+    assert [f["type"] for f in tab.frames] == ["offer"]
+    assert world.recorded == []  # reasons and records follow in the background
+    await world.decider.drain()
+    assert len(world.recorded) == 1 and world.recorded[0].reasons
+
+
+async def test_every_open_tab_of_the_session_gets_the_offer(scorer: Scorer):
+    world = World(scorer)
+    first = await world.shopper("s1", T0, comparing_shopper("s1"))
+    second = Tab()
+    world.delivery.attach("s1", second)
+    other = await world.shopper("s2", T0 + 10, [event("s2-view", "page_view", url="/")])
+    await world.tick(T0 + PAUSE)
+    assert len(first.frames) == len(second.frames) == 1
+    assert first.frames == second.frames
+    assert other.frames == []
+
+
+async def test_a_new_pause_inside_the_cooldown_is_decided_but_gets_no_offer(scorer: Scorer):
+    world = World(scorer)
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.tick(T0 + PAUSE)
+    await world.shopper("s1", T0 + 100, [event("again", "product_view", product_id="x", price=1)])
+    await world.tick(T0 + 100 + PAUSE)
+    assert [d.outcome for d in world.recorded] == ["offer", "no_offer"]
+    assert len(tab.frames) == 1
+
+
+async def test_a_session_that_bought_is_not_decided(scorer: Scorer):
+    world = World(scorer)
+    events = [*comparing_shopper("s1"), event("buy", "purchase", order_id="A-1")]
+    tab = await world.shopper("s1", T0, events)
+    assert await world.tick(T0 + PAUSE + 1) is False
+    assert world.recorded == [] and tab.frames == []
+
+
+async def test_a_session_with_an_empty_cart_is_not_decided(scorer: Scorer):
+    world = World(scorer)
+    events = [*comparing_shopper("s1"), event("rm", "remove_from_cart", product_id="sku-1")]
+    await world.shopper("s1", T0, events)
+    assert await world.tick(T0 + PAUSE + 1) is False
+
+
+async def test_non_activity_does_not_move_the_pause(scorer: Scorer):
+    world = World(scorer)
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.shopper(
+        "s1", T0 + 20, [event("hb", "heartbeat"), event("hide", "visibility", state="hidden")]
+    )
+    assert await world.tick(T0 + PAUSE) is True
+    assert world.recorded[0].features["hidden"] == 1
+
+
+async def test_the_control_group_is_decided_and_recorded_but_never_shown(scorer: Scorer):
+    world = World(scorer, holdout=100)
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.tick(T0 + PAUSE)
+    assert tab.frames == []
+    (decision,) = world.recorded
+    assert decision.outcome == "holdout" and decision.offer is None and decision.reasons
+
+
+async def test_a_low_risk_cart_gets_no_offer_and_no_reasons(scorer: Scorer):
+    world = World(scorer)
+    tab = await world.shopper("s1", T0, comparing_shopper("s1", views=0))
+    await world.tick(T0 + PAUSE)
+    (decision,) = world.recorded
+    assert decision.outcome == "no_offer" and decision.risk is not None and decision.risk < 0.5
+    assert decision.reasons == [] and tab.frames == []
+
+
+async def test_without_a_model_every_pause_gets_no_offer():
+    world = World(None)
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.tick(T0 + PAUSE)
+    (decision,) = world.recorded
+    assert (decision.outcome, decision.risk, decision.model) == ("no_offer", None, "")
+
+
+async def test_a_rule_whose_daily_budget_is_used_up_makes_no_more_offers(scorer: Scorer):
+    world = World(scorer, rules=[_with_budget(2)])
+    for i in range(3):
+        await world.shopper(f"s{i}", T0, comparing_shopper(f"s{i}"))
+    await world.tick(T0 + PAUSE)
+    assert sorted(d.outcome for d in world.recorded) == ["no_offer", "offer", "offer"]
+
+
+async def test_an_offer_made_while_away_waits_for_the_shopper(scorer: Scorer):
+    world = World(scorer)
+    await world.store.apply(session_id="s1", site="demo", events=comparing_shopper("s1"), now=T0)
+    await world.tick(T0 + PAUSE)
+    state = await world.store.get("s1")
+    assert state is not None
+    frame = state.live_offer(T0 + PAUSE + 60)
+    assert frame is not None and json.loads(frame)["type"] == "offer"
+    assert state.live_offer(T0 + PAUSE + 31 * 60) is None  # expired
+    offer_id = json.loads(frame)["offer_id"]
+    await world.store.apply(
+        session_id="s1",
+        site="demo",
+        events=[event("ok", "offer_accepted", offer_id=offer_id)],
+        now=T0 + 40,
+    )
+    assert state.live_offer(T0 + 41) is None
+
+
+async def test_a_model_that_fails_decides_no_offer_and_the_worker_goes_on(scorer: Scorer):
+    class Broken:
+        label = "broken@1"
+
+        def predict_proba(self, matrix: Any) -> Any:
+            raise RuntimeError("corrupt trees")
+
+    world = World(Broken())  # type: ignore[arg-type]
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    assert await world.tick(T0 + PAUSE) is True
+    assert world.recorded[0].outcome == "no_offer"
+
+
+def _with_budget(budget: int) -> Rule:
+    from dataclasses import replace
+
+    return replace(RULE, daily_budget=budget)
