@@ -117,3 +117,109 @@ def test_the_demo_and_the_staff_user_are_made_once(tmp_path, settings, capsys, m
     password = (tmp_path / ".admin-password").read_text().strip()
     assert out.count(password) == 2
     assert Client().login(username="admin", password=password)
+
+
+def upload(operator: Client, raw: bytes, name: str = "model.ubj"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return operator.post(
+        "/admin/offers/scoringmodel/add/",
+        {"name": "cart-risk", "notes": "", "model_file": SimpleUploadedFile(name, raw)},
+    )
+
+
+def test_operators_upload_a_model_and_it_waits_as_a_candidate(operator: Client):
+    from offers.models import ScoringModel
+    from tests.factories import small_model
+
+    response = upload(operator, small_model())
+    assert response.status_code == 302, response.content.decode()[:2000]
+    model = ScoringModel.objects.get()
+    assert (model.label, model.state, model.artifact_format) == ("cart-risk@1", "candidate", "ubj")
+    json_model = _as_json(small_model(seed=3))
+    assert upload(operator, json_model, "model.json").status_code == 302
+    assert ScoringModel.objects.get(version=2).artifact_format == "json"
+
+
+def _as_json(ubj: bytes) -> bytes:
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(ubj))
+    return bytes(booster.save_raw("json"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94.", "pickle"),
+        (b"", "empty"),
+        (b"not a model at all", "JSON or UBJSON"),
+    ],
+)
+def test_a_model_upload_that_is_not_a_model_is_refused_with_a_form_error(
+    operator: Client, raw, message
+):
+    from offers.models import ScoringModel
+
+    response = upload(operator, raw)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["model_file"]
+    assert any(message.lower() in error.lower() for error in errors), errors
+    assert ScoringModel.objects.count() == 0
+
+
+def test_a_model_trained_on_other_features_is_refused(operator: Client):
+    import numpy as np
+    import xgboost
+
+    from offers.models import ScoringModel
+
+    X = np.random.default_rng(0).random((200, 3)).astype(np.float32)
+    data = xgboost.DMatrix(X, (X[:, 0] > 0.5).astype(np.float32), feature_names=["a", "b", "c"])
+    booster = xgboost.train({"objective": "binary:logistic", "nthread": 1}, data, num_boost_round=3)
+    response = upload(operator, bytes(booster.save_raw("ubj")))
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["model_file"])
+    assert "feature" in errors and "cart_value" in errors
+    assert ScoringModel.objects.count() == 0
+
+
+def test_operators_activate_roll_back_and_shadow_models(operator: Client):
+    from offers.models import ScoringModel
+    from offers.services import model_create
+    from streaming.features import FEATURE_NAMES
+    from tests.factories import small_model
+
+    one, two = (
+        model_create(
+            artifact=small_model(seed=s),
+            artifact_format="ubj",
+            feature_names=list(FEATURE_NAMES),
+            metrics={},
+        )
+        for s in (1, 2)
+    )
+
+    def act(action: str, *models: ScoringModel) -> None:
+        response = operator.post(
+            "/admin/offers/scoringmodel/",
+            {"action": action, "_selected_action": [m.pk for m in models]},
+        )
+        assert response.status_code == 302
+
+    def states() -> list[str]:
+        return list(ScoringModel.objects.order_by("version").values_list("state", flat=True))
+
+    act("activate", one)
+    assert states() == ["active", "candidate"]
+    act("activate", two)
+    assert states() == ["retired", "active"]
+    act("rollback", two)
+    assert states() == ["active", "retired"]
+    act("run_as_shadow", two)
+    assert states() == ["active", "shadow"]
+    act("stop_shadow", two)
+    assert states() == ["active", "retired"]
+    act("activate", one, two)  # two at once is refused
+    assert states() == ["active", "retired"]
