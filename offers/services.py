@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from offers.models import ScoringModel
+from offers.models import Offer, ScoringModel
 
 MODEL_NAME = "cart-risk"
 
@@ -71,3 +73,15 @@ def model_shadow(*, model: ScoringModel | None) -> None:
     if model is not None:
         model.state = ScoringModel.State.SHADOW
         model.save(update_fields=["state"])
+
+
+def offer_redeem(*, code: str, at: datetime.datetime | None = None) -> Offer | None:
+    """Use an offer code once: the offer, or None when it is unknown, expired or already used.
+
+    A conditional update, so of two checkouts racing with one code exactly one wins.
+    """
+    at = at or timezone.now()
+    used = Offer.objects.filter(code=code, redeemed_at=None, expires_at__gt=at).update(
+        redeemed_at=at
+    )
+    return Offer.objects.get(code=code) if used else None

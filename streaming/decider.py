@@ -137,9 +137,10 @@ class Decider:
         # (n,) risks from the active model, or None without one
         risks = await _predict(active, matrix)
         shadow_risks = await _predict(shadow, matrix)
+        rules = self.rules()
         # one decision a session, offers sent at once
         decisions = [
-            await self._decide_one(state, now, matrix[i], risks, shadow_risks, i)
+            await self._decide_one(state, now, rules, matrix[i], risks, shadow_risks, i)
             for i, state in enumerate(states)
         ]
         task = asyncio.create_task(self._explain_and_record(active, matrix, decisions))
@@ -151,6 +152,7 @@ class Decider:
         self,
         state: SessionState,
         now: float,
+        rules: Sequence[Rule],
         row: npt.NDArray[np.float32],
         risks: npt.NDArray[np.float64] | None,
         shadow_risks: npt.NDArray[np.float64] | None,
@@ -163,7 +165,7 @@ class Decider:
             site=state.site,
             session_id=state.session_id,
             cart_value=cart_value,
-            rules=self.rules(),
+            rules=rules,
             used_today=self.budget.used(now),
             last_offer_at=state.last_offer_at,
             now=now,

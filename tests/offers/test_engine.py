@@ -185,3 +185,20 @@ async def test_the_rule_book_loads_active_rules_and_seeds_todays_budget(demo_sit
     await book.step(T0)
     assert [(r.title, r.site) for r in book.rules()] == [("a", "demo"), ("b", None)]
     assert budget.used(T0) == {}
+
+
+def test_an_offer_code_is_used_once_and_not_after_it_expires(demo_site):
+    from asgiref.sync import async_to_sync
+
+    from offers.services import offer_redeem
+
+    recorder = Recorder()
+    async_to_sync(recorder.record)([decision("s1:3")])
+    async_to_sync(recorder.step)(T0)
+    code = Offer.objects.get().code
+    during = dt.datetime.fromtimestamp(T0 + 60, tz=dt.UTC)
+    assert offer_redeem(code=code, at=during) is not None
+    assert offer_redeem(code=code, at=during) is None
+    assert offer_redeem(code="SAVE10-NOSUCHCODE", at=during) is None
+    Offer.objects.update(redeemed_at=None)
+    assert offer_redeem(code=code, at=dt.datetime.fromtimestamp(T0 + 1801, tz=dt.UTC)) is None
