@@ -7,6 +7,10 @@ from offers import views
 
 urlpatterns = [
     path("", views.shop, name="shop"),
+    path("product/<str:sku>/", views.product, name="product"),
+    path("cart/", views.cart, name="cart"),
+    path("checkout/", views.checkout, name="checkout"),
+    path("checkout/code/", views.checkout_code, name="checkout-code"),
     path("collect/", views.collect, name="collect"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),

@@ -3,23 +3,24 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offers.collector import ingest
 from offers.models import Decision, Product
 from offers.runtime import get_runtime
+from offers.services import offer_redeem
 from offers.sites import find_site
 from offers.tokens import read_token
 from streaming.protocol import MAX_BATCH_EVENTS, decode_events
@@ -130,9 +131,46 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
+# --- the demo shop ------------------------------------------------------------------------------
+DEMO_SITE = "demo"
+
+
+def _demo_products() -> Any:
+    return Product.objects.filter(site__key=DEMO_SITE, active=True)
+
+
 def shop(request: HttpRequest) -> HttpResponse:
-    products = Product.objects.filter(site__key="demo", active=True)
-    return render(request, "offers/shop.html", {"products": products})
+    return render(request, "offers/shop.html", {"products": _demo_products()})
+
+
+def product(request: HttpRequest, sku: str) -> HttpResponse:
+    item = get_object_or_404(_demo_products(), sku=sku)
+    others = _demo_products().filter(category=item.category).exclude(pk=item.pk)[:4]
+    view = {"product_id": item.sku, "price": float(item.price), "category": item.category[:128]}
+    return render(
+        request, "offers/product.html", {"product": item, "others": others, "product_view": view}
+    )
+
+
+def cart(request: HttpRequest) -> HttpResponse:
+    return render(request, "offers/cart.html")
+
+
+@ensure_csrf_cookie
+def checkout(request: HttpRequest) -> HttpResponse:
+    return render(request, "offers/checkout.html")
+
+
+@require_POST
+def checkout_code(request: HttpRequest) -> HttpResponse:
+    """The demo checkout's discount code: an offer's code works once, until it expires."""
+    code = request.POST.get("code", "").strip().upper()[:40]
+    offer = offer_redeem(code=code) if code else None
+    if offer is None:
+        return JsonResponse(
+            {"valid": False, "detail": "That code is unknown, used or expired."}, status=400
+        )
+    return JsonResponse({"valid": True, "discount_percent": offer.discount_percent})
 
 
 API_LIMIT_MAX = 1000
