@@ -15,5 +15,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
     path("api/decisions/", views.api_decisions, name="api-decisions"),
+    path("dashboard/", views.dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
 ]

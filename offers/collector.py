@@ -38,6 +38,7 @@ async def ingest(
         else:
             outcome.errors.append(item)
     metrics.EVENTS_RECEIVED.inc(len(items))
+    runtime.feed.count_events(len(items))
     if events:
         granted = bucket.take(len(events), now)
         if granted < len(events):
@@ -60,6 +61,8 @@ async def ingest(
         if applied.duplicates:
             metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
         for event in applied.fresh:
+            if event.name == "offer_accepted":
+                runtime.feed.count_accepted()
             if event.name in OUTCOME_EVENTS:
                 runtime.recorder.offer_event(
                     OfferEvent(session_id, getattr(event.props, "offer_id", None), event.name, now)

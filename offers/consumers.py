@@ -13,6 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from offers import metrics
 from offers.collector import ingest
+from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.runtime import get_runtime
 from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
@@ -143,3 +144,25 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     async def push(self, data: str) -> None:
         """Delivery's entry point: send one encoded frame to this socket."""
         await self.base_send({"type": "websocket.send", "text": data})
+
+
+class DashboardConsumer(AsyncWebsocketConsumer):
+    """`/ws/dashboard/`: live stats and decisions for staff; anyone else is refused with 403."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_staff:
+            await self.close()  # before accept: the handshake is answered 403
+            return
+        await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
+        await self.accept()
+        await self.send(text_data=get_runtime().feed.snapshot())
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass  # the dashboard only listens
+
+    async def dashboard_frame(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=message["text"])

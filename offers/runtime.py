@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from offers import metrics
+from offers.dashboard import DashboardFeed
 from offers.engine import ModelWatcher, Recorder, RuleBook
-from streaming.decider import Budget, Decider, ModelSlot
+from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
 from streaming.delivery import Delivery, LocalDelivery
 from streaming.ratelimit import TokenBucket
 from streaming.store import MemoryStore, SessionStore
@@ -31,6 +32,7 @@ class Runtime:
     rulebook: RuleBook
     decider: Decider
     recorder: Recorder
+    feed: DashboardFeed
     rate: float
     burst: int
     pause_seconds: float
@@ -64,13 +66,19 @@ def build_runtime() -> Runtime:
     watcher = ModelWatcher(models)
     rulebook = RuleBook(budget)
     recorder = Recorder()
+    feed = DashboardFeed(store=store, models=models)
+
+    async def record(decisions: list[DecisionMade]) -> None:
+        await recorder.record(decisions)
+        await feed.on_decisions(decisions)
+
     decider = Decider(
         store=store,
         delivery=delivery,
         models=models,
         rules=rulebook.rules,
         budget=budget,
-        record=recorder.record,
+        record=record,
         pause_seconds=pause_seconds,
         cooldown_seconds=settings.OFFER_COOLDOWN_SECONDS,
         holdout_percent=settings.HOLDOUT_PERCENT,
@@ -78,7 +86,14 @@ def build_runtime() -> Runtime:
     worker = StreamWorker(
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
     )
-    worker.steps = [watcher.step, rulebook.step, decider.step, recorder.step, worker.step_evict]
+    worker.steps = [
+        watcher.step,
+        rulebook.step,
+        decider.step,
+        recorder.step,
+        feed.step,
+        worker.step_evict,
+    ]
 
     async def finish() -> None:
         await decider.drain()
@@ -94,6 +109,7 @@ def build_runtime() -> Runtime:
         rulebook=rulebook,
         decider=decider,
         recorder=recorder,
+        feed=feed,
         rate=settings.RATE_EVENTS_PER_SECOND,
         burst=settings.RATE_BURST,
         pause_seconds=pause_seconds,

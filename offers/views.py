@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -129,6 +130,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
                 "metrics need the bearer token\n", status=401, content_type="text/plain"
             )
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+@staff_member_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "offers/dashboard.html")
 
 
 # --- the demo shop ------------------------------------------------------------------------------

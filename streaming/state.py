@@ -86,6 +86,11 @@ class SessionState:
         return round(sum(quantity * price for quantity, price in self.cart.values()), 2)
 
     @property
+    def cart_open(self) -> bool:
+        """A cart with something in it that was not bought."""
+        return bool(self.cart) and not self.purchased
+
+    @property
     def cart_lines(self) -> int:
         return len(self.cart)
 

@@ -65,6 +65,10 @@ class SessionStore(ABC):
         """Record that the session got an offer (or a holdout decision, without a frame)."""
 
     @abstractmethod
+    def open_carts(self) -> int:
+        """Live sessions with a cart that is not empty and not bought: carts at risk."""
+
+    @abstractmethod
     def __len__(self) -> int: ...
 
 
@@ -76,6 +80,7 @@ class MemoryStore(SessionStore):
         self.pause_seconds = pause_seconds
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._timers = PauseTimers()
+        self._open_carts = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -90,6 +95,7 @@ class MemoryStore(SessionStore):
         self, *, session_id: str, site: str, events: Sequence[Event], now: float
     ) -> Applied:
         state = self._touch(session_id, site, now)
+        was_open = state.cart_open
         result = Applied()
         for event in events:
             if state.has_seen(event.id):
@@ -104,7 +110,11 @@ class MemoryStore(SessionStore):
                 result.fresh.append(event)
             result.acked.append(event.id)
         self._timers.schedule(session_id, state.pause_deadline(self.pause_seconds))
+        self._open_carts += state.cart_open - was_open
         return result
+
+    def open_carts(self) -> int:
+        return self._open_carts
 
     async def claim_due(self, now: float, limit: int) -> list[SessionState]:
         claimed = []
@@ -149,13 +159,16 @@ class MemoryStore(SessionStore):
             oldest = next(iter(sessions.values()))
             if oldest.idle_until(self.idle_seconds) > now:
                 break
-            sessions.popitem(last=False)
+            _, gone = sessions.popitem(last=False)
+            self._open_carts -= gone.cart_open
             evicted += 1
         return evicted
 
     def _touch(self, session_id: str, site: str, now: float) -> SessionState:
         state = self._sessions.get(session_id)
         if state is None or state.site != site:
+            if state is not None:
+                self._open_carts -= state.cart_open
             state = SessionState(session_id, site, started_at=now, last_seen=now, last_activity=now)
             self._sessions[session_id] = state
         else:

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from config.asgi import application
+from offers.runtime import Runtime
+from streaming.decider import DecisionMade
+from tests.factories import T0
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+def session_cookie(*, staff: bool) -> bytes:
+    user = User.objects.create_user(f"user-{staff}", password="x", is_staff=staff)
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def operator_socket(*, staff: bool = True) -> WebsocketCommunicator:
+    cookie = await sync_to_async(session_cookie)(staff=staff)
+    return WebsocketCommunicator(
+        application, "/ws/dashboard/", headers=[ORIGIN, (b"cookie", cookie)]
+    )
+
+
+def made(i: int, outcome: str = "offer", risk: float = 0.9) -> DecisionMade:
+    return DecisionMade(
+        session_id=f"s{i}",
+        site="demo",
+        pause_key=f"s{i}:1",
+        deadline=T0,
+        at=T0,
+        outcome=outcome,
+        risk=risk,
+        shadow_risk=None,
+        model="cart-risk@1",
+        shadow_model="",
+        features={"views_since_add": 6.0, "cart_value": 340.0},
+        cart_value=340.0,
+        reasons=[{"feature": "views_since_add", "value": 6.0, "contribution": 1.4}],
+    )
+
+
+async def test_staff_get_a_snapshot_then_live_frames(runtime: Runtime):
+    ws = await operator_socket()
+    connected, _ = await ws.connect()
+    assert connected
+    snapshot = await ws.receive_json_from()
+    assert snapshot["type"] == "snapshot" and snapshot["decisions"] == []
+    await runtime.feed.on_decisions(
+        [made(1), made(2, "no_offer", 0.2), made(3, "holdout", 0.7)], now=T0
+    )
+    first: dict[str, Any] = await ws.receive_json_from()
+    second: dict[str, Any] = await ws.receive_json_from()
+    assert (first["type"], first["outcome"], first["session"]) == ("decision", "offer", "s1")
+    assert first["reasons"][0]["feature"] == "views_since_add" and first["cart_value"] == 340.0
+    assert second["outcome"] == "holdout"  # no_offer decisions are counted, not listed
+    await ws.disconnect()
+
+
+async def test_anonymous_visitors_and_shoppers_are_refused():
+    anonymous = WebsocketCommunicator(application, "/ws/dashboard/", headers=[ORIGIN])
+    assert (await anonymous.connect())[0] is False
+    shopper = await operator_socket(staff=False)
+    assert (await shopper.connect())[0] is False
+
+
+async def test_a_foreign_origin_is_refused_even_for_staff():
+    cookie = await sync_to_async(session_cookie)(staff=True)
+    ws = WebsocketCommunicator(
+        application,
+        "/ws/dashboard/",
+        headers=[(b"origin", b"https://evil.example"), (b"cookie", cookie)],
+    )
+    assert (await ws.connect())[0] is False
+
+
+async def test_stats_go_out_once_a_second_with_what_happened_in_it(runtime: Runtime):
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    runtime.feed.count_events(120)
+    await runtime.feed.on_decisions([made(1), made(2, "no_offer", 0.15)], now=T0)
+    await ws.receive_json_from()  # the offer's decision frame
+    await runtime.feed.step(T0)
+    stats = await ws.receive_json_from()
+    assert stats["type"] == "stats"
+    assert stats["events_per_second"] == 120 and stats["decisions_per_second"] == 2
+    assert stats["decisions"] == {"offer": 1, "holdout": 0, "no_offer": 1}
+    assert (
+        stats["offers_sent"] == 1
+        and stats["risk_histogram"][9] == 1
+        and stats["risk_histogram"][1] == 1
+    )
+    assert stats["conversion"]["verdict"].startswith("No sessions in both groups")
+    await runtime.feed.step(T0 + 0.5)
+    assert await ws.receive_nothing(timeout=0.1)
+    runtime.feed.count_events(7)
+    await runtime.feed.step(T0 + 1.0)
+    later = await ws.receive_json_from()
+    assert later["events_per_second"] == 7 and later["decisions_per_second"] == 0
+    await ws.disconnect()
+
+
+async def test_above_fifty_decisions_a_second_the_feed_samples_and_says_how_many_it_left_out(
+    runtime: Runtime,
+):
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    await runtime.feed.on_decisions([made(i) for i in range(80)], now=T0)
+    frames = [await ws.receive_json_from() for _ in range(50)]
+    assert await ws.receive_nothing(timeout=0.1)
+    assert all(f["skipped"] == 0 for f in frames)
+    await runtime.feed.on_decisions([made(99)], now=T0 + 1)
+    late = await ws.receive_json_from()
+    assert (late["session"], late["skipped"]) == ("s99", 30)
+    await ws.disconnect()
+
+
+async def test_a_dashboard_that_comes_back_catches_up_from_the_snapshot(runtime: Runtime):
+    runtime.feed.count_events(10)
+    await runtime.feed.step(T0)
+    await runtime.feed.on_decisions([made(1)], now=T0)
+    ws = await operator_socket()
+    await ws.connect()
+    snapshot = await ws.receive_json_from()
+    assert snapshot["history"][-1][1] == 10
+    assert [d["session"] for d in snapshot["decisions"]] == ["s1"]
+    assert snapshot["stats"]["events_per_second"] == 10
+    await ws.disconnect()
+
+
+def test_the_page_is_for_staff_only(client: Client):
+    response = client.get("/dashboard/")
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    client.force_login(User.objects.create_user("olga", password="x", is_staff=True))
+    page = client.get("/dashboard/").content.decode()
+    assert "vendor/uplot/uPlot.iife.min.js" in page and "dashboard.js" in page
