@@ -10,11 +10,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from offers.runtime import Runtime, get_runtime
+from offers.consumers import CLOSE_TOO_BIG
 from streaming.protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
 SERVERS = ("daphne", "uvicorn")
+MAX_SERVER_FRAME_BYTES = 1024 * 1024
 
 
 class Command(BaseCommand):
@@ -70,8 +72,8 @@ class Command(BaseCommand):
 
         def ready() -> None:
             nonlocal worker_task
-            # Close an oversized frame with a proper 1009 close frame, not a dropped TCP stream.
             server.ws_factory.setProtocolOptions(failByDrop=False)
+            server.ws_factory.protocol = _daphne_protocol_class()
             if with_worker:
                 worker_task = asyncio.get_event_loop().create_task(runtime.worker.run())
             self.announce(host, port, "daphne")
@@ -90,8 +92,11 @@ class Command(BaseCommand):
             endpoints=[f"tcp:port={port}:interface={interface}"],
             signal_handlers=True,
             verbosity=0,
-            websocket_max_message_size=MAX_FRAME_BYTES,
-            websocket_max_frame_size=MAX_FRAME_BYTES,
+            # autobahn applies these limits to frames sent as well as received, and a dashboard
+            # snapshot is larger than a shopper's frame may be: the consumers check what they
+            # receive themselves (16 KiB for the collector, closing with 1009).
+            websocket_max_message_size=MAX_SERVER_FRAME_BYTES,
+            websocket_max_frame_size=MAX_SERVER_FRAME_BYTES,
             ready_callable=ready,
         )
         server.run()
@@ -123,6 +128,21 @@ class Command(BaseCommand):
             runtime.worker.stop()
             if worker_task is not None:
                 await _wait(worker_task)
+
+
+def _daphne_protocol_class() -> type[Any]:
+    from daphne.ws_protocol import WebSocketProtocol
+
+    class CollectorWebSocketProtocol(WebSocketProtocol):
+        def serverClose(self, code: int | None = None) -> None:
+            # autobahn lets an application close only with 1000 or 3000-4999, but 1009
+            # ("message too big") is what the collector answers an oversized frame with.
+            if code == CLOSE_TOO_BIG:
+                self.sendCloseFrame(code=code, reasonUtf8=b"frame over 16 KiB", isReply=False)
+            else:
+                super().serverClose(code)
+
+    return CollectorWebSocketProtocol
 
 
 def _uvicorn_server_class() -> type[Any]:
