@@ -90,3 +90,36 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+# Every pause of a cart worth anything gets an offer, whatever the risk: the policy's own
+# thresholds are covered by unit tests; here the loop is what is on trial.
+GENEROUS_RULES = (
+    "from offers.models import OfferRule; "
+    "OfferRule.objects.update(min_risk=0, min_cart_value=0, daily_budget=1000000)"
+)
+STAFF_COOKIE = (
+    "from django.contrib.auth.models import User; from django.test import Client; "
+    "u, _ = User.objects.get_or_create(username='op', defaults={'is_staff': True}); "
+    "c = Client(); c.force_login(u); print(c.cookies['sessionid'].value)"
+)
+
+
+def prepared_env(tmp: Path, **settings: str) -> tuple[dict[str, str], str]:
+    env = project_env(
+        DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
+        LIVEOFFERS_TEST_DIR=str(tmp),
+        HOLDOUT_PERCENT="0",
+        RATE_BURST="100000",
+        **settings,
+    )
+    for command in (
+        ["migrate", "--noinput"],
+        ["bootstrap_demo"],
+        ["shell", "-v", "0", "-c", GENEROUS_RULES],
+    ):
+        result = manage(*command, env=env)
+        assert result.returncode == 0, result.stderr
+    cookie = manage("shell", "-v", "0", "-c", STAFF_COOKIE, env=env)
+    assert cookie.returncode == 0, cookie.stderr
+    return env, cookie.stdout.strip()

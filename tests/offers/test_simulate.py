@@ -1,0 +1,215 @@
+"""`manage.py simulate`: replayed timing, reactions to offers, and a run against a real `serve`."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from offers.simulate import (
+    PAUSE_MARGIN,
+    CannotConnect,
+    collector_url,
+    reaction_to_offer,
+    replay_times,
+    run_simulation,
+)
+from streaming.generator import GeneratedEvent, GeneratedSession, generate_session
+from tests.subprocesses import Server, free_port, manage, prepared_env
+
+
+def session_at(*times: float, persona: str = "abandoner") -> GeneratedSession:
+    events = [
+        GeneratedEvent(at, {"id": f"e-{n}", "event": "page_view", "props": {"url": "/"}})
+        for n, at in enumerate(times, start=1)
+    ]
+    return GeneratedSession(persona, events, purchased=False, buys_with_offer=False)
+
+
+def test_pauses_last_just_over_the_servers_pause_and_other_gaps_are_sped_up():
+    # Gaps of 4 s and 9 s are clicks and reads; 95 s is a pause (the personas' pause is 30 s).
+    session = session_at(0.0, 4.0, 13.0, 108.0, 112.0)
+    times = replay_times(session, pause_seconds=2.0, speed=10.0)
+    gaps = np.diff([0.0, *times])
+    assert gaps == pytest.approx([0.0, 0.4, 0.9, 2.0 + PAUSE_MARGIN, 0.4])
+
+
+def test_compression_never_turns_a_long_read_into_a_pause():
+    # 25 s of filling in a form is no pause, even on a server that pauses after 1 s.
+    times = replay_times(session_at(0.0, 25.0), pause_seconds=1.0, speed=2.0)
+    assert 0 < times[1] < 1.0
+
+
+def test_shoppers_react_to_offers_as_their_persona_would():
+    rng = np.random.default_rng(3)
+    reactions = defaultdict(set)
+    for persona in ("browser", "buyer", "abandoner", "persuadable"):
+        for n in range(40):
+            session = generate_session(rng, persona)
+            reactions[persona].add(reaction_to_offer(session, random.Random(n)))
+    assert reactions["persuadable"] == {"accept_and_buy"}
+    assert reactions["buyer"] == {"accept"}  # decided: takes the code and buys anyway
+    assert reactions["abandoner"] == reactions["browser"] == {"dismiss", "ignore"}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/ws/collect/?site=demo"),
+        ("https://shop.example/", "wss://shop.example/ws/collect/?site=demo"),
+        ("ws://h:1/ws/collect/", "ws://h:1/ws/collect/?site=demo"),
+        ("https://h/offers", "wss://h/offers/ws/collect/?site=demo"),
+    ],
+)
+def test_the_collector_address_comes_from_the_servers(url, expected):
+    assert collector_url(url, "demo") == expected
+
+
+@pytest.mark.parametrize("url", ["ftp://h", "127.0.0.1:8000", "http://", "http://h:port"])
+def test_an_address_that_is_no_server_is_refused(url):
+    with pytest.raises(ValueError, match="--url"):
+        collector_url(url, "demo")
+
+
+# --- against a stand-in collector: acks, an offer after the first add, rate limits -------------
+
+
+class StandInCollector:
+    """Just enough of the collector to play against: one offer per socket after its first add."""
+
+    def __init__(self, *, limit_first_sends: bool = False) -> None:
+        self.limit_first_sends = limit_first_sends
+        self.events: list[str] = []
+
+    async def handle(self, ws: ServerConnection) -> None:
+        welcome = {"type": "welcome", "session": "s-1", "token": "t", "pause_seconds": 0.2}
+        await ws.send(json.dumps(welcome))
+        offered, limited = False, set()
+        async for message in ws:
+            frame: dict[str, Any] = json.loads(message)
+            if self.limit_first_sends and frame["id"] not in limited:
+                limited.add(frame["id"])
+                error = {"type": "error", "code": "rate_limited", "detail": "slow down"}
+                await ws.send(json.dumps({**error, "id": frame["id"]}))
+                continue
+            self.events.append(frame["event"])
+            await ws.send(json.dumps({"type": "ack", "ids": [frame["id"]]}))
+            if frame["event"] == "add_to_cart" and not offered:
+                offered = True
+                offer = {"type": "offer", "offer_id": "o-1", "code": "SAVE10-X"}
+                await ws.send(json.dumps({**offer, "discount_percent": 10}))
+
+
+@asynccontextmanager
+async def stand_in(collector: StandInCollector) -> AsyncIterator[str]:
+    async with serve(collector.handle, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_a_persuadable_shopper_accepts_the_offer_and_buys():
+    collector = StandInCollector()
+    async with stand_in(collector) as url:
+        report = await run_simulation(
+            url=url,
+            site="demo",
+            shoppers=1,
+            seconds=0.3,
+            seed=1,
+            speed=1000,
+            mix={"persuadable": 1.0},
+        )
+    assert report.started >= 1 and report.offers_received == report.started
+    assert report.offers_accepted == report.purchases_with_offer == report.started
+    assert report.acked == report.sent and report.refused == 0 and report.problems == []
+    reaction = collector.events[collector.events.index("offer_shown") :][:4]
+    assert reaction == ["offer_shown", "offer_accepted", "checkout_start", "purchase"]
+    assert report.personas["persuadable"].purchases == report.started
+
+
+async def test_rate_limited_events_are_sent_again_until_acknowledged():
+    collector = StandInCollector(limit_first_sends=True)
+    async with stand_in(collector) as url:
+        report = await run_simulation(
+            url=url,
+            site="demo",
+            shoppers=2,
+            seconds=0.2,
+            seed=2,
+            speed=1000,
+            mix={"browser": 1.0},
+        )
+    assert report.sent > 0 and report.acked == report.sent == report.resent
+    assert report.errors["rate_limited"] == report.sent
+    assert report.refused == 0 and report.problems == []
+
+
+async def test_it_says_plainly_when_no_server_answers():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(CannotConnect, match=r"cannot reach ws://.*: connection refused"):
+        await run_simulation(url=url, site="demo", shoppers=2, seconds=1)
+
+
+# --- against a real server ----------------------------------------------------------------------
+
+
+def summary(stdout: str) -> dict[str, float]:
+    """The summary's "label   value" rows."""
+    rows = re.findall(r"^([a-z/ ]+?) {2,}(\d+(?:\.\d+)?)$", stdout, re.MULTILINE)
+    return {label: float(value) for label, value in rows}
+
+
+def offer_decisions(server: Server, cookie: str, *, at_least: int, timeout: float = 5) -> int:
+    """How many `offer` decisions the server recorded, once there are `at_least`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(
+            f"{server.url}/api/decisions/?limit=1000", headers={"Cookie": f"sessionid={cookie}"}
+        )
+        with urllib.request.urlopen(request) as response:
+            decisions = json.load(response)["decisions"]
+        found = sum(d["outcome"] == "offer" for d in decisions)
+        if found >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+@pytest.mark.e2e
+def test_simulated_shoppers_pause_and_get_the_offers_the_server_decided(tmp_path):
+    env, cookie = prepared_env(tmp_path, PAUSE_SECONDS="1")
+    with Server(env) as server:
+        began = time.monotonic()
+        result = manage(
+            "simulate",
+            "--url",
+            server.url,
+            "--shoppers",
+            "20",
+            "--seconds",
+            "6",
+            "--seed",
+            "7",
+            env=env,
+            timeout=60,
+        )
+        took = time.monotonic() - began
+        assert result.returncode == 0, result.stderr
+        figures = summary(result.stdout)
+        assert figures["events acked"] > 0 and figures["events refused"] == 0, result.stdout
+        assert "errors " not in result.stdout and "problems" not in result.stdout
+        assert figures["shoppers started"] >= 20 and figures["shoppers dropped"] == 0
+        offers = int(figures["offers received"])
+        assert offers >= 1, result.stdout
+        assert offer_decisions(server, cookie, at_least=offers) >= offers
+    # 6 s of shoppers, then the server's pause + 2 s for the last decisions, plus start-up.
+    assert took < 6 + 1 + 2 + 5
