@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck check bench clean
+.PHONY: help install run test lint typecheck check bench simulate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ check: lint typecheck ## lint and typecheck
 
 bench: install ## the benchmarks (see docs/BENCHMARKS.md)
 	$(PY) manage.py bench ingest
+
+simulate: install ## simulated shoppers against http://$(HOST):$(PORT) (make run first)
+	$(PY) manage.py simulate --url http://$(HOST):$(PORT) --site demo --shoppers 50 --seconds 120
 
 clean: ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
