@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed ## create .venv and install requirements.txt (idempotent)
 
-run: install ## migrate, load the demo, make a staff user, serve on http://$(HOST):$(PORT)
+run: install ## migrate, load the demo, make a staff user, serve (HOST=127.0.0.1 PORT=8000)
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py bootstrap_demo
 	$(PY) manage.py ensure_staff
@@ -43,7 +43,7 @@ check: lint typecheck ## lint and typecheck
 bench: install ## the benchmarks (see docs/BENCHMARKS.md)
 	$(PY) manage.py bench ingest
 
-simulate: install ## simulated shoppers against http://$(HOST):$(PORT) (make run first)
+simulate: install ## simulated shoppers against the server of `make run`
 	$(PY) manage.py simulate --url http://$(HOST):$(PORT) --site demo --shoppers 50 --seconds 120
 
 clean: ## remove .venv and caches
