@@ -1,0 +1,770 @@
+"""Redis mode: session state and pause timers shared by every server and stream worker.
+
+Layout (prefix `lo:`):
+
+- `lo:s:{sid}`, one hash a session: the `SessionState` fields under short names, one field a
+  cart line (`c:{product_id}` = "quantity|unit price"), the distinct products as 4-byte CRC32s
+  packed into `p0..p3`, the last 96 event ids as 8-byte BLAKE2b digests packed into `e0..e11`
+  (`en`: the next slot to overwrite), the number of cart lines (`nc`) and the activity_seq of
+  a pause being decided (`lq`). At most about 90 fields, each value within
+  `hash-max-listpack-value` (64 bytes), so the hash keeps Redis's compact listpack encoding; a
+  product id over 62 characters still works, it only makes that session's hash bigger.
+- `lo:o:{sid}`, the live offer's frame (a few hundred bytes, too big for the listpack).
+- `lo:pauses`, sorted set session -> pause deadline: sessions that can pause.
+- `lo:leases`, sorted set session -> lease expiry: pauses being decided; the claimed
+  activity_seq is the hash field `lq`.
+- `lo:live` and `lo:carts`, sorted sets session -> last seen: for the live-session and
+  open-cart counts, trimmed by score.
+
+A session's keys expire after `idle_seconds` without an event (the TTL is refreshed by each call
+of `apply` and `open`), which is the 30-minute eviction; the TTL runs on the Redis server's
+clock, while everything else uses the caller's `now`. Each call is one Lua script, so one round
+trip and atomic: servers and workers may die at any moment and what Redis confirmed stays
+whole. Scripts touch keys they build from session ids, so this targets one Redis (or a
+primary with replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import zlib
+from collections.abc import Sequence
+from string import Template
+from typing import Any, Final
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from streaming.protocol import Event, ProtocolError
+from streaming.state import (
+    _ID_BYTES,
+    _PRODUCT_BYTES,
+    MAX_CART_LINES,
+    MAX_DISTINCT_PRODUCTS,
+    RECENT_IDS,
+    SessionState,
+)
+from streaming.store import Applied, SessionStore
+
+CART_FULL: Final = f"the cart already holds {MAX_CART_LINES} different products"
+# The largest value that keeps a hash in listpack encoding with Redis's default settings.
+_CHUNK_BYTES: Final = 64
+# Pauses claimed by one script: a script blocks Redis while it runs (about 10 us a pause), so a
+# burst of due pauses is claimed in several short scripts rather than one long one.
+CLAIM_CHUNK: Final = 500
+
+# Fields of the session hash; absent means 0, False, None or -1 (`dq`), which keeps new sessions
+# small.
+_FIELD_TYPES: Final[dict[bytes, tuple[str, type]]] = {
+    b"t0": ("started_at", float),
+    b"tl": ("last_seen", float),
+    b"ta": ("last_activity", float),
+    b"tc": ("last_add_at", float),
+    b"pv": ("page_views", int),
+    b"vv": ("product_views", int),
+    b"sr": ("searches", int),
+    b"ad": ("adds", int),
+    b"rm": ("removes", int),
+    b"vs": ("views_since_add", int),
+    b"hd": ("hidden", bool),
+    b"co": ("checkout_started", bool),
+    b"pu": ("purchased", bool),
+    b"os": ("offers_shown", int),
+    b"oa": ("offers_accepted", int),
+    b"od": ("offers_dismissed", int),
+    b"sq": ("activity_seq", int),
+    b"dq": ("decided_seq", int),
+    b"to": ("last_offer_at", float),
+    b"ox": ("offer_expires_at", float),
+}
+
+# Helpers shared by the scripts. `holds` is `state._holds` in Lua: a match must start on a key
+# boundary, or the tail of one digest and the head of the next could fake a match.
+_LUA_HELPERS: Final = """
+local function holds(packed, k, width)
+  local at = string.find(packed, k, 1, true)
+  while at do
+    if (at - 1) % width == 0 then return true end
+    at = string.find(packed, k, at + 1, true)
+  end
+  return false
+end
+
+-- The hash as one msgpack string (a reply of many small strings is slow to read in Python),
+-- without the ring of event ids, which only this script needs.
+local function snapshot(key)
+  local flat, kept = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do
+    if not string.find(flat[i], '^e%d') then
+      kept[#kept + 1] = flat[i]
+      kept[#kept + 1] = flat[i + 1]
+    end
+  end
+  return cmsgpack.pack(kept)
+end
+
+-- A session that can pause: cart not empty, not bought, and its current pause (activity_seq)
+-- neither decided nor being decided.
+local function can_pause(nc, pu, sq, dq, lq)
+  sq = sq or '0'
+  return (tonumber(nc) or 0) > 0 and pu ~= '1' and dq ~= sq and lq ~= sq
+end
+"""
+
+# One call of `apply` (and of `open`, which is `apply` without events).
+# KEYS: session hash, offer frame, pauses, live, carts.
+# ARGV: session id, site, now, idle ms, pause seconds, want state ('1': return the hash too),
+# then 7 values an event: name, activity ('1'/'0'), id digest, product id / offer id /
+# visibility state, price, quantity ('' for all), product CRC.
+# Events come as flat arguments rather than JSON: nothing to decode, and digests are binary.
+# The state is read once (HGETALL of a small listpack), changed in Lua tables, and only the
+# fields that changed are written back: a call's fixed cost is paid once for a whole batch.
+_APPLY_LUA: Final = Template(
+    _LUA_HELPERS
+    + """
+local key, offer_key, pauses, live, carts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sid, site, now_s, idle_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pause, want = tonumber(ARGV[5]), ARGV[6]
+local now = tonumber(now_s)
+
+local flat = redis.call('HGETALL', key)
+local h = {}
+for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+local dirty = {}
+local function put(f, v) h[f] = v; dirty[f] = true end
+local function bump(f) put(f, tostring((tonumber(h[f]) or 0) + 1)) end
+
+-- New, expired, or (never in practice) the same id on another site: start empty.
+local new = h.st ~= site
+if new then
+  if #flat > 0 then redis.call('DEL', key, offer_key) end
+  h = {}
+  put('st', site); put('t0', now_s); put('tl', now_s); put('ta', now_s)
+elseif now > tonumber(h.tl) then
+  put('tl', now_s)
+end
+local function deadline()
+  if not can_pause(h.nc, h.pu, h.sq, h.dq, h.lq) then return false end
+  return tonumber(h.ta) + pause
+end
+local function cart_open() return (tonumber(h.nc) or 0) > 0 and h.pu ~= '1' end
+local was_deadline, was_open = deadline(), cart_open()
+
+-- Recent event ids and distinct products: packed digests, split into 64-byte chunks.
+local function unpack_chunks(prefix)
+  local parts, i = {}, 0
+  while h[prefix .. i] do parts[#parts + 1] = h[prefix .. i]; i = i + 1 end
+  return table.concat(parts)
+end
+local ring, ring_next, ring_dirty = unpack_chunks('e'), tonumber(h.en) or 0, {}
+local products, products_dirty = unpack_chunks('p'), {}
+local function chunk_of(offset) return math.floor(offset / $chunk) end
+
+local function remember(id)
+  local at
+  if #ring < $recent * $id_bytes then
+    at = #ring
+    ring = ring .. id
+  else
+    at = ring_next * $id_bytes
+    ring = string.sub(ring, 1, at) .. id .. string.sub(ring, at + $id_bytes + 1)
+    ring_next = (ring_next + 1) % $recent
+    put('en', tostring(ring_next))
+  end
+  ring_dirty[chunk_of(at)] = true
+end
+
+local function see_product(crc)
+  if #products < $products * $product_bytes and not holds(products, crc, $product_bytes) then
+    products_dirty[chunk_of(#products)] = true
+    products = products .. crc
+  end
+end
+
+local nc = tonumber(h.nc) or 0
+-- The effect of one event, exactly as SessionState.apply; false when the cart is full.
+local function apply_event(name, ref, price, qty, crc)
+  if name == 'add_to_cart' then
+    local f = 'c:' .. ref
+    local line, have = h[f], 0
+    if line then
+      have = tonumber(string.match(line, '^(%d+)'))
+    elseif nc >= $cart_lines then
+      return false
+    else
+      nc = nc + 1
+    end
+    put(f, math.min(have + tonumber(qty), 999) .. '|' .. price)
+    see_product(crc)
+    bump('ad')
+    put('tc', now_s)
+    put('vs', nil)
+  elseif name == 'product_view' then
+    see_product(crc)
+    bump('vv')
+    bump('vs')
+  elseif name == 'page_view' then
+    bump('pv')
+  elseif name == 'search' then
+    bump('sr')
+  elseif name == 'remove_from_cart' then
+    local f = 'c:' .. ref
+    local line = h[f]
+    if line then
+      local have, unit = string.match(line, '^(%d+)|(.*)$$')
+      local left = 0
+      if qty ~= '' then left = tonumber(have) - tonumber(qty) end
+      if left > 0 then
+        put(f, left .. '|' .. unit)
+      else
+        put(f, nil)
+        nc = nc - 1
+      end
+    end
+    bump('rm')
+  elseif name == 'checkout_start' then
+    put('co', '1')
+  elseif name == 'purchase' then
+    put('pu', '1')
+  elseif name == 'visibility' then
+    if ref == 'hidden' then put('hd', '1') else put('hd', nil) end
+  elseif name == 'offer_shown' then
+    bump('os')
+  elseif name == 'offer_accepted' or name == 'offer_dismissed' then
+    bump(name == 'offer_accepted' and 'oa' or 'od')
+    -- An answered offer is not shown again on the next page.
+    if ref == h.oi then redis.call('DEL', offer_key) end
+  end
+  return true
+end
+
+local status = {}
+for i = 7, #ARGV, 7 do
+  local id = ARGV[i + 2]
+  if holds(ring, id, $id_bytes) then
+    status[#status + 1] = 'd'
+  elseif apply_event(ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]) then
+    remember(id)
+    put('tl', now_s)
+    if ARGV[i + 1] == '1' then
+      put('ta', now_s)
+      bump('sq')
+    end
+    status[#status + 1] = 'f'
+  else
+    status[#status + 1] = 'x'
+  end
+end
+if nc ~= (tonumber(h.nc) or 0) then put('nc', nc > 0 and tostring(nc) or nil) end
+for c in pairs(ring_dirty) do
+  put('e' .. c, string.sub(ring, c * $chunk + 1, (c + 1) * $chunk))
+end
+for c in pairs(products_dirty) do
+  put('p' .. c, string.sub(products, c * $chunk + 1, (c + 1) * $chunk))
+end
+
+local set, gone = {}, {}
+for f in pairs(dirty) do
+  if h[f] then
+    set[#set + 1] = f
+    set[#set + 1] = h[f]
+  else
+    gone[#gone + 1] = f
+  end
+end
+if #set > 0 then redis.call('HSET', key, unpack(set)) end
+if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+redis.call('PEXPIRE', key, idle_ms)
+if h.oi then redis.call('PEXPIRE', offer_key, idle_ms) end
+redis.call('ZADD', live, h.tl, sid)
+if cart_open() then
+  redis.call('ZADD', carts, h.tl, sid)
+elseif was_open or new then
+  redis.call('ZREM', carts, sid)
+end
+-- The pause timer moves only when the deadline does (heartbeats leave it alone).
+local due = deadline()
+if new or due ~= was_deadline then
+  if due then
+    redis.call('ZADD', pauses, string.format('%.17g', due), sid)
+  else
+    redis.call('ZREM', pauses, sid)
+  end
+end
+
+local done = table.concat(status)
+if want ~= '1' then return done end
+return {done, snapshot(key), redis.call('GET', offer_key) or ''}
+"""
+).substitute(
+    chunk=_CHUNK_BYTES,
+    recent=RECENT_IDS,
+    id_bytes=_ID_BYTES,
+    products=MAX_DISTINCT_PRODUCTS,
+    product_bytes=_PRODUCT_BYTES,
+    cart_lines=MAX_CART_LINES,
+)
+
+# Workers take due pauses here, each under a lease: two workers never get the same pause, and
+# the pause of a worker that died mid-decision goes to another once its lease has expired.
+# KEYS: pauses, leases. ARGV: now, limit, lease expiry, session hash key prefix.
+# Returns {sid, snapshot, sid, snapshot, ...}, the earliest pause deadline and the earliest
+# lease expiry ('' when none).
+_CLAIM_LUA: Final = (
+    _LUA_HELPERS
+    + """
+local pauses, leases = KEYS[1], KEYS[2]
+local now_s, limit, until_s, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local claimed, n = {}, 0
+
+local function lease(sid, key, sq)
+  redis.call('HSET', key, 'lq', sq)
+  redis.call('ZADD', leases, until_s, sid)
+  claimed[#claimed + 1] = sid
+  claimed[#claimed + 1] = snapshot(key)
+  n = n + 1
+end
+
+-- Expired leases first: their pauses are the most overdue. A lease is taken over only while
+-- its pause is still the session's current one; after new activity the shopper is back, and
+-- the new pause has its own timer.
+for _, sid in ipairs(redis.call('ZRANGE', leases, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local key = prefix .. sid
+  local nc, pu, sq, dq, lq = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq'))
+  sq = sq or '0'
+  if lq == sq and can_pause(nc, pu, sq, dq, false) then
+    lease(sid, key, sq)
+  else
+    redis.call('ZREM', leases, sid)
+    if lq then redis.call('HDEL', key, 'lq') end
+  end
+end
+
+if n < limit then
+  local due = redis.call('ZRANGE', pauses, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, limit - n)
+  for _, sid in ipairs(due) do
+    redis.call('ZREM', pauses, sid)
+    local key = prefix .. sid
+    local nc, pu, sq, dq, lq = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq'))
+    -- An expired session or a stale timer is dropped.
+    if can_pause(nc, pu, sq, dq, lq) then lease(sid, key, sq or '0') end
+  end
+end
+
+local first_pause = redis.call('ZRANGE', pauses, 0, 0, 'WITHSCORES')[2] or ''
+local first_lease = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')[2] or ''
+return {claimed, first_pause, first_lease}
+"""
+)
+
+# The decision of pause `seq` is recorded: mark it decided, unless the shopper came back since
+# (then a new pause is under way and keeps its timer), and give the lease back if still ours.
+# KEYS: session hash, pauses, leases. ARGV: session id, seq.
+_FINISH_LUA: Final = """
+local key, pauses, leases = KEYS[1], KEYS[2], KEYS[3]
+local sid, seq = ARGV[1], ARGV[2]
+local sq, lq = unpack(redis.call('HMGET', key, 'sq', 'lq'))
+if lq == seq then redis.call('HDEL', key, 'lq') end
+if lq == seq or not lq then redis.call('ZREM', leases, sid) end
+-- An expired hash stays gone: writing to it would leave a field without a TTL.
+if not sq and redis.call('EXISTS', key) == 1 then sq = '0' end
+if sq == seq then
+  redis.call('HSET', key, 'dq', seq)
+  redis.call('ZREM', pauses, sid)
+end
+return 1
+"""
+
+# KEYS: session hash, offer frame. ARGV: at, offer id, frame, expires at ('' without a frame).
+# The frame key lives exactly as long as the session's hash.
+_NOTE_OFFER_LUA: Final = """
+local key, offer_key = KEYS[1], KEYS[2]
+local ttl = redis.call('PTTL', key)
+if ttl < 0 then return 0 end
+redis.call('HSET', key, 'to', ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('HSET', key, 'oi', ARGV[2], 'ox', ARGV[4])
+  redis.call('SET', offer_key, ARGV[3], 'PX', ttl)
+end
+return 1
+"""
+
+# KEYS: session hash, offer frame.
+_SNAPSHOT_LUA: Final = (
+    _LUA_HELPERS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return {snapshot(KEYS[1]), redis.call('GET', KEYS[2]) or ''}
+"""
+)
+
+
+def id_digest(event_id: str) -> bytes:
+    """The event id as the ring remembers it: the same in every process (unlike `hash`)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=_ID_BYTES).digest()
+
+
+def product_digest(product_id: str) -> bytes:
+    """The same 4-byte key as `SessionState`, so `distinct_products` reads the same."""
+    return zlib.crc32(product_id.encode()).to_bytes(_PRODUCT_BYTES, "little")
+
+
+def _event_args(event: Event) -> tuple[str | bytes, ...]:
+    """The 7 script arguments of one event (see `_APPLY_LUA`)."""
+    activity = "1" if event.activity else "0"
+    return (event.name, activity, id_digest(event.id), *_props_args(event))
+
+
+def _props_args(event: Event) -> tuple[str, str, str, bytes]:
+    # (product id / offer id / visibility state, price, quantity, product digest)
+    props: Any = event.props
+    name = event.name
+    if name == "add_to_cart":
+        product = props.product_id
+        return product, repr(props.price), str(props.quantity), product_digest(product)
+    if name == "product_view":
+        return "", "", "", product_digest(props.product_id)
+    if name == "remove_from_cart":
+        quantity = "" if props.quantity is None else str(props.quantity)
+        return props.product_id, "", quantity, b""
+    if name == "visibility":
+        return props.state, "", "", b""
+    if name.startswith("offer_"):
+        return props.offer_id, "", "", b""
+    return "", "", "", b""
+
+
+def state_from_snapshot(session_id: str, packed: bytes, frame: bytes | None = None) -> SessionState:
+    """A `SessionState` from a script's snapshot of the hash (and the live offer's frame).
+
+    The snapshot has no ring of recent ids (de-duplication happens in Redis). A pause that a
+    worker holds under a lease reads as decided, as `MemoryStore.claim_due` leaves it.
+    """
+    flat: list[bytes] = msgpack.unpackb(packed, raw=True)
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    values: dict[str, Any] = {}
+    cart: dict[str, tuple[int, float]] = {}
+    products: dict[int, bytes] = {}
+    for name, raw in fields.items():
+        known = _FIELD_TYPES.get(name)
+        if known is not None:
+            attr, kind = known
+            values[attr] = raw == b"1" if kind is bool else kind(raw)
+        elif name.startswith(b"c:"):
+            quantity, _, price = raw.partition(b"|")
+            cart[name[2:].decode()] = (int(quantity), float(price))
+        elif name[:1] == b"p" and name[1:].isdigit():
+            products[int(name[1:])] = raw
+    leased = fields.get(b"lq")
+    if leased is not None and int(leased) == values.get("activity_seq", 0):
+        values["decided_seq"] = int(leased)
+    offer_id = fields.get(b"oi")
+    state = SessionState(
+        session_id,
+        fields.get(b"st", b"").decode(),
+        offer_frame=frame.decode() if frame else None,
+        offer_id=None if offer_id is None else offer_id.decode(),
+        cart=cart,
+        **values,
+    )
+    state._products = bytearray(b"".join(products[i] for i in sorted(products)))
+    return state
+
+
+ScriptArgs = Sequence[str | bytes]
+
+
+class Coalescer:
+    """Calls one script with one request in flight: calls made meanwhile go out as one pipeline.
+
+    A server applies the frames of many sockets at once; a pipeline costs the client far less
+    than a request a call, and an idle store adds nothing to a lone call's latency. Each call is
+    still its own atomic script, sent in the order made, and each caller gets its own reply (or
+    exception) only once Redis has answered.
+    """
+
+    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+        self._client = client
+        self._script = script
+        self._busy = False
+        self._pending: list[tuple[ScriptArgs, ScriptArgs, asyncio.Future[Any]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, keys: ScriptArgs, args: ScriptArgs) -> Any:
+        if self._busy:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending.append((keys, args, future))
+            return await future
+        self._busy = True
+        try:
+            return await self._script(keys=keys, args=args)
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """Hand the turn to the calls that waited, if any."""
+        if not self._pending:
+            self._busy = False
+            return
+        flush = asyncio.create_task(self._flush())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _flush(self) -> None:
+        calls, self._pending = self._pending, []
+        futures = [future for _, _, future in calls]
+        try:
+            replies = await self._send([(keys, args) for keys, args, _ in calls])
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        except Exception as exc:
+            replies = [exc] * len(calls)
+        finally:
+            self._next()
+        for future, reply in zip(futures, replies, strict=True):
+            if future.done():
+                continue  # its caller was cancelled
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _send(self, calls: list[tuple[ScriptArgs, ScriptArgs]]) -> list[Any]:
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await self._script(keys=keys, args=args)]
+        replies = await self._pipeline(calls)
+        # A restarted or flushed Redis forgot the script; NOSCRIPT means it did not run.
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            self._script.sha = await self._client.script_load(self._script.script)
+            again = await self._pipeline([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[tuple[ScriptArgs, ScriptArgs]]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+
+def _num(value: float) -> str:
+    # repr is the shortest text that reads back as the same float, in Lua and in Python.
+    return repr(float(value))
+
+
+class RedisStore(SessionStore):
+    """Session state and pause timers in Redis, shared by any number of processes.
+
+    Exactly once: `claim_due` hands a pause to one worker under a lease of `lease_seconds`;
+    the worker calls `finish` once the decision is durably recorded. A worker that dies before
+    that loses its lease, and another worker claims the same pause (same `pause_key`) again.
+    A worker that wrote the decision but died before `finish` makes the next one decide a
+    pause that is already recorded: the database's unique `pause_key` recognises it, which
+    completes exactly-once across crashes.
+
+    `__len__`, `open_carts` and `next_deadline` are sync in the interface: they answer from
+    values cached by `refresh_counts` (call it about once a second) and `claim_due`.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | str,
+        *,
+        idle_seconds: float = 1800.0,
+        pause_seconds: float = 30.0,
+        lease_seconds: float = 5.0,
+        prefix: str = "lo:",
+    ) -> None:
+        if isinstance(client, str):
+            client = aioredis.Redis.from_url(client)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisStore needs a client with decode_responses=False")
+        self.redis = client
+        self.idle_seconds = idle_seconds
+        self.pause_seconds = pause_seconds
+        self.lease_seconds = lease_seconds
+        self.prefix = prefix
+        self._pauses = f"{prefix}pauses"
+        self._leases = f"{prefix}leases"
+        self._live = f"{prefix}live"
+        self._carts = f"{prefix}carts"
+        self._idle_ms = str(max(1, round(idle_seconds * 1000)))
+        self._apply = Coalescer(client, client.register_script(_APPLY_LUA))
+        self._claim = client.register_script(_CLAIM_LUA)
+        self._finish = client.register_script(_FINISH_LUA)
+        self._note_offer = client.register_script(_NOTE_OFFER_LUA)
+        self._snapshot = client.register_script(_SNAPSHOT_LUA)
+        self._live_count = 0
+        self._open_carts = 0
+        self._next_deadline: float | None = None
+
+    async def aclose(self) -> None:
+        """Close the client when this store made it from a URL."""
+        if self._owns_client:
+            await self.redis.aclose()
+
+    def session_key(self, session_id: str) -> str:
+        return f"{self.prefix}s:{session_id}"
+
+    def offer_key(self, session_id: str) -> str:
+        return f"{self.prefix}o:{session_id}"
+
+    # --- events -----------------------------------------------------------------------------
+    async def open(self, *, session_id: str, site: str, now: float) -> SessionState:
+        _, packed, frame = await self._run_apply(session_id, site, now, (), want_state=True)
+        return state_from_snapshot(session_id, packed, frame)
+
+    async def apply(
+        self, *, session_id: str, site: str, events: Sequence[Event], now: float
+    ) -> Applied:
+        status = await self._run_apply(session_id, site, now, events, want_state=False)
+        return _applied(events, status)
+
+    async def _run_apply(
+        self,
+        session_id: str,
+        site: str,
+        now: float,
+        events: Sequence[Event],
+        *,
+        want_state: bool,
+    ) -> Any:
+        args: list[str | bytes] = [
+            session_id,
+            site,
+            _num(now),
+            self._idle_ms,
+            _num(self.pause_seconds),
+            "1" if want_state else "0",
+        ]
+        for event in events:
+            args.extend(_event_args(event))
+        keys = [
+            self.session_key(session_id),
+            self.offer_key(session_id),
+            self._pauses,
+            self._live,
+            self._carts,
+        ]
+        return await self._apply(keys=keys, args=args)
+
+    async def get(self, session_id: str) -> SessionState | None:
+        reply = await self._snapshot(
+            keys=[self.session_key(session_id), self.offer_key(session_id)]
+        )
+        return None if reply is None else state_from_snapshot(session_id, *reply)
+
+    # --- decisions --------------------------------------------------------------------------
+    async def claim_due(self, now: float, limit: int) -> list[SessionState]:
+        states: list[SessionState] = []
+        while len(states) < limit:
+            chunk = min(CLAIM_CHUNK, limit - len(states))
+            claimed = await self._claim_chunk(now, chunk)
+            states += claimed
+            if len(claimed) < chunk:
+                break
+        return states
+
+    async def _claim_chunk(self, now: float, limit: int) -> list[SessionState]:
+        claimed, first_pause, first_lease = await self._claim(
+            keys=[self._pauses, self._leases],
+            args=[_num(now), limit, _num(now + self.lease_seconds), f"{self.prefix}s:"],
+        )
+        deadlines = [float(d) for d in (first_pause, first_lease) if d]
+        self._next_deadline = min(deadlines) if deadlines else None
+        return [
+            state_from_snapshot(claimed[i].decode(), claimed[i + 1])
+            for i in range(0, len(claimed), 2)
+        ]
+
+    async def finish(self, session_id: str, pause_key: str) -> None:
+        """The decision of `pause_key` is durably recorded: that pause is decided, for good.
+
+        Call it after the decision is written, never before: a worker that dies in between
+        leaves the lease to expire and the pause to be claimed again, and the database's unique
+        `pause_key` then refuses the second record.
+        """
+        _, _, seq = pause_key.rpartition(":")
+        await self._finish(
+            keys=[self.session_key(session_id), self._pauses, self._leases],
+            args=[session_id, seq],
+        )
+
+    async def note_offer(
+        self,
+        session_id: str,
+        *,
+        at: float,
+        offer_id: str | None = None,
+        frame: str | None = None,
+        expires_at: float = 0.0,
+    ) -> None:
+        with_frame = frame is not None
+        await self._note_offer(
+            keys=[self.session_key(session_id), self.offer_key(session_id)],
+            args=[
+                _num(at),
+                (offer_id or "") if with_frame else "",
+                frame or "",
+                _num(expires_at) if with_frame else "",
+            ],
+        )
+
+    def next_deadline(self) -> float | None:
+        """The earliest pause deadline or lease expiry seen by the last claim (may be stale)."""
+        return self._next_deadline
+
+    # --- counts -----------------------------------------------------------------------------
+    async def refresh_counts(self, now: float) -> None:
+        """Count live sessions and open carts (seen within `idle_seconds`) for the sync calls."""
+        since = f"({_num(now - self.idle_seconds)}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(self._live, since, "+inf")
+            pipe.zcount(self._carts, since, "+inf")
+            live, carts = await pipe.execute()
+        self._live_count, self._open_carts = int(live), int(carts)
+
+    async def evict_idle(self, now: float) -> int:
+        """Sessions expire by TTL; this only trims the count sets. Returns how many went."""
+        upto = _num(now - self.idle_seconds)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self._live, "-inf", upto)
+            pipe.zremrangebyscore(self._carts, "-inf", upto)
+            gone, _ = await pipe.execute()
+        return int(gone)
+
+    def open_carts(self) -> int:
+        """Sessions seen within `idle_seconds` whose cart is not empty and not bought.
+
+        As of the last `refresh_counts`.
+        """
+        return self._open_carts
+
+    def __len__(self) -> int:
+        """Sessions seen within `idle_seconds`, as of the last `refresh_counts`."""
+        return self._live_count
+
+
+def _applied(events: Sequence[Event], status: bytes) -> Applied:
+    result = Applied()
+    for event, outcome in zip(events, status.decode(), strict=True):
+        if outcome == "x":
+            result.errors.append(ProtocolError("invalid_props", CART_FULL, event.id))
+            continue
+        if outcome == "d":
+            result.duplicates += 1
+        else:
+            result.fresh.append(event)
+        result.acked.append(event.id)
+    return result
