@@ -41,7 +41,7 @@ typecheck: install ## mypy (strict on streaming/)
 check: lint typecheck ## lint and typecheck
 
 bench: install ## the benchmarks (see docs/BENCHMARKS.md)
-	$(PY) manage.py bench ingest
+	$(PY) manage.py bench all
 
 simulate: install ## simulated shoppers against the server of `make run`
 	$(PY) manage.py simulate --url http://$(HOST):$(PORT) --site demo --shoppers 50 --seconds 120

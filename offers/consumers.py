@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -10,11 +11,13 @@ import msgspec
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from redis.exceptions import RedisError
 
 from offers import metrics
 from offers.collector import ingest
 from offers.dashboard import GROUP as DASHBOARD_GROUP
-from offers.runtime import get_runtime
+from offers.runtime import get_runtime, session_group
 from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
 from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
@@ -23,6 +26,9 @@ from streaming.ratelimit import TokenBucket
 MAX_ERRORS = 100
 CLOSE_TOO_BIG = 1009
 CLOSE_TOO_MANY_ERRORS = 4400
+# The session store (Redis) does not answer: nothing can be kept, so nothing is accepted.
+CLOSE_STORE_DOWN = 4503
+STORE_DOWN = (RedisError, ConnectionError, TimeoutError)
 
 _encode = msgspec.json.encode
 
@@ -35,15 +41,33 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 
 class CollectorConsumer(AsyncWebsocketConsumer):
-    # Collector sockets take no messages from the in-process channel layer: offers reach them
-    # through the runtime's delivery registry instead (see streaming.delivery).
-    channel_layer_alias = "__collector_has_no_layer__"
+    # Embedded mode: collector sockets take no messages from the in-process channel layer;
+    # offers reach them through the runtime's delivery registry (streaming.delivery). Redis
+    # mode: a worker in another process decides, so each socket joins its session's group.
+    channel_layer_alias = "default" if settings.REDIS_URL else "__collector_has_no_layer__"
 
     session_id: str
     site_key: str
     bucket: TokenBucket
     errors: int = 0
     attached: bool = False
+    accepted: bool = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except STORE_DOWN:
+            # Redis mode: the channel layer lost Redis. Say so with a close the client
+            # understands (come back later) rather than an internal error.
+            metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
+            with contextlib.suppress(Exception):
+                if not self.accepted:
+                    await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_STORE_DOWN})
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections around every message, a thread hop per
@@ -74,10 +98,17 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         )
         self.site_key = site.key
         self.bucket = runtime.new_bucket(now)
-        state = await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
+        try:
+            state = await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
+        except STORE_DOWN:
+            await self.accept()
+            await self.store_down()
+            return
         await self.accept()
         runtime.delivery.attach(self.session_id, self)
         self.attached = True
+        if self.channel_layer is not None:
+            await self.channel_layer.group_add(session_group(self.session_id), self.channel_name)
         await self.push_frame(
             {
                 "type": "welcome",
@@ -110,14 +141,19 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             metrics.EVENTS_REFUSED.labels(exc.error.code).inc()
             await self.refuse([exc.error])
             return
-        outcome = await ingest(
-            get_runtime(),
-            session_id=self.session_id,
-            site=self.site_key,
-            items=items,
-            bucket=self.bucket,
-            now=now,
-        )
+        try:
+            outcome = await ingest(
+                get_runtime(),
+                session_id=self.session_id,
+                site=self.site_key,
+                items=items,
+                bucket=self.bucket,
+                now=now,
+            )
+        except STORE_DOWN:
+            # Nothing of this frame was acknowledged: the client keeps it and sends it again.
+            await self.store_down()
+            return
         if outcome.acked:
             await self.push_frame({"type": "ack", "ids": outcome.acked})
         if outcome.errors:
@@ -132,11 +168,23 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_TOO_MANY_ERRORS)).inc()
             await self.close(code=CLOSE_TOO_MANY_ERRORS, reason="too many errors")
 
+    async def store_down(self) -> None:
+        metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
+        await self.close(code=CLOSE_STORE_DOWN, reason="session store unavailable, try again")
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self.attached:
             get_runtime().delivery.detach(self.session_id, self)
             self.attached = False
+            if self.channel_layer is not None:
+                await self.channel_layer.group_discard(
+                    session_group(self.session_id), self.channel_name
+                )
         raise StopConsumer()
+
+    async def offer_push(self, message: dict[str, Any]) -> None:
+        """An offer from a worker in another process (Redis mode)."""
+        await self.push(message["text"])
 
     async def push_frame(self, frame: dict[str, Any]) -> None:
         await self.push(_encode(frame).decode())

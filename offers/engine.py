@@ -6,6 +6,7 @@ thread, so the event loop that serves the sockets never waits on the database.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections import deque
@@ -21,6 +22,7 @@ from offers.models import Decision, Offer, OfferRule, ScoringModel
 from streaming.decider import Budget, DecisionMade, ModelSlot
 from streaming.policy import Rule
 from streaming.scoring import ModelError, Scorer, load_model
+from streaming.store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,11 @@ class Recorder:
 
     MAX_EVENT_TRIES = 50
 
-    def __init__(self, *, sites: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, *, store: SessionStore | None = None, sites: dict[str, int] | None = None
+    ) -> None:
+        self.store = store
+        self._writing: asyncio.Task[bool] | None = None
         self._decisions: deque[DecisionMade] = deque()
         self._events: deque[OfferEvent] = deque()
         self._site_ids: dict[str, int] = sites or {}
@@ -177,7 +183,20 @@ class Recorder:
         self._decisions.extend(decisions)
         for decision in decisions:
             metrics.DECISIONS.labels(decision.outcome).inc()
-            metrics.DECISION_DELAY.observe(max(0.0, decision.at - decision.deadline))
+            done = decision.sent_at if decision.sent_at is not None else decision.at
+            metrics.DECISION_DELAY.observe(max(0.0, done - decision.deadline))
+
+    async def step_in_background(self, now: float) -> bool:
+        """The worker's step: write in a task of its own, so that no pause waits for the database."""
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self.step(now))
+        return False
+
+    async def flush(self) -> None:
+        """Everything queued, written (at shutdown)."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+        await self.step(0.0)
 
     def offer_event(self, event: OfferEvent) -> None:
         self._events.append(event)
@@ -199,6 +218,10 @@ class Recorder:
         # Events may have been queued while writing: drop exactly what was written.
         for _ in range(len(decisions)):
             self._decisions.popleft()
+        if self.store is not None:
+            # Only now, with the decisions in the database, are their pauses done for good.
+            for decision in decisions:
+                await self.store.finish(decision.session_id, decision.pause_key)
         for _ in range(len(events)):
             self._events.popleft()
         self._events.extend(retry)

@@ -14,7 +14,7 @@ from offers import metrics
 from offers.dashboard import DashboardFeed
 from offers.engine import ModelWatcher, Recorder, RuleBook
 from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
-from streaming.delivery import Delivery, LocalDelivery
+from streaming.delivery import Delivery, LocalDelivery, Socket
 from streaming.ratelimit import TokenBucket
 from streaming.store import MemoryStore, SessionStore
 from streaming.worker import StreamWorker
@@ -54,18 +54,76 @@ class Runtime:
         return bucket
 
 
+def session_group(session_id: str) -> str:
+    """The channel-layer group of a session's open sockets (Redis mode)."""
+    return f"lo.session.{session_id}"
+
+
+class LayerDelivery(Delivery):
+    """Redis mode: a session's sockets may be held by any server; the channel layer reaches them.
+
+    Each collector socket joins its session's group itself; this process only counts its own.
+    """
+
+    def __init__(self) -> None:
+        self._local = LocalDelivery()
+
+    def attach(self, session_id: str, socket: Socket) -> None:
+        self._local.attach(session_id, socket)
+
+    def detach(self, session_id: str, socket: Socket) -> None:
+        self._local.detach(session_id, socket)
+
+    async def deliver(self, session_id: str, data: str) -> int:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        await layer.group_send(session_group(session_id), {"type": "offer.push", "text": data})
+        return 1
+
+    def open_sockets(self) -> int:
+        return self._local.open_sockets()
+
+
+class CountsRefresher:
+    """Refreshes the store's cached counts (live sessions, carts at risk) once a second."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self._next = 0.0
+
+    async def step(self, now: float) -> bool:
+        if now >= self._next:
+            self._next = now + 1.0
+            await self.store.refresh_counts(now)
+        return False
+
+
 _runtime: Runtime | None = None
+_decides = True
 
 
 def build_runtime() -> Runtime:
     pause_seconds = settings.PAUSE_SECONDS
-    store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
-    delivery = LocalDelivery()
+    store: SessionStore
+    delivery: Delivery
+    if settings.REDIS_URL:
+        from streaming.redis_store import RedisStore
+
+        store = RedisStore(
+            settings.REDIS_URL,
+            idle_seconds=settings.SESSION_IDLE_SECONDS,
+            pause_seconds=pause_seconds,
+        )
+        delivery = LayerDelivery()
+    else:
+        store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
+        delivery = LocalDelivery()
     models = ModelSlot()
     budget = Budget()
     watcher = ModelWatcher(models)
     rulebook = RuleBook(budget)
-    recorder = Recorder()
+    recorder = Recorder(store=store)
     feed = DashboardFeed(store=store, models=models)
 
     async def record(decisions: list[DecisionMade]) -> None:
@@ -86,20 +144,30 @@ def build_runtime() -> Runtime:
     worker = StreamWorker(
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
     )
-    worker.steps = [
-        watcher.step,
-        rulebook.step,
-        decider.step,
-        recorder.step,
-        feed.step,
-        worker.step_evict,
-    ]
+    counts = CountsRefresher(store)
+    if _decides:
+        worker.steps = [
+            watcher.step,
+            rulebook.step,
+            decider.step,
+            recorder.step_in_background,
+            feed.step,
+            counts.step,
+            worker.step_evict,
+        ]
+    else:
+        # A front end of Redis mode: decisions are the `runstream` workers' job; this process
+        # still records what shoppers did with their offers.
+        worker.steps = [recorder.step_in_background, counts.step]
 
     async def finish() -> None:
         await decider.drain()
-        await recorder.step(0.0)
+        await recorder.flush()
 
     worker.finishers.append(finish)
+    closer = getattr(store, "aclose", None)
+    if closer is not None:
+        worker.finishers.append(closer)
     runtime = Runtime(
         store=store,
         delivery=delivery,
@@ -118,6 +186,14 @@ def build_runtime() -> Runtime:
     metrics.LIVE_SESSIONS.set_function(lambda: len(runtime.store))
     metrics.OPEN_SOCKETS.set_function(lambda: runtime.delivery.open_sockets())
     return runtime
+
+
+def configure_runtime(*, decides: bool) -> Runtime:
+    """Build this process's runtime: with the decision steps (a worker) or without (a front end)."""
+    global _decides, _runtime
+    _decides = decides
+    _runtime = build_runtime()
+    return _runtime
 
 
 def get_runtime() -> Runtime:

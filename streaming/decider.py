@@ -34,7 +34,7 @@ _THREAD_ROWS = 64
 class OfferMade:
     offer_id: str
     code: str
-    rule_id: int
+    rule_id: int | None
     title: str
     message: str
     discount_percent: int
@@ -58,6 +58,8 @@ class DecisionMade:
     cart_value: float
     offer: OfferMade | None = None
     reasons: list[dict[str, Any]] = field(default_factory=list)
+    # When the offer frame went out (wall clock), for the deadline-to-offer delay.
+    sent_at: float | None = None
 
 
 @dataclass
@@ -113,7 +115,9 @@ class Decider:
         cooldown_seconds: float,
         holdout_percent: float,
         batch_size: int = 5000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock
         self.store = store
         self.delivery = delivery
         self.models = models
@@ -160,6 +164,12 @@ class Decider:
     ) -> DecisionMade:
         risk = None if risks is None else float(risks[i])
         cart_value = state.cart_value
+        deadline = state.last_activity + self.pause_seconds
+        if state.last_offer_at is not None and state.last_offer_at >= deadline:
+            # This pause was decided by a worker that died before recording it: record what
+            # it did (and send its offer again, in case it died before sending) rather than
+            # deciding afresh.
+            return await self._resume(state, now, row, risk, shadow_risks, i)
         verdict = decide(
             risk=risk,
             site=state.site,
@@ -213,6 +223,48 @@ class Decider:
             expires_at=offer.expires_at,
         )
         await self.delivery.deliver(state.session_id, frame)
+        decision.sent_at = self.clock()
+        return decision
+
+    async def _resume(
+        self,
+        state: SessionState,
+        now: float,
+        row: npt.NDArray[np.float32],
+        risk: float | None,
+        shadow_risks: npt.NDArray[np.float64] | None,
+        i: int,
+    ) -> DecisionMade:
+        frame = state.offer_frame
+        decision = DecisionMade(
+            session_id=state.session_id,
+            site=state.site,
+            pause_key=state.pause_key,
+            deadline=state.last_activity + self.pause_seconds,
+            at=state.last_offer_at or now,
+            outcome="offer" if frame else "holdout",
+            risk=risk,
+            shadow_risk=None if shadow_risks is None else float(shadow_risks[i]),
+            model=self.models.active.label if self.models.active else "",
+            shadow_model=self.models.shadow.label if self.models.shadow else "",
+            features=as_dict(row.tolist()),
+            cart_value=state.cart_value,
+        )
+        if frame:
+            sent = msgspec.json.decode(frame)
+            decision.risk = sent.get("risk", risk)
+            decision.model = sent.get("model", decision.model)
+            decision.offer = OfferMade(
+                offer_id=sent["offer_id"],
+                code=sent["code"],
+                rule_id=None,
+                title=sent["title"],
+                message=sent["message"],
+                discount_percent=sent["discount_percent"],
+                created_at=state.last_offer_at or now,
+                expires_at=state.offer_expires_at,
+            )
+            await self.delivery.deliver(state.session_id, frame)
         return decision
 
     async def _explain_and_record(

@@ -683,10 +683,18 @@ class RedisStore(SessionStore):
         )
         deadlines = [float(d) for d in (first_pause, first_lease) if d]
         self._next_deadline = min(deadlines) if deadlines else None
-        return [
+        states = [
             state_from_snapshot(claimed[i].decode(), claimed[i + 1])
             for i in range(0, len(claimed), 2)
         ]
+        # A pause re-claimed from a worker that died after making its offer needs that offer's
+        # frame (kept under its own key) to record and send it again; such pauses are rare.
+        offered = [state for state in states if state.offer_id is not None]
+        if offered:
+            frames = await self.redis.mget([self.offer_key(s.session_id) for s in offered])
+            for state, frame in zip(offered, frames, strict=True):
+                state.offer_frame = frame.decode() if isinstance(frame, bytes) else frame
+        return states
 
     async def finish(self, session_id: str, pause_key: str) -> None:
         """The decision of `pause_key` is durably recorded: that pause is decided, for good.

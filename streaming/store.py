@@ -64,6 +64,19 @@ class SessionStore(ABC):
     ) -> None:
         """Record that the session got an offer (or a holdout decision, without a frame)."""
 
+    async def finish(self, session_id: str, pause_key: str) -> None:  # noqa: B027
+        """The pause's decision is durably recorded: it is never handed out again.
+
+        A store that marks a pause decided when it hands it out has nothing more to do.
+        """
+
+    async def refresh_counts(self, now: float) -> None:  # noqa: B027
+        """Refresh what `__len__` and `open_carts` answer, where they are cached."""
+
+    def next_deadline(self) -> float | None:
+        """The earliest pause deadline that may be due (possibly stale, never late)."""
+        return None
+
     @abstractmethod
     def open_carts(self) -> int:
         """Live sessions with a cart that is not empty and not bought: carts at risk."""

@@ -92,6 +92,39 @@ class Server:
         return self.process.returncode
 
 
+class Worker:
+    """`manage.py runstream` (Redis mode), waited for until it says it started."""
+
+    def __init__(self, env: dict[str, str], name: str) -> None:
+        self.log_path = Path(env.get("LIVEOFFERS_TEST_DIR", "/tmp")) / f"runstream-{name}.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "runstream"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while "worker started" not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"runstream did not start:\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
 # Every pause of a cart worth anything gets an offer, whatever the risk: the policy's own
 # thresholds are covered by unit tests; here the loop is what is on trial.
 GENEROUS_RULES = (
@@ -107,11 +140,13 @@ STAFF_COOKIE = (
 
 def prepared_env(tmp: Path, **settings: str) -> tuple[dict[str, str], str]:
     env = project_env(
-        DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
-        LIVEOFFERS_TEST_DIR=str(tmp),
-        HOLDOUT_PERCENT="0",
-        RATE_BURST="100000",
-        **settings,
+        **{
+            "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
+            "LIVEOFFERS_TEST_DIR": str(tmp),
+            "HOLDOUT_PERCENT": "0",
+            "RATE_BURST": "100000",
+            **settings,
+        }
     )
     for command in (
         ["migrate", "--noinput"],

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from offers.runtime import Runtime, get_runtime
 from offers.consumers import CLOSE_TOO_BIG
+from offers.runtime import Runtime, configure_runtime
 from streaming.protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ class Command(BaseCommand):
                 "--no-worker needs REDIS_URL: in embedded mode the worker runs in this process"
             )
             raise SystemExit(2)
-        runtime = get_runtime()
         with_worker = not options["no_worker"]
+        runtime = configure_runtime(decides=with_worker)
+        settle_garbage_collector()
         if options["server"] == "uvicorn":
             asyncio.run(self.serve_uvicorn(runtime, options["host"], options["port"], with_worker))
         else:
@@ -74,8 +76,7 @@ class Command(BaseCommand):
             nonlocal worker_task
             server.ws_factory.setProtocolOptions(failByDrop=False)
             server.ws_factory.protocol = _daphne_protocol_class()
-            if with_worker:
-                worker_task = asyncio.get_event_loop().create_task(runtime.worker.run())
+            worker_task = asyncio.get_event_loop().create_task(runtime.worker.run())
             self.announce(host, port, "daphne")
 
         def stop_worker() -> defer.Deferred[None] | None:
@@ -120,14 +121,13 @@ class Command(BaseCommand):
             server_header=False,
         )
         server = _uvicorn_server_class()(config)
-        worker_task = asyncio.create_task(runtime.worker.run()) if with_worker else None
+        worker_task = asyncio.create_task(runtime.worker.run())
         self.announce(host, port, "uvicorn")
         try:
             await server.serve()  # returns after SIGTERM or Ctrl-C, once connections are closed
         finally:
             runtime.worker.stop()
-            if worker_task is not None:
-                await _wait(worker_task)
+            await _wait(worker_task)
 
 
 def _daphne_protocol_class() -> type[Any]:
@@ -160,6 +160,18 @@ def _uvicorn_server_class() -> type[Any]:
                     self._captured_signals.clear()
 
     return UvicornServer
+
+
+def settle_garbage_collector() -> None:
+    """Keep full collections from stalling a server that holds thousands of sockets.
+
+    What exists after start-up (Django, the model, the app) lives as long as the process:
+    freezing it takes it out of every collection, and a higher first threshold makes the
+    young collections that still run rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def _wait(task: asyncio.Task[None]) -> None:

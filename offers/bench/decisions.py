@@ -1,0 +1,802 @@
+"""`bench decisions`: from a pause's deadline to the `offer` frame at the client, N carts at once.
+
+Two servers, each in its own process pinned to core 0, take the same carts from one client
+process pinned to core 1:
+
+- timer floor: a bare `websockets` server whose only work is a timer: each activity event
+  (re)arms `loop.call_at(receive time + pause)`, which sends an offer frame. The least a Python
+  asyncio server does to send a frame at a deadline (`python -m offers.bench.decisions timer`).
+- project: `manage.py serve` on a throw-away SQLite database prepared by `bootstrap_demo` (which
+  trains and activates the model), with every pause made to end in an offer: holdout 0%,
+  cooldown 0 s, every offer rule's `min_risk` and `min_cart_value` 0 and budgets out of the way.
+
+The client (`python -m offers.bench.decisions client`) opens N collector sockets, then sends each
+one activity frame (a product view and an add to cart), paced evenly over `--window` seconds, and
+waits for the offers. The server stamps a session's last activity when it receives the frame,
+between the client's send and the ack's arrival, so the deadline lies between
+send + pause and ack + pause. Latency from the send is an upper bound (the conservative figure,
+shown first); from the ack a lower bound; the ack round trip says how far apart they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import json
+import math
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from argparse import ArgumentParser, ArgumentTypeError
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server as WebSocketServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from offers.bench import BenchError, Benchmark, Progress
+from offers.bench.ingest import (
+    BASE_DIR,
+    HOST,
+    PATH,
+    Cores,
+    Server,
+    _pin,
+    bench_env,
+    machine,
+    prepare_database,
+    running_server,
+)
+from streaming.protocol import EVENT_KINDS, MAX_FRAME_BYTES
+
+WARMUP_CARTS = 20
+# Sockets opening at once: daphne listens with a backlog of 50.
+OPENING_AT_ONCE = 32
+# The spec's promise: each pause's offer within one second of its deadline.
+ON_TIME_SECONDS = 1.0
+# Waiting for a late or second offer after the last deadline's second has passed.
+GRACE_SECONDS = 0.2
+# Waiting for the server to record a round's decisions (reasons first) before reading them.
+RECORDS_TIMEOUT = 120.0
+# Ticks of the client's loop-lag probe.
+LAG_PROBE_SECONDS = 0.001
+
+PROJECT = Server("project", "project", ("manage.py", "serve"))
+
+
+def timer_server(pause_seconds: float) -> Server:
+    return Server(
+        "timer",
+        "timer floor",
+        ("-m", "offers.bench.decisions", "timer", f"--pause-seconds={pause_seconds:g}"),
+    )
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The nearest-rank percentile: the smallest value at or above `share` of the values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(
+            percentile(values, 0.5),
+            percentile(values, 0.9),
+            percentile(values, 0.99),
+            max(values, default=math.nan),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDelay:
+    """`liveoffers_decision_delay_seconds` over one round: deadline to decision, server side."""
+
+    count: int
+    mean_ms: float
+    # histogram bucket (upper bound, ms) -> share of the round's decisions at or under it
+    within: dict[float, float]
+    # seconds from the client's end (its last deadline + 1.2 s) until all were recorded
+    recorded_after: float = 0.0
+
+    def p99_bound_ms(self) -> float:
+        """The smallest bucket bound that holds 99% of the decisions (inf when none does)."""
+        return next((bound for bound, share in self.within.items() if share >= 0.99), math.inf)
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    server: str
+    carts: int
+    pause_seconds: float
+    offers: int  # offer frames received in all
+    offered: int  # sockets that got at least one
+    on_time: int  # sockets whose one offer came within a second of the deadline
+    from_send: Spread  # ms, deadline taken as send + pause: an upper bound on latency
+    from_ack: Spread  # ms, deadline taken as ack + pause: a lower bound
+    ack_rtt: Spread  # ms, send to ack
+    activity_spread_ms: float  # first to last send
+    client_lag: Spread  # ms, one pass of the client's event loop
+    client_core_busy: float  # while waiting for the offers
+    server_delay: ServerDelay | None = None
+
+    @property
+    def exactly_one_each(self) -> bool:
+        return self.offers == self.offered == self.on_time == self.carts
+
+
+@dataclass
+class DecisionsReport:
+    pause_seconds: float
+    window: float
+    cores: Cores
+    rounds: list[Round] = field(default_factory=list)
+
+    def find(self, server: str, carts: int) -> Round:
+        for measured in self.rounds:
+            if (measured.server, measured.carts) == (server, carts):
+                return measured
+        raise KeyError((server, carts))
+
+    def table(self) -> str:
+        rows = [
+            f"decisions (pause deadline to offer frame at the client, ms; pause "
+            f"{self.pause_seconds:g} s, activity paced over {self.window:g} s; "
+            f"{self.cores.describe()})",
+            _row(
+                "server",
+                "carts",
+                "offers",
+                "on time",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "p99/floor",
+                "p50 ack",
+                "p99 ack",
+                "rtt p99",
+                "lag max",
+            ),
+        ]
+        for carts in sorted({r.carts for r in self.rounds}):
+            floor = self.find("timer", carts)
+            for measured in (floor, self.find("project", carts)):
+                late = measured.from_send
+                rows.append(
+                    _row(
+                        "timer floor" if measured.server == "timer" else "project",
+                        f"{carts:,}",
+                        f"{measured.offers:,}",
+                        f"{measured.on_time:,}",
+                        _ms(late.p50),
+                        _ms(late.p90),
+                        _ms(late.p99),
+                        _ms(late.max),
+                        f"{late.p99 / floor.from_send.p99:.1f}x",
+                        _ms(measured.from_ack.p50),
+                        _ms(measured.from_ack.p99),
+                        _ms(measured.ack_rtt.p99),
+                        _ms(measured.client_lag.max),
+                    )
+                )
+        rows.append(
+            "p50-max: deadline taken as send + pause (an upper bound on latency); ack: as ack + "
+            "pause (a lower bound); rtt: send to ack; lag: the client's longest event loop pass; "
+            "on time: sockets with exactly one offer, within 1 s of the deadline"
+        )
+        for measured in self.rounds:
+            delay = measured.server_delay
+            if measured.server != "project" or delay is None:
+                continue
+            within = ", ".join(
+                f"≤ {bound:g} ms {share:.1%}"
+                for bound, share in delay.within.items()
+                if bound in (5.0, 10.0, 25.0, 50.0, 100.0)
+            )
+            rows.append(
+                f"server side, {measured.carts:,} carts (liveoffers_decision_delay_seconds, "
+                f"deadline to decision): {delay.count:,} decisions, mean {delay.mean_ms:.1f} ms; "
+                f"{within}; all recorded {delay.recorded_after:.1f} s after the client's wait"
+            )
+        return "\n".join(rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pause_seconds": self.pause_seconds,
+            "window": self.window,
+            "cores": asdict(self.cores),
+            "machine": machine(),
+            "rounds": [asdict(r) | {"exactly_one_each": r.exactly_one_each} for r in self.rounds],
+        }
+
+
+def _row(first: str, *cells: str) -> str:
+    return f"{first:<12}" + "".join(f"{cell:>10}" for cell in cells)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+# --- the client (its own process) ----------------------------------------------------------------
+
+
+class _Frame(msgspec.Struct):
+    type: str
+    pause_seconds: float = 0.0
+
+
+_decode = msgspec.json.Decoder(_Frame).decode
+
+
+class ClientError(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class Cart:
+    ws: ClientConnection
+    sent: float = math.nan
+    acked: float = math.nan
+    offers: list[float] = field(default_factory=list)
+
+
+def activity_frame(number: int) -> str:
+    """A product view and an add to cart in one batch: the cart's last activity."""
+    return (
+        '{"type":"batch","events":['
+        f'{{"id":"v-{number}","event":"product_view",'
+        '"props":{"product_id":"sku-espresso","price":249.0}},'
+        f'{{"id":"a-{number}","event":"add_to_cart",'
+        '"props":{"product_id":"sku-espresso","price":249.0,"quantity":1}}]}'
+    )
+
+
+async def open_cart(url: str, opening: asyncio.Semaphore) -> tuple[Cart, float]:
+    """A collector socket past its welcome frame, and the pause the server announced."""
+    async with opening:
+        # proxy=None: the benchmark talks to 127.0.0.1 only, whatever the environment says.
+        ws = await connect(
+            url,
+            compression=None,
+            open_timeout=60,
+            close_timeout=5,
+            ping_interval=None,
+            proxy=None,
+            max_queue=None,
+        )
+        welcome = _decode(await ws.recv())
+    if welcome.type != "welcome":
+        raise ClientError(f"the first frame is {welcome.type!r}, not welcome")
+    return Cart(ws), welcome.pause_seconds
+
+
+async def listen(cart: Cart) -> None:
+    """Stamp the cart's ack and offers as they arrive, until the socket closes."""
+    with contextlib.suppress(ConnectionClosed):
+        async for message in cart.ws:
+            at = time.perf_counter()
+            kind = _decode(message).type
+            if kind == "offer":
+                cart.offers.append(at)
+            elif kind == "ack":
+                cart.acked = at
+            else:
+                raise ClientError(f"the server sent {kind!r}: {str(message)[:200]}")
+
+
+async def send_activity(carts: Sequence[Cart], window: float) -> None:
+    """One activity frame a cart, the sends spread evenly over `window` seconds."""
+    start = time.perf_counter() + 0.01
+    for number, cart in enumerate(carts):
+        wait = start + window * number / len(carts) - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        cart.sent = time.perf_counter()
+        await cart.ws.send(activity_frame(number))
+
+
+async def probe_lag(stop: asyncio.Event, lags: list[float]) -> None:
+    """How long one pass of the client's event loop takes: a frame's wait to be stamped."""
+    while not stop.is_set():
+        start = time.perf_counter()
+        await asyncio.sleep(0)
+        lags.append(time.perf_counter() - start)
+        await asyncio.sleep(LAG_PROBE_SECONDS)
+
+
+async def wait_for_offers(carts: Sequence[Cart], pause: float) -> None:
+    """Until the last cart's second after its deadline is over: a late or second offer counts."""
+    last = max(cart.acked for cart in carts) + pause + ON_TIME_SECONDS + GRACE_SECONDS
+    await asyncio.sleep(max(0.0, last - time.perf_counter()))
+
+
+def round_figures(
+    carts: Sequence[Cart], pause: float, lags: list[float], busy: float
+) -> dict[str, Any]:
+    firsts = [(cart, cart.offers[0]) for cart in carts if cart.offers]
+    on_time = [
+        cart
+        for cart, first in firsts
+        if len(cart.offers) == 1 and first - (cart.sent + pause) <= ON_TIME_SECONDS
+    ]
+    sends = [cart.sent for cart in carts]
+    return {
+        "carts": len(carts),
+        "pause_seconds": pause,
+        "offers": sum(len(cart.offers) for cart in carts),
+        "offered": len(firsts),
+        "on_time": len(on_time),
+        "from_send_ms": [(first - cart.sent - pause) * 1e3 for cart, first in firsts],
+        "from_ack_ms": [(first - cart.acked - pause) * 1e3 for cart, first in firsts],
+        "ack_rtt_ms": [(cart.acked - cart.sent) * 1e3 for cart in carts],
+        "activity_spread_ms": (max(sends) - min(sends)) * 1e3,
+        "client_lag_ms": [lag * 1e3 for lag in lags],
+        "client_core_busy": busy,
+    }
+
+
+async def run_client(url: str, *, carts: int, window: float) -> dict[str, Any]:
+    """Open `carts` sockets, make each pause once, and time each offer from its deadline."""
+    opening = asyncio.Semaphore(OPENING_AT_ONCE)
+    opened = await asyncio.gather(
+        *(open_cart(url, opening) for _ in range(carts)), return_exceptions=True
+    )
+    ready = [item for item in opened if not isinstance(item, BaseException)]
+    listeners: list[asyncio.Task[None]] = []
+    prober: asyncio.Task[None] | None = None
+    try:
+        failed = [item for item in opened if isinstance(item, BaseException)]
+        if failed:
+            raise ClientError(f"{len(failed)} of {carts} sockets did not open: {failed[0]!r}")
+        pause = ready[0][1]
+        ours = [cart for cart, _ in ready]
+        listeners = [asyncio.create_task(listen(cart)) for cart in ours]
+        stop, lags = asyncio.Event(), list[float]()
+        prober = asyncio.create_task(probe_lag(stop, lags))
+        with no_collector_pauses():
+            await send_activity(ours, window)
+            while any(math.isnan(cart.acked) for cart in ours):
+                _raise_failures(listeners)
+                await asyncio.sleep(0.01)  # bounded by the caller's timeout
+            cpu, wall = time.process_time(), time.perf_counter()
+            await wait_for_offers(ours, pause)
+            busy = (time.process_time() - cpu) / (time.perf_counter() - wall)
+        stop.set()
+        await prober
+        _raise_failures(listeners)
+        return round_figures(ours, pause, lags, busy)
+    finally:
+        # Leaving closes every socket with 1000, so the server sees clean goodbyes.
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(cart.ws.close() for cart, _ in ready), return_exceptions=True)
+        others = [*listeners, *([prober] if prober else [])]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """The client's own garbage collector stays out of the timed part.
+
+    With thousands of sockets, one full collection stops the client's loop for long enough
+    to delay the stamps of the frames waiting behind it. The server keeps its collector.
+    """
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.unfreeze()
+
+
+def _raise_failures(listeners: Sequence[asyncio.Task[None]]) -> None:
+    for listener in listeners:
+        if listener.done() and not listener.cancelled() and listener.exception() is not None:
+            raise ClientError(str(listener.exception()))
+
+
+def client_main(args: argparse.Namespace) -> None:
+    async def bounded() -> dict[str, Any]:
+        async with asyncio.timeout(args.timeout):
+            return await run_client(args.url, carts=args.carts, window=args.window)
+
+    try:
+        figures = asyncio.run(bounded())
+    except (ClientError, WebSocketException, OSError, TimeoutError) as exc:
+        sys.exit(f"client: {type(exc).__name__}: {exc}")
+    json.dump(figures, sys.stdout)
+    sys.stdout.write("\n")
+
+
+# --- the timer floor (its own process) -------------------------------------------------------
+
+ACTIVITY = frozenset(name for name, kind in EVENT_KINDS.items() if kind.activity)
+
+
+async def timer_session(
+    ws: ServerConnection, pause: float, sending: set[asyncio.Task[None]]
+) -> None:
+    """Ack each frame; each activity event (re)arms one timer that sends an offer frame."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def sent(task: asyncio.Task[None]) -> None:
+        sending.discard(task)
+        if not task.cancelled():
+            task.exception()  # a socket closed meanwhile is the client's business, not an error
+
+    def offer() -> None:
+        frame = json.dumps({"type": "offer", "offer_id": "o-" + secrets.token_urlsafe(16)})
+        task = loop.create_task(ws.send(frame))
+        sending.add(task)
+        task.add_done_callback(sent)
+
+    await ws.send(json.dumps({"type": "welcome", "pause_seconds": pause}))
+    try:
+        async for message in ws:
+            frame = json.loads(message)
+            events = frame["events"] if frame.get("type") == "batch" else [frame]
+            if any(event.get("event") in ACTIVITY for event in events):
+                if timer is not None:
+                    timer.cancel()
+                timer = loop.call_at(loop.time() + pause, offer)
+            await ws.send(json.dumps({"type": "ack", "ids": [event["id"] for event in events]}))
+    except ConnectionClosed:
+        pass  # the client's goodbye
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+async def start_timer(host: str, port: int, pause: float) -> WebSocketServer:
+    sending: set[asyncio.Task[None]] = set()
+    # Compression off, as for the collector, whose daphne does not negotiate it.
+    return await serve(
+        lambda ws: timer_session(ws, pause, sending),
+        host,
+        port,
+        compression=None,
+        max_size=MAX_FRAME_BYTES,
+        ping_interval=None,
+    )
+
+
+async def serve_timer(host: str, port: int, pause: float) -> None:
+    stop = asyncio.get_running_loop().create_future()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
+    server = await start_timer(host, port, pause)
+    try:
+        await stop
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def timer_main(args: argparse.Namespace) -> None:
+    asyncio.run(serve_timer(args.host, args.port, args.pause_seconds))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    which = parser.add_subparsers(dest="which", required=True)
+    timer = which.add_parser("timer", help="the timer floor server")
+    timer.add_argument("--host", default=HOST)
+    timer.add_argument("--port", type=int, required=True)
+    timer.add_argument("--pause-seconds", type=float, required=True)
+    client = which.add_parser("client", help="the carts; prints its figures as JSON")
+    client.add_argument("--url", required=True)
+    client.add_argument("--carts", type=int, required=True)
+    client.add_argument("--window", type=float, required=True)
+    client.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    if args.which == "timer":
+        timer_main(args)
+    else:
+        client_main(args)
+
+
+# --- the benchmark (manage.py bench decisions) -------------------------------------------------
+
+
+def decisions_env(workdir: Path, pause_seconds: float) -> dict[str, str]:
+    """The collector's settings with every pause ending in an offer, as in production otherwise."""
+    return bench_env(workdir) | {
+        "PAUSE_SECONDS": f"{pause_seconds:g}",
+        "HOLDOUT_PERCENT": "0",
+        "OFFER_COOLDOWN_SECONDS": "0",
+        "METRICS_TOKEN": "",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "ALLOWED_HOSTS": HOST,
+    }
+
+
+OPEN_RULES = (
+    "from offers.models import OfferRule; "
+    "print(OfferRule.objects.update(min_risk=0, min_cart_value=0, daily_budget=1000000))"
+)
+
+
+def open_offer_rules(env: dict[str, str]) -> None:
+    """Every rule matches every cart: each pause ends in an offer."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", OPEN_RULES],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # The last line is the count of rules changed; shell may say other things before it.
+    changed = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode or not changed.isdigit() or int(changed) == 0:
+        raise BenchError(f"could not open the offer rules: {done.stdout}{done.stderr[-2000:]}")
+
+
+def run_client_process(
+    *, port: int, carts: int, window: float, pause_seconds: float, core: int | None
+) -> dict[str, Any]:
+    timeout = 120 + carts * 0.02 + window + pause_seconds + 30
+    command = [
+        sys.executable,
+        "-m",
+        "offers.bench.decisions",
+        "client",
+        f"--url=ws://{HOST}:{port}{PATH}",
+        f"--carts={carts}",
+        f"--window={window}",
+        f"--timeout={timeout}",
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+            check=False,
+            preexec_fn=_pin(core),
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed it
+        raise BenchError("the client did not finish in time") from exc
+    if done.returncode:
+        raise BenchError(f"the client failed: {done.stderr.strip()[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+def measured_round(server: str, figures: Mapping[str, Any]) -> Round:
+    return Round(
+        server=server,
+        carts=figures["carts"],
+        pause_seconds=figures["pause_seconds"],
+        offers=figures["offers"],
+        offered=figures["offered"],
+        on_time=figures["on_time"],
+        from_send=Spread.of(figures["from_send_ms"]),
+        from_ack=Spread.of(figures["from_ack_ms"]),
+        ack_rtt=Spread.of(figures["ack_rtt_ms"]),
+        activity_spread_ms=figures["activity_spread_ms"],
+        client_lag=Spread.of(figures["client_lag_ms"]),
+        client_core_busy=figures["client_core_busy"],
+    )
+
+
+_BUCKET = re.compile(r'^liveoffers_decision_delay_seconds_bucket\{le="([^"]+)"\} (\S+)$')
+_TOTAL = re.compile(r"^liveoffers_decision_delay_seconds_(count|sum) (\S+)$")
+
+
+def decision_delay(port: int) -> dict[str, float]:
+    """The server's deadline-to-decision histogram, read from its /metrics."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        return delay_histogram(response.read().decode())
+
+
+def delay_histogram(text: str) -> dict[str, float]:
+    """Bucket bound (seconds, as written), "count" and "sum" -> value, from Prometheus text."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if match := _BUCKET.match(line) or _TOTAL.match(line):
+            values[match.group(1)] = float(match.group(2))
+    if "count" not in values:
+        raise BenchError("/metrics has no liveoffers_decision_delay_seconds")
+    return values
+
+
+def recorded_delay(port: int, before: Mapping[str, float], decisions: int) -> ServerDelay:
+    """The histogram over a round, once it holds the round's decisions.
+
+    A decision is counted when it is recorded, after its reasons: that trails the offers.
+    """
+    began = time.monotonic()
+    while True:
+        after = decision_delay(port)
+        waited = time.monotonic() - began
+        if after["count"] - before["count"] >= decisions:
+            return server_delay(before, after, recorded_after=waited)
+        if waited > RECORDS_TIMEOUT:
+            raise BenchError(
+                f"the server recorded {after['count'] - before['count']:.0f} of {decisions} "
+                f"decisions within {RECORDS_TIMEOUT:g} s"
+            )
+        time.sleep(0.1)
+
+
+def server_delay(
+    before: Mapping[str, float], after: Mapping[str, float], *, recorded_after: float = 0.0
+) -> ServerDelay:
+    count = int(after["count"] - before["count"])
+    within = {
+        float(bound) * 1e3: (after[bound] - before.get(bound, 0.0)) / max(count, 1)
+        for bound in after
+        if bound not in ("count", "sum", "+Inf")
+    }
+    mean = (after["sum"] - before["sum"]) / max(count, 1) * 1e3
+    return ServerDelay(count, mean, dict(sorted(within.items())), recorded_after)
+
+
+@contextlib.contextmanager
+def serving(server: Server, *, env: dict[str, str], cores: Cores, workdir: Path) -> Iterator[int]:
+    with running_server(server, env=env, core=cores.server, log=workdir / f"{server.key}.log") as (
+        _,
+        port,
+    ):
+        yield port
+
+
+def measure_server(
+    server: Server,
+    report: DecisionsReport,
+    *,
+    carts: Sequence[int],
+    env: dict[str, str],
+    workdir: Path,
+    progress: Progress,
+) -> None:
+    progress(f"{server.label}: starting")
+    with serving(server, env=env, cores=report.cores, workdir=workdir) as port:
+
+        def client(count: int) -> Round:
+            figures = run_client_process(
+                port=port,
+                carts=count,
+                window=report.window if count > WARMUP_CARTS else 0.0,
+                pause_seconds=report.pause_seconds,
+                core=report.cores.client,
+            )
+            return measured_round(server.key, figures)
+
+        # The warm-up also proves the setup: the model is loaded and every pause gets an offer.
+        warmup = client(WARMUP_CARTS)
+        if not warmup.exactly_one_each:
+            raise BenchError(
+                f"{server.label}: {warmup.offers} offers for {WARMUP_CARTS} warm-up carts "
+                f"({warmup.on_time} on time); see {workdir / (server.key + '.log')}"
+            )
+        for count in carts:
+            before = decision_delay(port) if server is PROJECT else None
+            measured = client(count)
+            if before is not None:
+                delay = recorded_delay(port, before, count)
+                measured = dataclasses.replace(measured, server_delay=delay)
+                progress(
+                    f"{server.label}, {count:,} carts: every decision recorded "
+                    f"{delay.recorded_after:.1f} s after the client's last second"
+                )
+            progress(
+                f"{server.label}, {count:,} carts: {measured.on_time:,} on time, p50 "
+                f"{_ms(measured.from_send.p50)} ms, p99 {_ms(measured.from_send.p99)} ms, max "
+                f"{_ms(measured.from_send.max)} ms (from the send)"
+            )
+            report.rounds.append(measured)
+
+
+def run(options: Mapping[str, Any], progress: Progress) -> DecisionsReport:
+    report = DecisionsReport(
+        pause_seconds=float(options["pause_seconds"]),
+        window=float(options["window"]),
+        cores=Cores.pick(),
+    )
+    progress(report.cores.describe())
+    with tempfile.TemporaryDirectory(prefix="liveoffers-bench-") as tmp:
+        workdir = Path(tmp)
+        env = decisions_env(workdir, report.pause_seconds)
+        progress("preparing the database (migrate, bootstrap_demo trains the model)")
+        prepare_database(env)
+        open_offer_rules(env)
+        for server in (timer_server(report.pause_seconds), PROJECT):
+            measure_server(
+                server,
+                report,
+                carts=options["carts"],
+                env=env,
+                workdir=workdir,
+                progress=progress,
+            )
+    return report
+
+
+def _carts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ArgumentTypeError(f"a comma-separated list of counts, got {text!r}") from None
+    if not all(1 <= count <= 10_000 for count in counts):
+        raise ArgumentTypeError(f"each count from 1 to 10,000, got {text}")
+    return counts
+
+
+def _bounded(low: float, high: float) -> Any:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument(
+        "--carts",
+        type=_carts,
+        default=[200, 2000],
+        help="carts pausing together, comma-separated (200,2000)",
+    )
+    parser.add_argument(
+        "--pause-seconds",
+        type=_bounded(0.5, 10),
+        default=1.0,
+        help="PAUSE_SECONDS of both servers (1)",
+    )
+    parser.add_argument(
+        "--window",
+        type=_bounded(0, 10),
+        default=0.5,
+        help="seconds over which the carts' last activity is spread (0.5; 0: all at once)",
+    )
+
+
+BENCHMARK = Benchmark(
+    help="pause deadline to offer frame, p50/p99 with N carts pausing together, against a timer",
+    add_arguments=add_arguments,
+    run=run,
+)
+
+
+if __name__ == "__main__":
+    main()

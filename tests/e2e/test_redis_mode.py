@@ -1,0 +1,256 @@
+"""Redis mode for real: front ends and workers in separate processes on the machine's Redis and
+PostgreSQL. Any of them may die; nothing acknowledged is lost, nothing is decided twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.conftest import service_missing
+from tests.factories import track
+from tests.subprocesses import Server, Worker, free_port, manage, prepared_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
+
+PAUSE = 2.0
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    if not answers(5432):
+        service_missing("PostgreSQL at 127.0.0.1:5432")
+    name = f"liveoffers_redis_{uuid.uuid4().hex[:8]}"
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c"]
+    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    subprocess.run(
+        [*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False, capture_output=True
+    )
+
+
+class RedisServer:
+    """A Redis of the test's own on a free port, keeping every write in an append-only file."""
+
+    def __init__(self, directory: Path) -> None:
+        if shutil.which("redis-server") is None:
+            service_missing("redis-server")
+        self.port = free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not answers(self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+async def shopper(
+    url: str,
+    i: int,
+    offers: list[dict[str, Any]],
+    acked: asyncio.Event,
+    done: asyncio.Event,
+    failures: list[BaseException],
+) -> None:
+    try:
+        async with websockets.connect(f"{url}/ws/collect/?site=demo", open_timeout=30) as ws:
+            json.loads(await asyncio.wait_for(ws.recv(), 30))
+            await ws.send(
+                json.dumps(track(f"add-{i}", "add_to_cart", product_id=f"sku-{i}", price=100.0))
+            )
+            assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "ack"
+            acked.set()
+            while not done.is_set():
+                try:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                except TimeoutError:
+                    continue
+                if frame["type"] == "offer":
+                    offers.append(frame)
+    except (OSError, TimeoutError, AssertionError, websockets.WebSocketException) as exc:
+        failures.append(exc)
+        acked.set()
+
+
+def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
+    tmp_path: Path, postgres_url: str
+):
+    redis = RedisServer(tmp_path)
+    env, _ = prepared_env(
+        tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis.url, PAUSE_SECONDS=str(PAUSE)
+    )
+    servers = [Server(env, "--no-worker"), Server(env, "--no-worker", "--server", "uvicorn")]
+    workers = [Worker(env, "a"), Worker(env, "b")]
+    carts = 200
+    offers: list[list[dict[str, Any]]] = [[] for _ in range(carts)]
+    failures: list[BaseException] = []
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+        acks = [asyncio.Event() for _ in range(carts)]
+        tasks = [
+            asyncio.create_task(
+                shopper(servers[i % 2].ws_url, i, offers[i], acks[i], done, failures)
+            )
+            for i in range(carts)
+        ]
+        await asyncio.gather(*(a.wait() for a in acks))
+        # Kill one worker while the pauses fall due: whatever it had claimed, it never finishes.
+        await asyncio.sleep(PAUSE - 0.05)
+        workers[0].stop(signal.SIGKILL)
+        await asyncio.sleep(5 + 3)  # a lease runs out after 5 s; then the other worker decides
+        done.set()
+        await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(scenario())
+        counts = manage(
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from offers.models import Decision, Offer; "
+            "print(Decision.objects.count(), Decision.objects.values('pause_key').distinct().count(), "
+            "Offer.objects.count(), Decision.objects.filter(outcome='offer').count())",
+            env=env,
+        )
+    finally:
+        for process in [*servers, *workers]:
+            process.stop()
+        redis.kill()
+    assert failures == []
+    assert counts.stdout.split() == [str(carts)] * 4, counts.stderr
+    for i, received in enumerate(offers):
+        assert len({offer["offer_id"] for offer in received}) == 1, (i, received)
+    assert workers[0].process.returncode == -signal.SIGKILL
+
+
+def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their_own(
+    tmp_path: Path, postgres_url: str
+):
+    redis = RedisServer(tmp_path)
+    env, _ = prepared_env(
+        tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis.url, PAUSE_SECONDS="60"
+    )
+    server = Server(env, "--no-worker")
+    url = server.ws_url
+
+    async def before() -> dict[str, Any]:
+        async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
+            welcome = json.loads(await ws.recv())
+            for i in range(5):
+                await ws.send(
+                    json.dumps(track(f"e-{i}", "add_to_cart", product_id=f"sku-{i}", price=10.0))
+                )
+                assert json.loads(await ws.recv())["type"] == "ack"
+            return welcome
+
+    async def while_down() -> int | None:
+        async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+                await asyncio.wait_for(ws.recv(), 5)
+            return None if ws.close_code is None else int(ws.close_code)
+
+    async def after(token: str) -> list[str]:
+        async with websockets.connect(f"{url}/ws/collect/?site=demo&token={token}") as ws:
+            assert json.loads(await ws.recv())["type"] == "welcome"
+            # Re-sent ids are known (applied once); a new one is applied.
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "batch",
+                        "events": [
+                            {"id": "e-0", "event": "heartbeat"},
+                            {"id": "e-new", "event": "heartbeat"},
+                        ],
+                    }
+                )
+            )
+            return json.loads(await ws.recv())["ids"]
+
+    try:
+        welcome = asyncio.run(before())
+        redis.kill()
+        code = asyncio.run(while_down())
+        health_down = health(server)
+        redis.start()
+        deadline = time.monotonic() + 15
+        while health(server) != 200:
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.2)
+        ids = asyncio.run(after(welcome["token"]))
+        state = manage(
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "import asyncio; from offers.runtime import get_runtime; "
+            f"s = asyncio.run(get_runtime().store.get('{welcome['session']}')); "
+            "print(s.cart_value, s.adds)",
+            env=env,
+        )
+    finally:
+        server.stop()
+        redis.kill()
+    assert code == 4503 and health_down == 503
+    assert ids == ["e-0", "e-new"]
+    assert state.stdout.split() == ["50.0", "5"], state.stderr
+
+
+def health(server: Server) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{server.url}/healthz", timeout=3) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return int(error.code)
