@@ -161,8 +161,10 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
             env=env,
         )
     finally:
-        for process in [*servers, *workers]:
-            process.stop()
+        for server in servers:
+            server.stop()
+        for worker in workers:
+            worker.stop()
         redis.kill()
     assert failures == []
     assert counts.stdout.split() == [str(carts)] * 4, counts.stderr

@@ -87,7 +87,7 @@ def decision(pause_key: str, *, outcome: str = "offer", with_offer: bool = True)
         made.offer = OfferMade(
             offer_id=f"o-{pause_key}",
             code=f"SAVE10-{pause_key.replace(':', '')}",
-            rule_id=None,  # type: ignore[arg-type]
+            rule_id=None,
             title="10% off",
             message="m",
             discount_percent=10,
