@@ -35,8 +35,12 @@ from typing import Any, Final
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming.protocol import Event, ProtocolError
 from streaming.state import (
@@ -584,7 +588,15 @@ class RedisStore(SessionStore):
         prefix: str = "lo:",
     ) -> None:
         if isinstance(client, str):
-            client = aioredis.Redis.from_url(client)
+            # After Redis restarts, pooled connections are dead: a command retried on a fresh
+            # connection makes the first request after recovery succeed. Replays are safe: an
+            # event applied twice is a duplicate, a claim made twice waits out its lease.
+            client = aioredis.Redis.from_url(
+                client,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                health_check_interval=15,
+            )
             self._owns_client = True
         else:
             self._owns_client = False
