@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -11,8 +12,11 @@ import msgspec
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offers import metrics
 from offers.collector import ingest
@@ -22,6 +26,8 @@ from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
 from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
 from streaming.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
 
 MAX_ERRORS = 100
 CLOSE_TOO_BIG = 1009
@@ -54,16 +60,35 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     accepted: bool = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # AsyncConsumer.__call__, with a channel-layer receive that rides out Redis's read
+        # timeouts under load instead of ending the shopper's socket.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        receivers = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            receivers.append(self.layer_receive)
         try:
-            await super().__call__(scope, receive, send)
+            await await_many_dispatch(receivers, self.dispatch)
+        except StopConsumer:
+            pass
         except STORE_DOWN:
-            # Redis mode: the channel layer lost Redis. Say so with a close the client
-            # understands (come back later) rather than an internal error.
+            # The channel layer lost Redis. Say so with a close the client understands
+            # (come back later) rather than an internal error.
+            log.warning("closing a collector socket: the channel layer failed", exc_info=True)
             metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
             with contextlib.suppress(Exception):
                 if not self.accepted:
                     await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": CLOSE_STORE_DOWN})
+
+    async def layer_receive(self) -> dict[str, Any]:
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except RedisTimeoutError:
+                continue  # a slow read, not a lost Redis: wait for the next message
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
@@ -169,6 +194,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY_ERRORS, reason="too many errors")
 
     async def store_down(self) -> None:
+        log.warning("closing a collector socket: the session store failed", exc_info=True)
         metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
         await self.close(code=CLOSE_STORE_DOWN, reason="session store unavailable, try again")
 
