@@ -150,6 +150,7 @@ def build_runtime() -> Runtime:
             watcher.step,
             rulebook.step,
             decider.step,
+            decider.explain,
             recorder.step_in_background,
             feed.step,
             counts.step,

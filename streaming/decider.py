@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # Below this many rows, predicting inline is cheaper than a hop to a thread.
 _THREAD_ROWS = 64
+# Reasons are worked out this many rows at a time (about 10 ms), and not when a pause falls due
+# within this many seconds.
+_EXPLAIN_CHUNK = 32
+_EXPLAIN_MARGIN = 0.02
 
 
 @dataclass(slots=True)
@@ -60,6 +65,22 @@ class DecisionMade:
     reasons: list[dict[str, Any]] = field(default_factory=list)
     # When the offer frame went out (wall clock), for the deadline-to-offer delay.
     sent_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Unexplained:
+    """A batch of decisions whose offers went out and whose reasons are still to come."""
+
+    scorer: Scorer
+    matrix: npt.NDArray[np.float32]
+    decisions: list[DecisionMade]
+    explained: list[int]  # rows of offer and holdout decisions
+    at: float
+    next: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.explained)
 
 
 @dataclass
@@ -115,6 +136,7 @@ class Decider:
         cooldown_seconds: float,
         holdout_percent: float,
         batch_size: int = 5000,
+        explain_within: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
@@ -128,7 +150,8 @@ class Decider:
         self.cooldown_seconds = cooldown_seconds
         self.holdout_percent = holdout_percent
         self.batch_size = batch_size
-        self._background: set[asyncio.Task[None]] = set()
+        self.explain_within = explain_within
+        self._unexplained: deque[_Unexplained] = deque()
 
     async def step(self, now: float) -> bool:
         """Decide every pause that is due; returns whether there were any."""
@@ -147,10 +170,45 @@ class Decider:
             await self._decide_one(state, now, rules, matrix[i], risks, shadow_risks, i)
             for i, state in enumerate(states)
         ]
-        task = asyncio.create_task(self._explain_and_record(active, matrix, decisions))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        explained = [i for i, d in enumerate(decisions) if d.outcome != "no_offer"]
+        if active is None or not explained:
+            await self.record(decisions)
+        else:
+            self._unexplained.append(_Unexplained(active, matrix, decisions, explained, now))
         return True
+
+    async def explain(self, now: float) -> bool:
+        """Work out the reasons of decided offers and holdouts, a chunk at a time, then record.
+
+        TreeSHAP costs about ten decisions a row, and it runs on the same core as the loop that
+        sends offers: so a chunk is explained only when no pause falls due in the next moment,
+        or when the oldest unexplained batch has waited `explain_within` seconds.
+        """
+        if not self._unexplained:
+            return False
+        oldest = self._unexplained[0]
+        due = self.store.next_deadline()
+        if due is not None and due <= now + _EXPLAIN_MARGIN and now - oldest.at < self.explain_within:
+            return False
+        await self._explain_chunk(oldest)
+        if oldest.done:
+            self._unexplained.popleft()
+            await self.record(oldest.decisions)
+        return True
+
+    async def _explain_chunk(self, batch: _Unexplained) -> None:
+        rows = batch.explained[batch.next : batch.next + _EXPLAIN_CHUNK]
+        batch.next += len(rows)
+        try:
+            reasons = await asyncio.to_thread(batch.scorer.reasons, batch.matrix[rows])
+        except Exception:
+            log.exception("could not compute reasons; recording the decisions without them")
+            return
+        for i, top in zip(rows, reasons, strict=True):
+            batch.decisions[i].reasons = [
+                {"feature": r.feature, "value": r.value, "contribution": r.contribution}
+                for r in top
+            ]
 
     async def _decide_one(
         self,
@@ -267,27 +325,14 @@ class Decider:
             await self.delivery.deliver(state.session_id, frame)
         return decision
 
-    async def _explain_and_record(
-        self, scorer: Scorer | None, matrix: npt.NDArray[np.float32], decisions: list[DecisionMade]
-    ) -> None:
-        explained = [i for i, d in enumerate(decisions) if d.outcome != "no_offer"]
-        if scorer is not None and explained:
-            try:
-                reasons = await asyncio.to_thread(scorer.reasons, matrix[explained])
-            except Exception:
-                log.exception("could not compute reasons; recording the decisions without them")
-            else:
-                for i, top in zip(explained, reasons, strict=True):
-                    decisions[i].reasons = [
-                        {"feature": r.feature, "value": r.value, "contribution": r.contribution}
-                        for r in top
-                    ]
-        await self.record(decisions)
-
     async def drain(self) -> None:
-        """Wait for the reasons and records still being made (at shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Explain and record everything decided so far, now (at shutdown, and in tests)."""
+        while self._unexplained:
+            batch = self._unexplained[0]
+            while not batch.done:
+                await self._explain_chunk(batch)
+            self._unexplained.popleft()
+            await self.record(batch.decisions)
 
 
 def offer_frame(offer: OfferMade, *, risk: float | None, model: str) -> str:

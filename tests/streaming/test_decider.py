@@ -227,3 +227,32 @@ def _with_budget(budget: int) -> Rule:
     from dataclasses import replace
 
     return replace(RULE, daily_budget=budget)
+
+
+async def test_reasons_wait_while_a_pause_is_about_to_fall_due_but_not_for_long(scorer: Scorer):
+    world = World(scorer)
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.shopper("s2", T0 + 0.01, comparing_shopper("s2"))  # due 10 ms after s1
+    await world.shopper("s3", T0 + 5, comparing_shopper("s3"))  # due 5 s after s1
+    assert await world.decider.step(T0 + PAUSE) is True  # s1's offer goes out
+    assert await world.decider.explain(T0 + PAUSE) is False  # s2 falls due in 10 ms: wait
+    assert world.recorded == []
+    assert await world.decider.step(T0 + PAUSE + 0.01) is True  # s2's offer
+    assert await world.decider.explain(T0 + PAUSE + 0.01) is True  # s3 is far: explain s1
+    assert [d.session_id for d in world.recorded] == ["s1"] and world.recorded[0].reasons
+    await world.shopper("s4", T0 + PAUSE + 0.2, comparing_shopper("s4"))  # keeps a pause near
+    assert await world.decider.explain(T0 + PAUSE + 0.5) is True  # s3 due at +5 s: still far
+    assert [d.session_id for d in world.recorded] == ["s1", "s2"]
+
+
+async def test_reasons_that_waited_a_second_are_worked_out_even_when_pauses_keep_falling_due(
+    scorer: Scorer,
+):
+    world = World(scorer)
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.decider.step(T0 + PAUSE)
+    await world.shopper("s2", T0 + 1.5, comparing_shopper("s2"))
+    near = T0 + 1.5 + PAUSE - 0.01  # s2 is 10 ms from its deadline
+    world.decider.explain_within = 1.0
+    assert await world.decider.explain(near) is True  # s1 has waited far more than a second
+    assert [d.session_id for d in world.recorded] == ["s1"]
