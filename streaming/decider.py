@@ -188,7 +188,11 @@ class Decider:
             return False
         oldest = self._unexplained[0]
         due = self.store.next_deadline()
-        if due is not None and due <= now + _EXPLAIN_MARGIN and now - oldest.at < self.explain_within:
+        if (
+            due is not None
+            and due <= now + _EXPLAIN_MARGIN
+            and now - oldest.at < self.explain_within
+        ):
             return False
         await self._explain_chunk(oldest)
         if oldest.done:

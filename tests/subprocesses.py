@@ -41,22 +41,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
+class Command:
+    """A `manage.py` command running in the background, its output in a log file."""
+
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def launch(self, env: dict[str, str], log_name: str, *args: str) -> None:
+        self.log_path = Path(env.get("LIVEOFFERS_TEST_DIR", "/tmp")) / log_name
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class Server(Command):
     """`manage.py serve` on a free port, waited for until /healthz answers."""
 
     def __init__(self, env: dict[str, str], *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
-        self.log_path = Path(env.get("LIVEOFFERS_TEST_DIR", "/tmp")) / f"serve-{self.port}.log"
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "serve", "--port", str(self.port), *extra],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.launch(env, f"serve-{self.port}.log", "serve", "--port", str(self.port), *extra)
         self.wait_healthy()
 
     def __enter__(self) -> Server:
@@ -78,51 +101,17 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"serve did not become healthy:\n{self.output()}")
 
-    def output(self) -> str:
-        return self.log_path.read_text()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-class Worker:
+class Worker(Command):
     """`manage.py runstream` (Redis mode), waited for until it says it started."""
 
     def __init__(self, env: dict[str, str], name: str) -> None:
-        self.log_path = Path(env.get("LIVEOFFERS_TEST_DIR", "/tmp")) / f"runstream-{name}.log"
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runstream"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.launch(env, f"runstream-{name}.log", "runstream")
         deadline = time.monotonic() + 30
         while "worker started" not in self.output():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"runstream did not start:\n{self.output()}")
             time.sleep(0.05)
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
 
 # Every pause of a cart worth anything gets an offer, whatever the risk: the policy's own

@@ -11,8 +11,6 @@ import functools
 import http.server
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -32,7 +30,7 @@ from playwright.sync_api import (
 )
 
 from tests.conftest import service_missing
-from tests.subprocesses import ROOT, Server, manage, project_env
+from tests.subprocesses import GENEROUS_RULES, STAFF_COOKIE, Server, manage, project_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,16 +49,6 @@ ADD_TO_CART = "[data-lo-event=add_to_cart]"
 # A shop that renders offers itself, keeping them in `window.offers`.
 KEEP_OFFERS = "window.offers = []; liveoffers('onOffer', (offer) => offers.push(offer));"
 PAGES = Path(__file__).resolve().parent / "pages"
-# Every paused cart gets an offer: here the embed is on trial, not the policy.
-GENEROUS_RULES = (
-    "from offers.models import OfferRule; "
-    "OfferRule.objects.update(min_risk=0, min_cart_value=0, daily_budget=1000000)"
-)
-STAFF_COOKIE = (
-    "from django.contrib.auth.models import User; from django.test import Client; "
-    "u, _ = User.objects.get_or_create(username='op', defaults={'is_staff': True}); "
-    "c = Client(); c.force_login(u); print(c.cookies['sessionid'].value)"
-)
 # Waits inside one `manage.py shell` (a process start each is slow) until the offer's
 # `fields` are set, then prints them.
 OFFER_ROW = """
@@ -105,15 +93,7 @@ class ServerOnPort(Server):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
-        self.log_path = Path(env["LIVEOFFERS_TEST_DIR"]) / f"serve-{port}-{time.monotonic_ns()}.log"
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "serve", "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.launch(env, f"serve-{port}-{time.monotonic_ns()}.log", "serve", "--port", str(port))
         self.wait_healthy()
 
 
