@@ -22,7 +22,7 @@ run: install ## migrate, load the demo, make a staff user, serve (HOST=127.0.0.1
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py bootstrap_demo
 	$(PY) manage.py ensure_staff
-	@echo "Shop http://$(HOST):$(PORT)/   Admin http://$(HOST):$(PORT)/admin/   Health http://$(HOST):$(PORT)/healthz"
+	@echo "Shop http://$(HOST):$(PORT)/   Dashboard http://$(HOST):$(PORT)/dashboard/   Admin http://$(HOST):$(PORT)/admin/"
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install ## lint, typecheck, then the whole test suite

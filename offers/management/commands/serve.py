@@ -60,7 +60,7 @@ class Command(BaseCommand):
         mode = "redis" if settings.REDIS_URL else "embedded"
         base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
         self.stdout.write(f"Live Offers serving on {base}/ ({mode} mode, {server})")
-        self.stdout.write(f"  shop {base}/   admin {base}/admin/   health {base}/healthz")
+        self.stdout.write(f"  shop {base}/   dashboard {base}/dashboard/   admin {base}/admin/")
         self.stdout.flush()
 
     def serve_daphne(self, runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
