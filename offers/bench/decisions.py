@@ -54,10 +54,10 @@ from offers.bench.ingest import (
     PATH,
     Cores,
     Server,
-    _pin,
     bench_env,
     machine,
     prepare_database,
+    run_pinned_client,
     running_server,
 )
 from streaming.protocol import EVENT_KINDS, MAX_FRAME_BYTES
@@ -581,22 +581,7 @@ def run_client_process(
         f"--window={window}",
         f"--timeout={timeout}",
     ]
-    try:
-        done = subprocess.run(
-            command,
-            cwd=BASE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=timeout + 30,
-            check=False,
-            preexec_fn=_pin(core),
-        )
-    except subprocess.TimeoutExpired as exc:  # run() has killed it
-        raise BenchError("the client did not finish in time") from exc
-    if done.returncode:
-        raise BenchError(f"the client failed: {done.stderr.strip()[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout)
-    return figures
+    return run_pinned_client(command, core=core, timeout=timeout + 30, what="client")
 
 
 def measured_round(server: str, figures: Mapping[str, Any]) -> Round:

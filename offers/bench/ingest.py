@@ -310,20 +310,29 @@ def run_load(
         f"--seconds={seconds}",
         f"--watch-pid={server_pid}",
     ]
+    return run_pinned_client(
+        command, core=core, timeout=WARMUP_SECONDS + seconds + 90, what="load client"
+    )
+
+
+def run_pinned_client(
+    command: list[str], *, core: int | None, timeout: float, what: str
+) -> dict[str, Any]:
+    """Run a client process pinned to `core` and return the JSON figures it prints."""
     try:
         done = subprocess.run(
             command,
             cwd=BASE_DIR,
             capture_output=True,
             text=True,
-            timeout=WARMUP_SECONDS + seconds + 90,
+            timeout=timeout,
             check=False,
             preexec_fn=_pin(core),
         )
     except subprocess.TimeoutExpired as exc:  # run() has killed it
-        raise BenchError("the load client did not finish in time") from exc
+        raise BenchError(f"the {what} did not finish in time") from exc
     if done.returncode:
-        raise BenchError(f"the load client failed: {done.stderr.strip()[-2000:]}")
+        raise BenchError(f"the {what} failed: {done.stderr.strip()[-2000:]}")
     figures: dict[str, Any] = json.loads(done.stdout)
     return figures
 
