@@ -170,14 +170,12 @@ class Recorder:
 
     MAX_EVENT_TRIES = 50
 
-    def __init__(
-        self, *, store: SessionStore | None = None, sites: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, *, store: SessionStore | None = None) -> None:
         self.store = store
         self._writing: asyncio.Task[bool] | None = None
         self._decisions: deque[DecisionMade] = deque()
         self._events: deque[OfferEvent] = deque()
-        self._site_ids: dict[str, int] = sites or {}
+        self._site_ids: dict[str, int] = {}
 
     async def record(self, decisions: list[DecisionMade]) -> None:
         self._decisions.extend(decisions)

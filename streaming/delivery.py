@@ -57,6 +57,3 @@ class LocalDelivery(Delivery):
 
     def open_sockets(self) -> int:
         return self._count
-
-    def sessions_connected(self, session_id: str) -> int:
-        return len(self._sockets.get(session_id, ()))

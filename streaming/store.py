@@ -162,9 +162,6 @@ class MemoryStore(SessionStore):
         return None if state is None else state.pause_deadline(self.pause_seconds)
 
     async def evict_idle(self, now: float) -> int:
-        return self.evict_idle_now(now)
-
-    def evict_idle_now(self, now: float) -> int:
         # Sessions are ordered by last use, so the idle ones are all at the front.
         evicted = 0
         sessions = self._sessions
