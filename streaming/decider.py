@@ -19,10 +19,18 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.delivery import Delivery
-from streaming.features import as_dict, feature_matrix
-from streaming.policy import Rule, decide, new_offer_code, new_offer_id, offer_expires_at
+from streaming.features import as_dicts, features_of, session_numbers
+from streaming.policy import (
+    HOLDOUT,
+    NO_OFFER,
+    Rule,
+    decide,
+    new_offer_code,
+    new_offer_id,
+    offer_expires_at,
+)
 from streaming.scoring import Scorer
-from streaming.state import SessionState
+from streaming.state import CART_VALUE, HOLDOUT_BUCKET, LAST_ACTIVITY, LAST_OFFER_AT, SessionState
 from streaming.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -110,9 +118,11 @@ class Budget:
             self.seed(self.day_of(now), {})
         return self._used
 
-    def spend(self, rule_id: int, now: float) -> None:
+    def spend(self, spent: Mapping[int, int], now: float) -> None:
+        """Count offers (and holdouts) made: rule id -> how many."""
         used = self.used(now)
-        self._used[rule_id] = used.get(rule_id, 0) + 1
+        for rule_id, count in spent.items():
+            self._used[rule_id] = used.get(rule_id, 0) + count
 
 
 Recorder = Callable[[list[DecisionMade]], Awaitable[None]]
@@ -159,17 +169,42 @@ class Decider:
         if not states:
             return False
         active, shadow = self.models.active, self.models.shadow
-        # (n, F) float32: one row of features a paused session
-        matrix = feature_matrix(states, now)
+        # (n, NUMBERS) float64: what each paused session holds; (n, F) float32: its features
+        numbers = session_numbers(states)
+        matrix = features_of(numbers, now)
         # (n,) risks from the active model, or None without one
         risks = await _predict(active, matrix)
         shadow_risks = await _predict(shadow, matrix)
-        rules = self.rules()
+        last_offer_at = numbers[:, LAST_OFFER_AT]
+        # A pause decided by a worker that died before recording it: record what it did (and
+        # send its offer again, in case it died before sending) rather than deciding afresh.
+        resumed = last_offer_at >= numbers[:, LAST_ACTIVITY] + self.pause_seconds
+        verdicts = decide(
+            risks=risks,
+            sites=[state.site for state in states],
+            cart_values=numbers[:, CART_VALUE],
+            last_offer_at=last_offer_at,
+            holdout_buckets=numbers[:, HOLDOUT_BUCKET],
+            rules=self.rules(),
+            used_today=self.budget.used(now),
+            now=now,
+            cooldown_seconds=self.cooldown_seconds,
+            holdout_percent=self.holdout_percent,
+            skip=resumed,
+        )
+        self.budget.spend(verdicts.spent, now)
         # one decision a session, offers sent at once
-        decisions = [
-            await self._decide_one(state, now, rules, matrix[i], risks, shadow_risks, i)
-            for i, state in enumerate(states)
-        ]
+        rows = as_dicts(matrix)
+        risk_of = [None] * len(states) if risks is None else risks.tolist()
+        shadow_of = [None] * len(states) if shadow_risks is None else shadow_risks.tolist()
+        decisions = []
+        for i, state in enumerate(states):
+            made = self._made(state, now, rows[i], risk_of[i], shadow_of[i])
+            if resumed[i]:
+                await self._resume(made, state)
+            else:
+                await self._act(made, state, verdicts.outcome[i], verdicts.rule_of(i))
+            decisions.append(made)
         explained = [i for i, d in enumerate(decisions) if d.outcome != "no_offer"]
         if active is None or not explained:
             await self.record(decisions)
@@ -214,57 +249,42 @@ class Decider:
                 for r in top
             ]
 
-    async def _decide_one(
+    def _made(
         self,
         state: SessionState,
         now: float,
-        rules: Sequence[Rule],
-        row: npt.NDArray[np.float32],
-        risks: npt.NDArray[np.float64] | None,
-        shadow_risks: npt.NDArray[np.float64] | None,
-        i: int,
+        features: dict[str, float],
+        risk: float | None,
+        shadow_risk: float | None,
     ) -> DecisionMade:
-        risk = None if risks is None else float(risks[i])
-        cart_value = state.cart_value
-        deadline = state.last_activity + self.pause_seconds
-        if state.last_offer_at is not None and state.last_offer_at >= deadline:
-            # This pause was decided by a worker that died before recording it: record what
-            # it did (and send its offer again, in case it died before sending) rather than
-            # deciding afresh.
-            return await self._resume(state, now, row, risk, shadow_risks, i)
-        verdict = decide(
-            risk=risk,
-            site=state.site,
-            session_id=state.session_id,
-            cart_value=cart_value,
-            rules=rules,
-            used_today=self.budget.used(now),
-            last_offer_at=state.last_offer_at,
-            now=now,
-            cooldown_seconds=self.cooldown_seconds,
-            holdout_percent=self.holdout_percent,
-        )
-        decision = DecisionMade(
+        """The decision as `no_offer`, until `_act` or `_resume` says otherwise."""
+        return DecisionMade(
             session_id=state.session_id,
             site=state.site,
             pause_key=state.pause_key,
             deadline=state.last_activity + self.pause_seconds,
             at=now,
-            outcome=verdict.outcome,
+            outcome="no_offer",
             risk=risk,
-            shadow_risk=None if shadow_risks is None else float(shadow_risks[i]),
+            shadow_risk=shadow_risk,
             model=self.models.active.label if self.models.active else "",
             shadow_model=self.models.shadow.label if self.models.shadow else "",
-            features=as_dict(row.tolist()),
-            cart_value=cart_value,
+            features=features,
+            cart_value=state.cart_value,
         )
-        if verdict.rule is None or verdict.outcome == "no_offer":
-            return decision
-        self.budget.spend(verdict.rule.id, now)
-        if verdict.outcome == "holdout":
+
+    async def _act(
+        self, decision: DecisionMade, state: SessionState, outcome: int, rule: Rule | None
+    ) -> None:
+        """Carry out the policy's verdict: note a holdout, or make and send an offer."""
+        if rule is None or outcome == NO_OFFER:
+            return
+        now = decision.at
+        if outcome == HOLDOUT:
+            decision.outcome = "holdout"
             await self.store.note_offer(state.session_id, at=now)
-            return decision
-        rule = verdict.rule
+            return
+        decision.outcome = "offer"
         offer = OfferMade(
             offer_id=new_offer_id(),
             code=new_offer_code(rule.discount_percent),
@@ -276,7 +296,7 @@ class Decider:
             expires_at=offer_expires_at(now, rule),
         )
         decision.offer = offer
-        frame = offer_frame(offer, risk=risk, model=decision.model)
+        frame = offer_frame(offer, risk=decision.risk, model=decision.model)
         await self.store.note_offer(
             state.session_id,
             at=now,
@@ -286,35 +306,15 @@ class Decider:
         )
         await self.delivery.deliver(state.session_id, frame)
         decision.sent_at = self.clock()
-        return decision
 
-    async def _resume(
-        self,
-        state: SessionState,
-        now: float,
-        row: npt.NDArray[np.float32],
-        risk: float | None,
-        shadow_risks: npt.NDArray[np.float64] | None,
-        i: int,
-    ) -> DecisionMade:
+    async def _resume(self, decision: DecisionMade, state: SessionState) -> None:
+        """Record (and send again) what a worker that died decided for this pause."""
         frame = state.offer_frame
-        decision = DecisionMade(
-            session_id=state.session_id,
-            site=state.site,
-            pause_key=state.pause_key,
-            deadline=state.last_activity + self.pause_seconds,
-            at=state.last_offer_at or now,
-            outcome="offer" if frame else "holdout",
-            risk=risk,
-            shadow_risk=None if shadow_risks is None else float(shadow_risks[i]),
-            model=self.models.active.label if self.models.active else "",
-            shadow_model=self.models.shadow.label if self.models.shadow else "",
-            features=as_dict(row.tolist()),
-            cart_value=state.cart_value,
-        )
+        decision.at = state.last_offer_at or decision.at
+        decision.outcome = "offer" if frame else "holdout"
         if frame:
             sent = msgspec.json.decode(frame)
-            decision.risk = sent.get("risk", risk)
+            decision.risk = sent.get("risk", decision.risk)
             decision.model = sent.get("model", decision.model)
             decision.offer = OfferMade(
                 offer_id=sent["offer_id"],
@@ -323,11 +323,10 @@ class Decider:
                 title=sent["title"],
                 message=sent["message"],
                 discount_percent=sent["discount_percent"],
-                created_at=state.last_offer_at or now,
+                created_at=decision.at,
                 expires_at=state.offer_expires_at,
             )
             await self.delivery.deliver(state.session_id, frame)
-        return decision
 
     async def drain(self) -> None:
         """Explain and record everything decided so far, now (at shutdown, and in tests)."""

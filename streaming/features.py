@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from streaming.state import SessionState
+from streaming.state import LAST_ADD_AT, NUMBERS, STARTED_AT, SessionState
 
 FEATURES_VERSION: Final = 1
 
@@ -38,38 +39,56 @@ FEATURES: Final[dict[str, str]] = {
 }
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(FEATURES)
 
+Floats = npt.NDArray[np.float64]
 
-def feature_row(state: SessionState, now: float) -> list[float]:
-    """One session's features, in FEATURE_NAMES order."""
-    cart = state.cart.values()
-    last_add = state.last_add_at if state.last_add_at is not None else state.started_at
-    return [
-        state.cart_value,
-        float(len(state.cart)),
-        float(sum(quantity for quantity, _ in cart)),
-        float(state.distinct_products),
-        float(state.product_views),
-        float(state.page_views),
-        float(state.views_since_add),
-        max(0.0, now - last_add),
-        max(0.0, now - state.started_at),
-        float(state.searches),
-        float(state.adds),
-        float(state.removes),
-        1.0 if state.hidden else 0.0,
-        1.0 if state.checkout_started else 0.0,
-        float(state.offers_shown),
-        float(time.gmtime(now).tm_hour),
-    ]
+# Features that are one of the session's NUMBERS as they stand; the other three depend on the
+# clock.
+_NUMBER_OF: Final = {name: name for name in NUMBERS} | {"offers_seen": "offers_shown"}
+_COPIED: Final = [i for i, name in enumerate(FEATURE_NAMES) if name in _NUMBER_OF]
+_COPIED_FROM: Final = [NUMBERS.index(_NUMBER_OF[FEATURE_NAMES[i]]) for i in _COPIED]
+_SECONDS_SINCE_ADD: Final = FEATURE_NAMES.index("seconds_since_add")
+_SESSION_SECONDS: Final = FEATURE_NAMES.index("session_seconds")
+_HOUR_OF_DAY: Final = FEATURE_NAMES.index("hour_of_day")
+_numbers_of = attrgetter("numbers")
+
+
+def session_numbers(states: Sequence[SessionState]) -> Floats:
+    """A batch of sessions' NUMBERS as one (sessions x NUMBERS) float64 matrix (a copy)."""
+    packed = b"".join(map(_numbers_of, states))
+    return np.frombuffer(packed, dtype=np.float64).reshape(len(states), len(NUMBERS))
+
+
+def features_of(numbers: Floats, now: float) -> npt.NDArray[np.float32]:
+    """The (sessions x features) float32 matrix the model scores, from `session_numbers`."""
+    matrix = np.empty((len(numbers), len(FEATURE_NAMES)), dtype=np.float32)
+    matrix[:, _COPIED] = numbers[:, _COPIED_FROM]
+    started = numbers[:, STARTED_AT]
+    last_add = numbers[:, LAST_ADD_AT]
+    # never added to the cart: since the session started
+    since_add = now - np.where(np.isnan(last_add), started, last_add)
+    matrix[:, _SECONDS_SINCE_ADD] = np.maximum(since_add, 0.0)
+    matrix[:, _SESSION_SECONDS] = np.maximum(now - started, 0.0)
+    matrix[:, _HOUR_OF_DAY] = time.gmtime(now).tm_hour
+    return matrix
 
 
 def feature_matrix(states: Sequence[SessionState], now: float) -> npt.NDArray[np.float32]:
     """A batch of sessions as one (sessions x features) float32 matrix for the model."""
-    matrix = np.empty((len(states), len(FEATURE_NAMES)), dtype=np.float32)
-    for i, state in enumerate(states):
-        matrix[i] = feature_row(state, now)
-    return matrix
+    return features_of(session_numbers(states), now)
+
+
+def feature_row(state: SessionState, now: float) -> list[float]:
+    """One session's features, in FEATURE_NAMES order."""
+    row: list[float] = feature_matrix([state], now)[0].tolist()
+    return row
 
 
 def as_dict(row: Sequence[float]) -> dict[str, float]:
+    """One row of features by name, to 4 decimals (as decisions record them)."""
     return {name: round(float(value), 4) for name, value in zip(FEATURE_NAMES, row, strict=True)}
+
+
+def as_dicts(matrix: npt.NDArray[np.float32]) -> list[dict[str, float]]:
+    """`as_dict` of every row of a batch, rounded in one go."""
+    rows: list[list[float]] = np.round(matrix.astype(np.float64), 4).tolist()
+    return [dict(zip(FEATURE_NAMES, row, strict=True)) for row in rows]

@@ -1,25 +1,38 @@
 """What to do with a risk: offer, hold out, or nothing (SPEC section 5).
 
-A pure function of the risk, the session, the active rules and the clock: the caller reads the
-rules, today's budget use and the session's last offer, and writes what was decided.
+A pure function of the risks, the sessions, the active rules and the clock, for a whole batch
+of paused sessions at once: the caller reads the rules, today's budget use and the sessions'
+last offers, and writes what was decided. The batch is decided as if row after row, in order:
+a row's offer spends its rule's budget before the next row is looked at.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import numpy as np
+import numpy.typing as npt
+
 Outcome = Literal["offer", "holdout", "no_offer"]
 OUTCOMES: Final[tuple[Outcome, ...]] = ("offer", "holdout", "no_offer")
+OFFER, HOLDOUT, NO_OFFER = 0, 1, 2  # indexes into OUTCOMES
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or retyped survives.
 CODE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH: Final = 10  # 50 random bits
 HOLDOUT_BUCKETS: Final = 10_000
+_TO_CODE_ALPHABET: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CODE_ALPHABET)
+
+Floats = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+
+# Why a row got what it got (`Verdicts.why`); the words are made only when asked for.
+MATCHED, NO_MODEL, NO_RISK, COOLDOWN, NO_RULE, LOW_RISK, SMALL_CART, NO_BUDGET, SKIPPED = range(9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,73 +56,197 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """One row of `Verdicts`, in words."""
+
     outcome: Outcome
     rule: Rule | None
     reason: str
 
 
-def in_holdout(session_id: str, percent: float) -> bool:
-    """Whether the session belongs to the control group of `percent` % of sessions.
+def holdout_bucket(session_id: str) -> int:
+    """The session's place among HOLDOUT_BUCKETS: below `percent` % of them is the holdout.
 
     Depends on the session id alone (sha256, not `hash`, which is seeded per process), so every
-    process and every restart agrees.
+    process and every restart agrees. A session works it out once, when it starts.
     """
     digest = hashlib.sha256(f"holdout:{session_id}".encode()).digest()
-    bucket = int.from_bytes(digest[:8], "big") % HOLDOUT_BUCKETS
-    return bucket < percent * (HOLDOUT_BUCKETS / 100)
+    return int.from_bytes(digest[:8], "big") % HOLDOUT_BUCKETS
+
+
+def holdout_limit(percent: float) -> float:
+    """Buckets below this are held out."""
+    return percent * (HOLDOUT_BUCKETS / 100)
+
+
+def in_holdout(session_id: str, percent: float) -> bool:
+    """Whether the session belongs to the control group of `percent` % of sessions."""
+    return holdout_bucket(session_id) < holdout_limit(percent)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """What the policy decided for each row of a batch."""
+
+    outcome: npt.NDArray[np.int8]  # OFFER, HOLDOUT or NO_OFFER
+    rule: npt.NDArray[np.intp]  # index into `rules`, -1 for none
+    why: npt.NDArray[np.int8]  # MATCHED, NO_MODEL, ...
+    rules: tuple[Rule, ...]  # the rules tried, by priority
+    spent: dict[int, int]  # rule id -> offers and holdouts it made in this batch
+    # the inputs, for the reasons in words
+    risks: Floats
+    cart_values: Floats
+    last_offer_at: Floats
+    sites: Sequence[str]
+    now: float
+    holdout_percent: float
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+    def rule_of(self, i: int) -> Rule | None:
+        index = int(self.rule[i])
+        return None if index < 0 else self.rules[index]
+
+    def verdict(self, i: int) -> Verdict:
+        """Row `i` in words: the outcome, its rule and why."""
+        outcome, rule, why = OUTCOMES[self.outcome[i]], self.rule_of(i), int(self.why[i])
+        return Verdict(outcome, rule, self._reason(i, why, rule))
+
+    def _reason(self, i: int, why: int, rule: Rule | None) -> str:
+        risk, site = float(self.risks[i]), self.sites[i]
+        if why == MATCHED:
+            assert rule is not None
+            matched = f"rule {rule.id} matched (risk {risk:.2f} ≥ {rule.min_risk:.2f})"
+            if self.outcome[i] == HOLDOUT:
+                return f"{matched}; session in the {self.holdout_percent:g}% holdout"
+            return matched
+        if why == NO_MODEL:
+            return "no active model"
+        if why == NO_RISK:
+            return "the model gave no risk (NaN)"
+        if why == COOLDOWN:
+            return f"cooldown: offer {self.now - float(self.last_offer_at[i]):.0f} s ago"
+        if why == NO_RULE:
+            return f"no offer rule for site {site}"
+        candidates = [rule for rule in self.rules if rule.applies_to(site)]
+        if why == LOW_RISK:
+            lowest = min(rule.min_risk for rule in candidates)
+            return f"risk {risk:.2f} below every rule (lowest min_risk {lowest:.2f})"
+        if why == SMALL_CART:
+            return (
+                f"cart value {float(self.cart_values[i]):.2f} below the minimum of every rule "
+                f"for risk {risk:.2f}"
+            )
+        if why == NO_BUDGET:
+            fitting = [
+                rule
+                for rule in candidates
+                if risk >= rule.min_risk and self.cart_values[i] >= rule.min_cart_value
+            ]
+            ids = ", ".join(str(rule.id) for rule in fitting)
+            return f"budget of {'rule' if len(fitting) == 1 else 'rules'} {ids} used up"
+        return "decided before (a pause taken over from a worker that died)"
 
 
 def decide(
     *,
-    risk: float | None,
-    site: str,
-    session_id: str,
-    cart_value: float,
+    risks: Floats | None,
+    sites: Sequence[str],
+    cart_values: Floats,
+    last_offer_at: Floats,
+    holdout_buckets: Floats,
     rules: Sequence[Rule],
     used_today: Mapping[int, int],
-    last_offer_at: float | None,
     now: float,
     cooldown_seconds: float,
     holdout_percent: float,
-) -> Verdict:
-    """One decision for one pause. `used_today` maps a rule id to the offers it made today."""
-    if risk is None:
-        return Verdict("no_offer", None, "no active model")
-    if math.isnan(risk):
-        return Verdict("no_offer", None, "the model gave no risk (NaN)")
-    if last_offer_at is not None and now - last_offer_at < cooldown_seconds:
-        return Verdict("no_offer", None, f"cooldown: offer {now - last_offer_at:.0f} s ago")
+    skip: Bools | None = None,
+) -> Verdicts:
+    """One decision for each paused session of a batch, row after row.
 
-    candidates = sorted(
-        (rule for rule in rules if rule.applies_to(site)), key=lambda r: (r.priority, r.id)
+    Row i is a session: its risk (None for all: no active model), site, cart value, last offer
+    or holdout (NaN: never) and holdout bucket. `used_today` maps a rule id to the offers it made
+    today; `skip` marks rows decided before (no verdict, no budget spent). Each row gets the
+    first rule by (priority, id) that applies to its site, whose `min_risk` and
+    `min_cart_value` it reaches and whose daily budget is not used up by then, unless it is in
+    its cooldown; a matched row in the holdout gets `holdout`, the others `offer`.
+    """
+    n = len(sites)
+    ordered = tuple(sorted(rules, key=lambda r: (r.priority, r.id)))
+    outcome = np.full(n, NO_OFFER, dtype=np.int8)
+    chosen = np.full(n, -1, dtype=np.intp)
+    why = np.empty(n, dtype=np.int8)
+    spent: dict[int, int] = {}
+    known = np.full(n, np.nan) if risks is None else np.asarray(risks, dtype=np.float64)
+    verdicts = Verdicts(
+        outcome,
+        chosen,
+        why,
+        ordered,
+        spent,
+        known,
+        cart_values,
+        last_offer_at,
+        sites,
+        now,
+        holdout_percent,
     )
-    if not candidates:
-        return Verdict("no_offer", None, f"no offer rule for site {site}")
+    if risks is None:
+        why[:] = NO_MODEL
+        return verdicts
 
-    risky_enough = [rule for rule in candidates if risk >= rule.min_risk]
-    if not risky_enough:
-        lowest = min(rule.min_risk for rule in candidates)
-        return Verdict(
-            "no_offer", None, f"risk {risk:.2f} below every rule (lowest min_risk {lowest:.2f})"
-        )
-    big_enough = [rule for rule in risky_enough if cart_value >= rule.min_cart_value]
-    if not big_enough:
-        return Verdict(
-            "no_offer",
-            None,
-            f"cart value {cart_value:.2f} below the minimum of every rule for risk {risk:.2f}",
-        )
-    with_budget = [rule for rule in big_enough if used_today.get(rule.id, 0) < rule.daily_budget]
-    if not with_budget:
-        ids = ", ".join(str(rule.id) for rule in big_enough)
-        noun = "rule" if len(big_enough) == 1 else "rules"
-        return Verdict("no_offer", None, f"budget of {noun} {ids} used up")
+    why[:] = NO_RISK
+    open_ = ~np.isnan(known)
+    # NaN (never offered) compares False: not in cooldown
+    cooling = open_ & (now - last_offer_at < cooldown_seconds)
+    why[cooling] = COOLDOWN
+    open_ &= ~cooling
+    if skip is not None:
+        why[skip] = SKIPPED
+        open_ &= ~skip
+    # For each rule, the rows it applies to, and the furthest each open row got: no rule for
+    # its site, below every rule's risk, every cart minimum, or every budget.
+    site_of = _site_masks(sites, ordered)
+    has_rule = np.zeros(n, dtype=bool)
+    risky = np.zeros(n, dtype=bool)
+    fits = np.zeros(n, dtype=bool)
+    unassigned = open_.copy()
+    for index, rule in enumerate(ordered):
+        applies = site_of[index]
+        rule_risky = applies & (known >= rule.min_risk)
+        rule_fits = rule_risky & (cart_values >= rule.min_cart_value)
+        has_rule |= applies
+        risky |= rule_risky
+        fits |= rule_fits
+        left = rule.daily_budget - used_today.get(rule.id, 0)
+        takers = np.flatnonzero(unassigned & rule_fits)[: max(left, 0)]
+        if len(takers):
+            chosen[takers] = index
+            unassigned[takers] = False
+            spent[rule.id] = len(takers)
+    matched = chosen >= 0
+    why[open_ & ~has_rule] = NO_RULE
+    why[open_ & has_rule & ~risky] = LOW_RISK
+    why[open_ & risky & ~fits] = SMALL_CART
+    why[open_ & fits & ~matched] = NO_BUDGET
+    why[matched] = MATCHED
+    held = matched & (holdout_buckets < holdout_limit(holdout_percent))
+    outcome[matched] = OFFER
+    outcome[held] = HOLDOUT
+    return verdicts
 
-    rule = with_budget[0]
-    matched = f"rule {rule.id} matched (risk {risk:.2f} ≥ {rule.min_risk:.2f})"
-    if in_holdout(session_id, holdout_percent):
-        return Verdict("holdout", rule, f"{matched}; session in the {holdout_percent:g}% holdout")
-    return Verdict("offer", rule, matched)
+
+def _site_masks(sites: Sequence[str], rules: Sequence[Rule]) -> list[Bools]:
+    """For each rule, which rows' sites it applies to."""
+    n = len(sites)
+    everywhere = np.ones(n, dtype=bool)
+    distinct = set(sites)
+    if len(distinct) == 1:  # the usual batch: one shop
+        (site,) = distinct
+        nowhere = np.zeros(n, dtype=bool)
+        return [everywhere if rule.applies_to(site) else nowhere for rule in rules]
+    keys = np.asarray(sites, dtype=object)
+    return [everywhere if rule.site is None else keys == rule.site for rule in rules]
 
 
 def new_offer_code(discount_percent: int) -> str:
@@ -118,8 +255,9 @@ def new_offer_code(discount_percent: int) -> str:
     A repeat is unlikely before tens of millions of codes; the unique constraint on stored codes
     catches the rare one.
     """
-    random_part = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-    return f"SAVE{discount_percent}-{random_part}"
+    # 56 random bits as standard base32, of which the first 10 digits (50 bits) are kept
+    random_part = base64.b32encode(secrets.token_bytes(7))[:CODE_LENGTH].decode()
+    return f"SAVE{discount_percent}-{random_part.translate(_TO_CODE_ALPHABET)}"
 
 
 def new_offer_id() -> str:

@@ -469,12 +469,16 @@ def state_from_snapshot(session_id: str, packed: bytes, frame: bytes | None = No
     state = SessionState(
         session_id,
         fields.get(b"st", b"").decode(),
-        offer_frame=frame.decode() if frame else None,
-        offer_id=None if offer_id is None else offer_id.decode(),
-        cart=cart,
-        **values,
+        started_at=values.pop("started_at", 0.0),
+        last_seen=values.pop("last_seen", 0.0),
+        last_activity=values.pop("last_activity", 0.0),
     )
-    state._products = bytearray(b"".join(products[i] for i in sorted(products)))
+    for attr, value in values.items():
+        setattr(state, attr, value)
+    state.offer_frame = frame.decode() if frame else None
+    state.offer_id = None if offer_id is None else offer_id.decode()
+    state.restore_cart(cart)
+    state.restore_products(products[i] for i in sorted(products))
     return state
 
 

@@ -1,16 +1,23 @@
 """Live state of one shopper session, updated by each validated event.
 
-A record is kept small (target: under 2 KB each, measured by `manage.py bench ingest`): counters
-are plain ints, product ids are remembered as 32-bit hashes, and event ids for de-duplication as
-a bounded ring of 64-bit hashes.
+A record is kept small (target: under 2 KB each, measured by `manage.py bench ingest`): product
+ids are remembered as 32-bit hashes, and event ids for de-duplication as a bounded ring of 64-bit
+hashes.
+
+The numbers a decision reads (NUMBERS) live in one float64 array a session, `numbers`, rather
+than in attributes: a batch of paused sessions becomes a (sessions x NUMBERS) matrix with one
+join of their buffers, about 0.05 µs a session against 0.8 µs for reading 16 attributes each
+(`manage.py bench scoring`). They read and write like attributes all the same.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
-from typing import Final
+from array import array
+from collections.abc import Callable, Iterable
+from typing import Final, Generic, TypeVar, overload
 
+from streaming.policy import holdout_bucket
 from streaming.protocol import (
     AddToCart,
     Event,
@@ -26,6 +33,95 @@ MAX_DISTINCT_PRODUCTS: Final = 64
 RECENT_IDS: Final = 96
 _ID_BYTES: Final = 8
 _PRODUCT_BYTES: Final = 4
+
+# `SessionState.numbers`, in this order. Times are epoch seconds, NaN for "never".
+NUMBERS: Final = (
+    "started_at",
+    "last_activity",
+    "last_add_at",
+    "last_offer_at",
+    "holdout_bucket",
+    "cart_value",
+    "cart_lines",
+    "cart_quantity",
+    "distinct_products",
+    "product_views",
+    "page_views",
+    "views_since_add",
+    "searches",
+    "adds",
+    "removes",
+    "hidden",
+    "checkout_started",
+    "offers_shown",
+)
+(
+    STARTED_AT,
+    LAST_ACTIVITY,
+    LAST_ADD_AT,
+    LAST_OFFER_AT,
+    HOLDOUT_BUCKET,
+    CART_VALUE,
+    CART_LINES,
+    CART_QUANTITY,
+    DISTINCT_PRODUCTS,
+    PRODUCT_VIEWS,
+    PAGE_VIEWS,
+    VIEWS_SINCE_ADD,
+    SEARCHES,
+    ADDS,
+    REMOVES,
+    HIDDEN,
+    CHECKOUT_STARTED,
+    OFFERS_SHOWN,
+) = range(len(NUMBERS))
+_NEVER: Final = float("nan")
+_FRESH: Final = array("d", [0.0] * len(NUMBERS))
+_FRESH[LAST_ADD_AT] = _FRESH[LAST_OFFER_AT] = _NEVER
+
+T = TypeVar("T")
+
+
+class _Number(Generic[T]):
+    """A `SessionState` attribute kept in its `numbers` array."""
+
+    __slots__ = ("index", "read", "write")
+
+    def __init__(self, index: int, read: Callable[[float], T], write: Callable[[T], float]) -> None:
+        self.index, self.read, self.write = index, read, write
+
+    @overload
+    def __get__(self, state: None, owner: type) -> _Number[T]: ...
+    @overload
+    def __get__(self, state: SessionState, owner: type) -> T: ...
+    def __get__(self, state: SessionState | None, owner: type) -> T | _Number[T]:
+        if state is None:
+            return self
+        return self.read(state.numbers[self.index])
+
+    def __set__(self, state: SessionState, value: T) -> None:
+        state.numbers[self.index] = self.write(value)
+
+
+def _count(index: int) -> _Number[int]:
+    return _Number(index, int, float)
+
+
+def _flag(index: int) -> _Number[bool]:
+    return _Number(index, bool, float)
+
+
+def _maybe(value: float) -> float | None:
+    return None if value != value else value  # NaN is "never"
+
+
+def _or_never(value: float | None) -> float:
+    return _NEVER if value is None else value
+
+
+def _moment(index: int) -> _Number[float | None]:
+    """A time that may be "never" (None, kept as NaN)."""
+    return _Number(index, _maybe, _or_never)
 
 
 class CartFull(ValueError):
@@ -43,56 +139,99 @@ def _holds(packed: bytearray, key: bytes) -> bool:
     return False
 
 
-@dataclass(slots=True)
 class SessionState:
-    session_id: str
-    site: str
-    started_at: float
-    last_seen: float
-    last_activity: float
-    last_add_at: float | None = None
-    page_views: int = 0
-    product_views: int = 0
-    searches: int = 0
-    adds: int = 0
-    removes: int = 0
-    views_since_add: int = 0
-    hidden: bool = False
-    checkout_started: bool = False
-    purchased: bool = False
-    offers_shown: int = 0
-    offers_accepted: int = 0
-    offers_dismissed: int = 0
-    # Counts activity events; a pause is identified by (session, activity_seq) at its start.
-    activity_seq: int = 0
-    # The activity_seq whose pause has been decided: each pause gets exactly one decision.
-    decided_seq: int = -1
+    __slots__ = (
+        "_products",
+        "_recent",
+        "_recent_next",
+        "activity_seq",
+        "cart",
+        "decided_seq",
+        "last_seen",
+        "numbers",
+        "offer_expires_at",
+        "offer_frame",
+        "offer_id",
+        "offers_accepted",
+        "offers_dismissed",
+        "purchased",
+        "session_id",
+        "site",
+    )
+
+    # kept in `numbers`
+    started_at = _Number(STARTED_AT, float, float)
+    last_activity = _Number(LAST_ACTIVITY, float, float)
+    last_add_at = _moment(LAST_ADD_AT)
     # When the session last got an `offer` or `holdout` decision (for the cooldown).
-    last_offer_at: float | None = None
-    # The live offer's frame, sent again when the shopper reconnects before it expires.
-    offer_frame: str | None = None
-    offer_id: str | None = None
-    offer_expires_at: float = 0.0
-    # product_id -> (quantity, unit price)
-    cart: dict[str, tuple[int, float]] = field(default_factory=dict)
-    # 32-bit hashes of the products seen, and 64-bit hashes of recent event ids, packed.
-    _products: bytearray = field(default_factory=bytearray)
-    _recent: bytearray = field(default_factory=bytearray)
-    _recent_next: int = 0
+    last_offer_at = _moment(LAST_OFFER_AT)
+    holdout_bucket = _count(HOLDOUT_BUCKET)
+    page_views = _count(PAGE_VIEWS)
+    product_views = _count(PRODUCT_VIEWS)
+    views_since_add = _count(VIEWS_SINCE_ADD)
+    searches = _count(SEARCHES)
+    adds = _count(ADDS)
+    removes = _count(REMOVES)
+    hidden = _flag(HIDDEN)
+    checkout_started = _flag(CHECKOUT_STARTED)
+    offers_shown = _count(OFFERS_SHOWN)
+
+    def __init__(
+        self,
+        session_id: str,
+        site: str,
+        *,
+        started_at: float,
+        last_seen: float,
+        last_activity: float,
+    ) -> None:
+        self.session_id = session_id
+        self.site = site
+        self.last_seen = last_seen
+        self.purchased = False
+        self.offers_accepted = 0
+        self.offers_dismissed = 0
+        # Counts activity events; a pause is identified by (session, activity_seq) at its start.
+        self.activity_seq = 0
+        # The activity_seq whose pause has been decided: each pause gets exactly one decision.
+        self.decided_seq = -1
+        # The live offer's frame, sent again when the shopper reconnects before it expires.
+        self.offer_frame: str | None = None
+        self.offer_id: str | None = None
+        self.offer_expires_at = 0.0
+        # product_id -> (quantity, unit price)
+        self.cart: dict[str, tuple[int, float]] = {}
+        self.numbers = array("d", _FRESH)
+        self.numbers[STARTED_AT] = started_at
+        self.numbers[LAST_ACTIVITY] = last_activity
+        self.numbers[HOLDOUT_BUCKET] = holdout_bucket(session_id)
+        # 32-bit hashes of the products seen, and 64-bit hashes of recent event ids, packed.
+        self._products = bytearray()
+        self._recent = bytearray()
+        self._recent_next = 0
+
+    def __repr__(self) -> str:
+        described = ", ".join(f"{name}={getattr(self, name)!r}" for name in FIELDS[2:])
+        return f"SessionState({self.session_id!r}, {self.site!r}, {described})"
 
     # --- derived values -------------------------------------------------------------------
     @property
     def cart_value(self) -> float:
-        return round(sum(quantity * price for quantity, price in self.cart.values()), 2)
+        """Sum of quantity x unit price over the cart, to the cent."""
+        return self.numbers[CART_VALUE]
+
+    @property
+    def cart_lines(self) -> int:
+        return len(self.cart)
+
+    @property
+    def cart_quantity(self) -> int:
+        return int(self.numbers[CART_QUANTITY])
 
     @property
     def cart_open(self) -> bool:
         """A cart with something in it that was not bought."""
         return bool(self.cart) and not self.purchased
-
-    @property
-    def cart_lines(self) -> int:
-        return len(self.cart)
 
     @property
     def distinct_products(self) -> int:
@@ -102,7 +241,7 @@ class SessionState:
         """When this session pauses, if nothing happens before: None when it cannot pause."""
         if not self.cart or self.purchased or self.decided_seq == self.activity_seq:
             return None
-        return self.last_activity + pause_seconds
+        return self.numbers[LAST_ACTIVITY] + pause_seconds
 
     @property
     def pause_key(self) -> str:
@@ -137,6 +276,7 @@ class SessionState:
         """Apply one validated event received at `now`. Raises CartFull, changing nothing."""
         props = event.props
         name = event.name
+        numbers = self.numbers
         if name == "add_to_cart":
             assert isinstance(props, AddToCart)
             line = self.cart.get(props.product_id)
@@ -144,19 +284,20 @@ class SessionState:
                 raise CartFull(f"the cart already holds {MAX_CART_LINES} different products")
             quantity = min((line[0] if line else 0) + props.quantity, 999)
             self.cart[props.product_id] = (quantity, props.price)
+            self._count_cart()
             self._see_product(props.product_id)
-            self.adds += 1
-            self.last_add_at = now
-            self.views_since_add = 0
+            numbers[ADDS] += 1
+            numbers[LAST_ADD_AT] = now
+            numbers[VIEWS_SINCE_ADD] = 0
         elif name == "product_view":
             assert isinstance(props, ProductView)
             self._see_product(props.product_id)
-            self.product_views += 1
-            self.views_since_add += 1
+            numbers[PRODUCT_VIEWS] += 1
+            numbers[VIEWS_SINCE_ADD] += 1
         elif name == "page_view":
-            self.page_views += 1
+            numbers[PAGE_VIEWS] += 1
         elif name == "search":
-            self.searches += 1
+            numbers[SEARCHES] += 1
         elif name == "remove_from_cart":
             assert isinstance(props, RemoveFromCart)
             line = self.cart.get(props.product_id)
@@ -166,17 +307,18 @@ class SessionState:
                     self.cart[props.product_id] = (left, line[1])
                 else:
                     del self.cart[props.product_id]
-            self.removes += 1
+                self._count_cart()
+            numbers[REMOVES] += 1
         elif name == "checkout_start":
-            self.checkout_started = True
+            numbers[CHECKOUT_STARTED] = 1
         elif name == "purchase":
             self.purchased = True
         elif name == "visibility":
             assert isinstance(props, Visibility)
-            self.hidden = props.state == "hidden"
+            numbers[HIDDEN] = props.state == "hidden"
         elif name == "offer_shown":
             assert isinstance(props, OfferRef)
-            self.offers_shown += 1
+            numbers[OFFERS_SHOWN] += 1
         elif name == "offer_accepted":
             self.offers_accepted += 1
             self._settle_offer(props)
@@ -186,8 +328,29 @@ class SessionState:
         # heartbeat: keeps the session alive and nothing else
         self.last_seen = now
         if event.activity:
-            self.last_activity = now
+            numbers[LAST_ACTIVITY] = now
             self.activity_seq += 1
+
+    # --- restoring (a shared store rebuilds a session from what it keeps) ------------------
+    def restore_cart(self, cart: dict[str, tuple[int, float]]) -> None:
+        self.cart = cart
+        self._count_cart()
+
+    def restore_products(self, packed: Iterable[bytes]) -> None:
+        """The distinct products seen, as their packed 4-byte CRC32s, in order."""
+        self._products = bytearray(b"".join(packed))
+        self.numbers[DISTINCT_PRODUCTS] = self.distinct_products
+
+    def _count_cart(self) -> None:
+        value = 0.0
+        quantity = 0
+        for line_quantity, price in self.cart.values():
+            value += line_quantity * price
+            quantity += line_quantity
+        numbers = self.numbers
+        numbers[CART_VALUE] = round(value, 2)
+        numbers[CART_LINES] = len(self.cart)
+        numbers[CART_QUANTITY] = quantity
 
     def _settle_offer(self, props: object) -> None:
         # An answered offer is not shown again on the next page.
@@ -199,3 +362,22 @@ class SessionState:
             key = zlib.crc32(product_id.encode()).to_bytes(_PRODUCT_BYTES, "little")
             if not _holds(self._products, key):
                 self._products += key
+                self.numbers[DISTINCT_PRODUCTS] += 1
+
+
+# What describes a session, for `repr` and for comparing stores.
+FIELDS: Final = (
+    "session_id",
+    "site",
+    *NUMBERS,
+    "last_seen",
+    "purchased",
+    "offers_accepted",
+    "offers_dismissed",
+    "activity_seq",
+    "decided_seq",
+    "offer_frame",
+    "offer_id",
+    "offer_expires_at",
+    "cart",
+)

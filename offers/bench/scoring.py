@@ -7,7 +7,7 @@ replayed event by event up to their first pause, so their features are what the 
 
 Per decision, in batches of 1 and 1,000:
 - bare: `booster.inplace_predict(X)` on the precomputed feature matrix, nothing else;
-- project: `feature_matrix` + `Scorer.predict_proba` + `policy.decide` for each row, what
+- project: `feature_matrix` + `Scorer.predict_proba` + `policy.decide` on the batch, what
   `Decider.step` does to a batch minus its I/O, also timed part by part;
 - decider step: `Decider.step` itself on a `MemoryStore` of due sessions, with no socket to
   deliver to (claim, features, model, policy, offer frame; the reasons are left to the
@@ -35,12 +35,18 @@ from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
 from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
 from streaming.delivery import LocalDelivery
-from streaming.features import feature_matrix
+from streaming.features import feature_matrix, features_of, session_numbers
 from streaming.generator import PAUSE_SECONDS, GeneratedSession, generate_sessions
-from streaming.policy import Rule, Verdict, decide
+from streaming.policy import Rule, Verdicts, decide
 from streaming.protocol import Event
 from streaming.scoring import Scorer, load_model
-from streaming.state import SessionState
+from streaming.state import (
+    CART_VALUE,
+    HOLDOUT_BUCKET,
+    LAST_ACTIVITY,
+    LAST_OFFER_AT,
+    SessionState,
+)
 from streaming.store import MemoryStore
 from streaming.training import pause_examples, train_booster
 
@@ -163,32 +169,33 @@ def prepare(
 
 
 def policy(
-    states: Sequence[SessionState], risks: npt.NDArray[np.float64], rules: Sequence[Rule]
-) -> list[Verdict]:
-    """`decide` for each row, with the arguments `Decider._decide_one` gives it."""
-    used: dict[int, int] = {}
-    return [
-        decide(
-            risk=float(risks[i]),
-            site=state.site,
-            session_id=state.session_id,
-            cart_value=state.cart_value,
-            rules=rules,
-            used_today=used,
-            last_offer_at=state.last_offer_at,
-            now=NOW,
-            cooldown_seconds=COOLDOWN_SECONDS,
-            holdout_percent=HOLDOUT_PERCENT,
-        )
-        for i, state in enumerate(states)
-    ]
+    states: Sequence[SessionState],
+    numbers: npt.NDArray[np.float64],
+    risks: npt.NDArray[np.float64],
+    rules: Sequence[Rule],
+) -> Verdicts:
+    """`policy.decide` on a batch, with the arguments `Decider.step` gives it."""
+    last_offer_at = numbers[:, LAST_OFFER_AT]
+    return decide(
+        risks=risks,
+        sites=[state.site for state in states],
+        cart_values=numbers[:, CART_VALUE],
+        last_offer_at=last_offer_at,
+        holdout_buckets=numbers[:, HOLDOUT_BUCKET],
+        rules=rules,
+        used_today={},
+        now=NOW,
+        cooldown_seconds=COOLDOWN_SECONDS,
+        holdout_percent=HOLDOUT_PERCENT,
+        skip=last_offer_at >= numbers[:, LAST_ACTIVITY] + PAUSE_SECONDS,
+    )
 
 
-def project(states: Sequence[SessionState], scorer: Scorer, rules: Sequence[Rule]) -> list[Verdict]:
-    # (n, F) float32 features → (n,) risks → one verdict a session
-    matrix = feature_matrix(states, NOW)
-    risks = scorer.predict_proba(matrix)
-    return policy(states, risks, rules)
+def project(states: Sequence[SessionState], scorer: Scorer, rules: Sequence[Rule]) -> Verdicts:
+    # (n, NUMBERS) float64 → (n, F) float32 features → (n,) risks → one verdict a session
+    numbers = session_numbers(states)
+    risks = scorer.predict_proba(features_of(numbers, NOW))
+    return policy(states, numbers, risks, rules)
 
 
 def median_seconds(call: Callable[[], object], *, seconds: float) -> float:
@@ -249,22 +256,23 @@ def measure_batch(workload: Workload, batch: int, *, seconds: float) -> BatchFig
     if not 1 <= batch <= len(states):
         raise ValueError(f"a batch of {batch} from {len(states)} shoppers")
     groups = [states[i : i + batch] for i in range(0, len(states) - batch + 1, batch)]
-    matrices = [feature_matrix(group, NOW) for group in groups]
+    numbers = [session_numbers(group) for group in groups]
+    matrices = [features_of(group_numbers, NOW) for group_numbers in numbers]
     risks = [scorer.predict_proba(matrix) for matrix in matrices]
-    pairs = list(zip(groups, risks, strict=True))
+    triples = list(zip(groups, numbers, risks, strict=True))
     booster = scorer.booster
 
     def per_row(call: Callable[[], object]) -> float:
         return median_seconds(call, seconds=seconds) / batch * 1e6
 
-    next_matrix, next_group, next_pair = _cycle(matrices), _cycle(groups), _cycle(pairs)
+    next_matrix, next_group, next_triple = _cycle(matrices), _cycle(groups), _cycle(triples)
     bare = per_row(lambda: booster.inplace_predict(next_matrix()))
     features = per_row(lambda: feature_matrix(next_group(), NOW))
     model = per_row(lambda: scorer.predict_proba(next_matrix()))
 
-    def decide_next() -> list[Verdict]:
-        group, group_risks = next_pair()
-        return policy(group, group_risks, rules)
+    def decide_next() -> Verdicts:
+        group, group_numbers, group_risks = next_triple()
+        return policy(group, group_numbers, group_risks, rules)
 
     verdicts = per_row(decide_next)
     whole = per_row(lambda: project(next_group(), scorer, rules))

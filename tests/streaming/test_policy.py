@@ -3,14 +3,21 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from streaming.policy import (
     CODE_ALPHABET,
+    OUTCOMES,
     Rule,
     Verdict,
+    Verdicts,
     decide,
+    holdout_bucket,
     in_holdout,
     new_offer_code,
     new_offer_id,
@@ -44,22 +51,33 @@ def session_in_holdout(percent: float = 10) -> str:
     return next(f"s-{i}" for i in range(1000) if in_holdout(f"s-{i}", percent))
 
 
-def decision(**overrides: object) -> Verdict:
-    """A shopper on `demo` with a 60.00 cart, never offered anything, outside the holdout."""
-    values: dict[str, object] = {
-        "risk": 0.9,
-        "site": "demo",
-        "session_id": session_outside_holdout(),
-        "cart_value": 60.0,
-        "rules": [GENTLE, GENEROUS],
-        "used_today": {},
-        "last_offer_at": None,
-        "now": NOW,
-        "cooldown_seconds": 600.0,
-        "holdout_percent": 10.0,
-    }
-    values.update(overrides)
-    return decide(**values)  # type: ignore[arg-type]
+def decision(
+    *,
+    risk: float | None = 0.9,
+    site: str = "demo",
+    session_id: str | None = None,
+    cart_value: float = 60.0,
+    rules: Sequence[Rule] = (GENTLE, GENEROUS),
+    used_today: Mapping[int, int] | None = None,
+    last_offer_at: float | None = None,
+    cooldown_seconds: float = 600.0,
+    holdout_percent: float = 10.0,
+) -> Verdict:
+    """One shopper, by default on `demo` with a 60.00 cart, never offered, outside the holdout."""
+    verdicts = decide(
+        risks=None if risk is None else np.array([risk]),
+        sites=[site],
+        cart_values=np.array([cart_value]),
+        last_offer_at=np.array([np.nan if last_offer_at is None else last_offer_at]),
+        holdout_buckets=np.array([holdout_bucket(session_id or session_outside_holdout())]),
+        rules=rules,
+        used_today=used_today or {},
+        now=NOW,
+        cooldown_seconds=cooldown_seconds,
+        holdout_percent=holdout_percent,
+    )
+    assert len(verdicts) == 1
+    return verdicts.verdict(0)
 
 
 # --- which rule ------------------------------------------------------------------------------
@@ -163,6 +181,149 @@ def test_without_a_model_there_is_no_offer() -> None:
 
 def test_a_risk_that_is_not_a_number_gets_no_offer() -> None:
     assert decision(risk=float("nan")).outcome == "no_offer"
+
+
+# --- a batch --------------------------------------------------------------------------------
+
+
+def batch(
+    risks: list[float],
+    *,
+    sites: list[str] | None = None,
+    cart_values: list[float] | None = None,
+    last_offer_at: list[float] | None = None,
+    buckets: list[int] | None = None,
+    rules: Sequence[Rule] = (GENTLE, GENEROUS),
+    used_today: Mapping[int, int] | None = None,
+    skip: list[bool] | None = None,
+    cooldown_seconds: float = 600.0,
+    holdout_percent: float = 10.0,
+) -> Verdicts:
+    n = len(risks)
+    outside = holdout_bucket(session_outside_holdout())
+    return decide(
+        risks=np.array(risks),
+        sites=sites or ["demo"] * n,
+        cart_values=np.array(cart_values or [60.0] * n),
+        last_offer_at=np.array(last_offer_at or [np.nan] * n),
+        holdout_buckets=np.array(buckets or [outside] * n, dtype=np.float64),
+        rules=rules,
+        used_today=used_today or {},
+        now=NOW,
+        cooldown_seconds=cooldown_seconds,
+        holdout_percent=holdout_percent,
+        skip=None if skip is None else np.array(skip),
+    )
+
+
+def test_rows_spend_the_budget_in_order_then_fall_through() -> None:
+    verdicts = batch(
+        [0.9] * 5, rules=[GENTLE, replace(GENEROUS, daily_budget=3)], used_today={2: 1}
+    )
+
+    assert [getattr(verdicts.rule_of(i), "id", None) for i in range(5)] == [2, 2, 1, 1, 1]
+    assert verdicts.spent == {2: 2, 1: 3}
+
+
+def test_a_holdout_spends_its_rule_s_budget_too() -> None:
+    inside = holdout_bucket(session_in_holdout(10))
+    outside = holdout_bucket(session_outside_holdout(10))
+    verdicts = batch(
+        [0.9, 0.9], buckets=[inside, outside], rules=[replace(GENEROUS, daily_budget=1)]
+    )
+
+    assert [verdicts.verdict(i).outcome for i in range(2)] == ["holdout", "no_offer"]
+    assert verdicts.verdict(1).reason == "budget of rule 2 used up"
+    assert verdicts.spent == {2: 1}
+
+
+def test_skipped_rows_get_nothing_and_spend_nothing() -> None:
+    verdicts = batch([0.9, 0.9], skip=[True, False], rules=[replace(GENEROUS, daily_budget=1)])
+
+    assert verdicts.verdict(0).outcome == "no_offer" and verdicts.rule_of(0) is None
+    assert getattr(verdicts.verdict(1).rule, "id", None) == 2
+    assert verdicts.spent == {2: 1}
+
+
+def test_each_row_gets_its_own_site_s_rules() -> None:
+    shop_only = replace(GENEROUS, site="shop")
+    verdicts = batch([0.9, 0.9, 0.9], sites=["shop", "demo", "other"], rules=[shop_only])
+
+    assert [verdicts.rule_of(i) for i in range(3)] == [shop_only, None, None]
+    assert verdicts.verdict(2).reason == "no offer rule for site other"
+
+
+def one_at_a_time(
+    rows: list[tuple[float, str, float, float, int]],
+    rules: Sequence[Rule],
+    used_today: Mapping[int, int],
+    cooldown_seconds: float,
+    holdout_percent: float,
+) -> list[tuple[str, int | None]]:
+    """The policy as the SPEC words it, a session after another: (outcome, rule id) each."""
+    used = dict(used_today)
+    out: list[tuple[str, int | None]] = []
+    for risk, site, cart_value, last_offer_at, bucket in rows:
+        if np.isnan(risk) or NOW - last_offer_at < cooldown_seconds:
+            out.append(("no_offer", None))
+            continue
+        fitting = [
+            rule
+            for rule in sorted(rules, key=lambda r: (r.priority, r.id))
+            if rule.applies_to(site)
+            and risk >= rule.min_risk
+            and cart_value >= rule.min_cart_value
+            and used.get(rule.id, 0) < rule.daily_budget
+        ]
+        if not fitting:
+            out.append(("no_offer", None))
+            continue
+        rule = fitting[0]
+        used[rule.id] = used.get(rule.id, 0) + 1
+        held = bucket < holdout_percent * 100
+        out.append(("holdout" if held else "offer", rule.id))
+    return out
+
+
+def test_a_batch_decides_as_one_session_after_another() -> None:
+    rng = np.random.default_rng(7)
+    rules = [
+        replace(GENTLE, daily_budget=40),
+        replace(GENEROUS, daily_budget=25),
+        replace(GENTLE, id=3, priority=5, min_risk=0.95, site="shop", daily_budget=10),
+        replace(GENTLE, id=4, priority=10, min_risk=0.7, min_cart_value=80.0, daily_budget=0),
+    ]
+    n = 600
+    risks = rng.random(n)
+    risks[rng.random(n) < 0.05] = np.nan
+    sites = [str(site) for site in rng.choice(["demo", "shop", "other"], n)]
+    cart_values = np.round(rng.random(n) * 120, 2)
+    last_offer_at = np.where(rng.random(n) < 0.2, NOW - rng.random(n) * 1200, np.nan)
+    buckets = rng.integers(0, 10_000, n).astype(np.float64)
+    used_today = {1: 5, 2: 20}
+
+    verdicts = decide(
+        risks=risks,
+        sites=sites,
+        cart_values=cart_values,
+        last_offer_at=last_offer_at,
+        holdout_buckets=buckets,
+        rules=rules,
+        used_today=used_today,
+        now=NOW,
+        cooldown_seconds=600.0,
+        holdout_percent=15.0,
+    )
+
+    rows = list(zip(risks, sites, cart_values, last_offer_at, buckets, strict=True))
+    want = one_at_a_time(rows, rules, used_today, 600.0, 15.0)
+    got = [
+        (OUTCOMES[verdicts.outcome[i]], getattr(verdicts.rule_of(i), "id", None)) for i in range(n)
+    ]
+    assert got == want
+    assert {outcome for outcome, _ in got} == {"offer", "holdout", "no_offer"}
+    spent = Counter(rule for _, rule in got if rule is not None)
+    assert verdicts.spent == dict(spent) and spent[2] == 5  # what was left of rule 2's
 
 
 # --- holdout ---------------------------------------------------------------------------------
