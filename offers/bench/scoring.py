@@ -200,17 +200,30 @@ def project(states: Sequence[SessionState], scorer: Scorer, rules: Sequence[Rule
 
 def median_seconds(call: Callable[[], object], *, seconds: float) -> float:
     """Median seconds per call, over repeats that together last at least `seconds`."""
-    calls = _calls_per_repeat(call, seconds / 20)
-    samples: list[float] = []
+    return interleaved_medians({"call": call}, seconds=seconds)["call"]
+
+
+def interleaved_medians(
+    calls: Mapping[str, Callable[[], object]], *, seconds: float
+) -> dict[str, float]:
+    """Median seconds per call of each, over repeats taken in turn until each has had `seconds`.
+
+    Taking the repeats in turn rather than one callable after another makes the figures
+    comparable: whatever else the machine does slows all of them alike, not one.
+    """
+    rounds = {name: _calls_per_repeat(call, seconds / 20) for name, call in calls.items()}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
     began = time.perf_counter()
-    while len(samples) < MIN_REPEATS or (
-        time.perf_counter() - began < seconds and len(samples) < MAX_REPEATS
+    while len(samples[next(iter(calls))]) < MIN_REPEATS or (
+        time.perf_counter() - began < seconds * len(calls)
+        and len(samples[next(iter(calls))]) < MAX_REPEATS
     ):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(rounds[name]):
+                call()
+            samples[name].append((time.perf_counter() - start) / rounds[name])
+    return {name: statistics.median(taken) for name, taken in samples.items()}
 
 
 def _calls_per_repeat(call: Callable[[], object], target: float) -> int:
@@ -262,20 +275,26 @@ def measure_batch(workload: Workload, batch: int, *, seconds: float) -> BatchFig
     triples = list(zip(groups, numbers, risks, strict=True))
     booster = scorer.booster
 
-    def per_row(call: Callable[[], object]) -> float:
-        return median_seconds(call, seconds=seconds) / batch * 1e6
-
     next_matrix, next_group, next_triple = _cycle(matrices), _cycle(groups), _cycle(triples)
-    bare = per_row(lambda: booster.inplace_predict(next_matrix()))
-    features = per_row(lambda: feature_matrix(next_group(), NOW))
-    model = per_row(lambda: scorer.predict_proba(next_matrix()))
 
     def decide_next() -> Verdicts:
         group, group_numbers, group_risks = next_triple()
         return policy(group, group_numbers, group_risks, rules)
 
-    verdicts = per_row(decide_next)
-    whole = per_row(lambda: project(next_group(), scorer, rules))
+    seconds_each = interleaved_medians(
+        {
+            "bare": lambda: booster.inplace_predict(next_matrix()),
+            "features": lambda: feature_matrix(next_group(), NOW),
+            "model": lambda: scorer.predict_proba(next_matrix()),
+            "policy": decide_next,
+            "project": lambda: project(next_group(), scorer, rules),
+        },
+        seconds=seconds,
+    )
+    bare, features, model, verdicts, whole = (
+        seconds_each[name] / batch * 1e6
+        for name in ("bare", "features", "model", "policy", "project")
+    )
     decider_us, outcomes = asyncio.run(decider_steps(workload, batch, seconds=seconds))
     return BatchFigures(batch, bare, features, model, verdicts, whole, decider_us, outcomes)
 
