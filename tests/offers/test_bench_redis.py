@@ -1,0 +1,155 @@
+"""`bench redis`: its smallest run on the machine's Redis and PostgreSQL, and its table."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from io import StringIO
+
+import pytest
+import redis
+from django.core.management import call_command
+
+from offers.bench import decisions
+from offers.bench.redis import DecisionRun, IngestRun, Recorded, RedisMemory, RedisReport
+from offers.management.commands.bench import BENCHMARKS, NAMED_ONLY
+from tests.conftest import service_missing
+
+# Not the bench's default (13) nor the other tests' (14, 15): runs may share the machine.
+REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def databases(prefix: str) -> set[str]:
+    listed = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT datname FROM pg_database"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return {name for name in listed.stdout.split() if name.startswith(prefix)}
+
+
+@pytest.mark.e2e
+@pytest.mark.services
+def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_session(tmp_path):
+    if not answers(6379):
+        service_missing("Redis at 127.0.0.1:6379")
+    if not answers(5432):
+        service_missing("PostgreSQL at 127.0.0.1:5432")
+    out, err = StringIO(), StringIO()
+    call_command(
+        "bench",
+        "redis",
+        f"--redis-url={REDIS_URL}",
+        "--seconds=0.3",
+        "--connections=2",
+        "--front-ends=1",
+        "--workers=1",
+        "--carts=20",
+        "--pause-seconds=0.5",
+        "--window=0.1",
+        "--sessions=300",
+        f"--json={tmp_path / 'redis.json'}",
+        stdout=out,
+        stderr=err,
+    )
+    figures = json.loads((tmp_path / "redis.json").read_text())
+
+    ingest = {(run["mode"], run["front_ends"], run["frames"]): run for run in figures["ingest"]}
+    assert set(ingest) == {
+        (mode, 1, frames) for mode in ("embedded", "redis") for frames in ("single", "batch of 20")
+    }
+    for run in ingest.values():
+        assert run["events_per_second"] > 0
+        assert 0 < run["front_ends_busy"] <= 1.1  # one front end, pinned to one core
+        assert run["events_per_front_end_core"] >= run["events_per_second"]
+    assert ingest[("redis", 1, "single")]["redis_busy"] > 0
+    assert ingest[("redis", 1, "single")]["redis_us_per_event"] > 0
+
+    assert [(run["mode"], run["workers"]) for run in figures["decisions"]] == [
+        ("embedded", 0),
+        ("redis", 1),
+    ]
+    for run in figures["decisions"]:
+        assert run["every_cart_one_offer"], run
+        assert run["round"]["on_time"] == run["recorded"]["offer_rows"] == 20
+        assert 0 <= run["round"]["from_send"]["p99"] < 1_000
+        assert run["recorded"]["per_second"] > 0
+
+    memory = figures["memory"]
+    assert memory["sessions"] == 300 and memory["events_per_session"] >= 15
+    # A compact hash and three sorted-set entries: hundreds of bytes, not kilobytes.
+    assert 200 < memory["bytes_per_session"] < 4_096
+    assert 200 < memory["key_bytes_per_session"] < 4_096
+    assert set(memory["key_bytes"]) == {"session hash", "pauses", "live", "carts"}
+    assert 100 < memory["bytes_per_offer"] < 4_096
+    assert figures["embedded_memory"]["sessions"] == 300
+
+    table = out.getvalue()
+    assert table.startswith("redis mode (Redis ")
+    assert "memory (Redis, 300 live sessions" in table
+    # Nothing is left behind: the Redis database is empty, the PostgreSQL database dropped.
+    assert redis.Redis.from_url(REDIS_URL).dbsize() == 0
+    (created,) = re.findall(r"/(liveoffers_bench_\w+) ", err.getvalue())
+    assert created not in databases("liveoffers_bench_")
+
+
+def test_it_runs_only_when_named_so_that_bench_all_needs_no_services():
+    assert "redis" in NAMED_ONLY
+    assert "redis" not in BENCHMARKS
+
+
+def test_the_table_sets_redis_mode_beside_embedded_mode():
+    spread = decisions.Spread(3.0, 5.0, 9.0, 12.0)
+    report = RedisReport(
+        seconds=5,
+        connections=8,
+        carts=2_000,
+        pause_seconds=1.0,
+        window=0.5,
+        services={"Redis": "7.0.15 at 127.0.0.1:6379/13", "PostgreSQL": "15.2"},
+        decisions_placement="server on core 0, client on core 1, workers not pinned",
+        load_average={"at the start": 0.5},
+    )
+    report.ingest = [
+        IngestRun("embedded", 1, "single", 10_000.0, 1.0, 0.5, 0.0, 0.0),
+        IngestRun("redis", 1, "single", 4_000.0, 0.8, 0.3, 0.4, 0.1),
+    ]
+    measured = decisions.Round(
+        "redis", 2_000, 1.0, 2_000, 2_000, 2_000, spread, spread, spread, 500.0, spread, 0.1
+    )
+    report.decisions = [
+        DecisionRun("redis", 2, measured, Recorded(2_000, 2_000, 2_000, 2_000, 0.5, 1.25))
+    ]
+    report.memory = RedisMemory(
+        sessions=1_000,
+        events_per_session=17,
+        used_memory=900_000,
+        key_bytes={"session hash": 500_000, "pauses": 100_000, "live": 100_000, "carts": 100_000},
+        offer_used_memory=400_000,
+        offer_key_bytes=300_000,
+        offer_hash_bytes=80_000,
+    )
+    lines = report.table().splitlines()
+    redis_row = next(
+        line.split() for line in lines if line.startswith("redis ") and "single" in line
+    )
+    # events/s, x embedded, front ends, client, redis, others, per front-end core, redis µs/event
+    assert redis_row[3:] == ["4,000", "0.40x", "80%", "30%", "40%", "10%", "5,000", "100.0"]
+    decision_row = next(
+        line.split() for line in lines if line.startswith("redis ") and "2,000" in line
+    )
+    # due/s: 2,000 carts over 0.5 s; recorded/s: 2,000 decisions over 1.25 s
+    assert decision_row[-4:] == ["4,000", "1,600", "1.25", "s"]
+    assert "used_memory: 900 bytes/session, 1,193,046 sessions per GB" in lines
+    assert report.as_dict()["decisions"][0]["every_cart_one_offer"] is True
