@@ -57,6 +57,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     bucket: TokenBucket
     errors: int = 0
     attached: bool = False
+    grouped: bool = False
     accepted: bool = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -66,10 +67,11 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
         receivers = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            receivers.append(self.layer_receive)
         try:
+            if self.channel_layer is not None:
+                # The pub/sub layer subscribes here: it may find Redis down.
+                self.channel_name = await self.channel_layer.new_channel()
+                receivers.append(self.layer_receive)
             await await_many_dispatch(receivers, self.dispatch)
         except StopConsumer:
             pass
@@ -123,6 +125,11 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         )
         self.site_key = site.key
         self.bucket = runtime.new_bucket(now)
+        if self.channel_layer is not None:
+            # Join the session's group before reading its state: an offer sent from now on
+            # comes through the layer (after the welcome), one made before is in the state.
+            await self.channel_layer.group_add(session_group(self.session_id), self.channel_name)
+            self.grouped = True
         try:
             state = await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
         except STORE_DOWN:
@@ -132,8 +139,6 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         await self.accept()
         runtime.delivery.attach(self.session_id, self)
         self.attached = True
-        if self.channel_layer is not None:
-            await self.channel_layer.group_add(session_group(self.session_id), self.channel_name)
         await self.push_frame(
             {
                 "type": "welcome",
@@ -202,11 +207,21 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         if self.attached:
             get_runtime().delivery.detach(self.session_id, self)
             self.attached = False
-            if self.channel_layer is not None:
+        if self.grouped:
+            self.grouped = False
+            # Redis gone as well: the membership goes with the layer's connection (pubsub) or
+            # expires (core); the shopper has left either way.
+            with contextlib.suppress(*STORE_DOWN):
                 await self.channel_layer.group_discard(
                     session_group(self.session_id), self.channel_name
                 )
         raise StopConsumer()
+
+    async def layer_lost(self) -> None:
+        """The channel layer missed messages for this process: the page reconnects and is sent
+        its live offer again (offers/layer.py)."""
+        metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
+        await self.close(code=CLOSE_STORE_DOWN, reason="channel layer interrupted, try again")
 
     async def offer_push(self, message: dict[str, Any]) -> None:
         """An offer from a worker in another process (Redis mode)."""
@@ -230,7 +245,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             return
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
-        await self.send(text_data=get_runtime().feed.snapshot())
+        await self.send(text_data=await get_runtime().feed.snapshot())
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)

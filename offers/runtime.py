@@ -5,17 +5,20 @@ Built once from settings on first use; tests rebuild it with `reset_runtime()`.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from django.conf import settings
 
-from offers import metrics
-from offers.dashboard import DashboardFeed
+from offers import layer, metrics
+from offers.dashboard import DashboardFeed, SharedBoard
 from offers.engine import ModelWatcher, Recorder, RuleBook
 from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
 from streaming.delivery import Delivery, LocalDelivery, Socket
 from streaming.ratelimit import TokenBucket
+from streaming.redis_store import RedisStore
 from streaming.store import MemoryStore, SessionStore
 from streaming.worker import StreamWorker
 
@@ -59,30 +62,53 @@ def session_group(session_id: str) -> str:
     return f"lo.session.{session_id}"
 
 
+@runtime_checkable
+class LayerSocket(Socket, Protocol):
+    async def layer_lost(self) -> None:
+        """The channel layer may have lost messages for this socket: close it, to reconnect."""
+
+
 class LayerDelivery(Delivery):
     """Redis mode: a session's sockets may be held by any server; the channel layer reaches them.
 
-    Each collector socket joins its session's group itself; this process only counts its own.
+    Each collector socket joins its session's group itself; this process keeps its own sockets,
+    to count them and to close them when its subscriber to the layer fails (offers/layer.py).
     """
 
     def __init__(self) -> None:
-        self._local = LocalDelivery()
+        self._sockets: set[Socket] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def attach(self, session_id: str, socket: Socket) -> None:
-        self._local.attach(session_id, socket)
+        self._sockets.add(socket)
 
     def detach(self, session_id: str, socket: Socket) -> None:
-        self._local.detach(session_id, socket)
+        self._sockets.discard(socket)
 
     async def deliver(self, session_id: str, data: str) -> int:
         from channels.layers import get_channel_layer
 
-        layer = get_channel_layer()
-        await layer.group_send(session_group(session_id), {"type": "offer.push", "text": data})
+        channel_layer = get_channel_layer()
+        await channel_layer.group_send(
+            session_group(session_id), {"type": "offer.push", "text": data}
+        )
         return 1
 
     def open_sockets(self) -> int:
-        return self._local.open_sockets()
+        return len(self._sockets)
+
+    def layer_lost(self) -> None:
+        """What was published to this process until its subscriber is back is lost: its sockets
+        close with 4503, and each page, reconnecting, is sent its live offer again."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not from the loop that holds the sockets: none of ours
+            return
+        for socket in list(self._sockets):
+            if isinstance(socket, LayerSocket):
+                task = loop.create_task(socket.layer_lost())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
 
 class CountsRefresher:
@@ -108,23 +134,24 @@ def build_runtime() -> Runtime:
     store: SessionStore
     delivery: Delivery
     if settings.REDIS_URL:
-        from streaming.redis_store import RedisStore
-
         store = RedisStore(
             settings.REDIS_URL,
             idle_seconds=settings.SESSION_IDLE_SECONDS,
             pause_seconds=pause_seconds,
         )
         delivery = LayerDelivery()
+        layer.on_receive_failure(delivery.layer_lost)
     else:
         store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
         delivery = LocalDelivery()
+        layer.on_receive_failure(None)
     models = ModelSlot()
     budget = Budget()
     watcher = ModelWatcher(models)
     rulebook = RuleBook(budget)
     recorder = Recorder(store=store)
-    feed = DashboardFeed(store=store, models=models)
+    shared = SharedBoard(store.redis) if isinstance(store, RedisStore) else None
+    feed = DashboardFeed(store=store, models=models, shared=shared, publishes=_decides)
 
     async def record(decisions: list[DecisionMade]) -> None:
         await recorder.record(decisions)
@@ -159,7 +186,7 @@ def build_runtime() -> Runtime:
     else:
         # A front end of Redis mode: decisions are the `runstream` workers' job; this process
         # still records what shoppers did with their offers.
-        worker.steps = [recorder.step_in_background, counts.step]
+        worker.steps = [recorder.step_in_background, feed.step, counts.step]
 
     async def finish() -> None:
         await decider.drain()

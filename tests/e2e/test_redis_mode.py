@@ -122,7 +122,7 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
     tmp_path: Path, postgres_url: str
 ):
     redis = RedisServer(tmp_path)
-    env, _ = prepared_env(
+    env, cookie = prepared_env(
         tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis.url, PAUSE_SECONDS=str(PAUSE)
     )
     servers = [Server(env, "--no-worker"), Server(env, "--no-worker", "--server", "uvicorn")]
@@ -130,9 +130,11 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
     carts = 200
     offers: list[list[dict[str, Any]]] = [[] for _ in range(carts)]
     failures: list[BaseException] = []
+    stats: list[dict[str, Any]] = []
 
     async def scenario() -> None:
         done = asyncio.Event()
+        watching = asyncio.create_task(dashboard(servers[0], cookie, stats, done))
         acks = [asyncio.Event() for _ in range(carts)]
         tasks = [
             asyncio.create_task(
@@ -146,7 +148,7 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
         workers[0].stop(signal.SIGKILL)
         await asyncio.sleep(5 + 3)  # a lease runs out after 5 s; then the other worker decides
         done.set()
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks, watching)
 
     try:
         asyncio.run(scenario())
@@ -171,6 +173,35 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
     for i, received in enumerate(offers):
         assert len({offer["offer_id"] for offer in received}) == 1, (i, received)
     assert workers[0].process.returncode == -signal.SIGKILL
+    # The dashboard, on a front end, shows every process's counts, published by one worker at
+    # a time: the survivor after the kill.
+    # (A worker killed mid-second takes its last second of counts with it: the database is the
+    # record, the dashboard's counts are for watching.)
+    assert stats[-1]["events"] >= carts and stats[-1]["decisions"]["offer"] >= carts // 2
+    rates = sum(frame["events_per_second"] for frame in stats[1:])
+    assert rates == stats[-1]["events"] - stats[0]["events"], [
+        (f["at"], f["events"], f["events_per_second"]) for f in stats
+    ]
+    seconds = stats[-1]["at"] - stats[0]["at"]
+    assert len(stats) <= seconds + 2, "more than one publisher at a time"
+
+
+async def dashboard(
+    server: Server, cookie: str, stats: list[dict[str, Any]], done: asyncio.Event
+) -> None:
+    async with websockets.connect(
+        f"{server.ws_url}/ws/dashboard/",
+        origin=websockets.Origin(server.url),
+        additional_headers={"Cookie": f"sessionid={cookie}"},
+    ) as ws:
+        assert json.loads(await ws.recv())["type"] == "snapshot"
+        while not done.is_set():
+            try:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+            except TimeoutError:
+                continue
+            if frame["type"] == "stats":
+                stats.append(frame)
 
 
 def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their_own(

@@ -1,16 +1,27 @@
 from __future__ import annotations
 
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.asgi import application
+from offers.dashboard import GROUP as DASHBOARD_GROUP
+from offers.dashboard import DashboardFeed, SharedBoard
 from offers.runtime import Runtime
-from streaming.decider import DecisionMade
+from streaming.decider import DecisionMade, ModelSlot
+from streaming.store import MemoryStore
+from tests.conftest import service_missing
 from tests.factories import T0
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,3 +157,100 @@ def test_the_page_is_for_staff_only(client: Client):
     client.force_login(User.objects.create_user("olga", password="x", is_staff=True))
     page = client.get("/dashboard/").content.decode()
     assert "vendor/uplot/uPlot.iife.min.js" in page and "dashboard.js" in page
+
+
+# --- Redis mode: counts from every process, stats from one ---------------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture
+async def board() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    """A Redis client and a key prefix of the test's own."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except RedisConnectionError:
+        await client.aclose()
+        service_missing("Redis at 127.0.0.1:6379")
+    prefix = f"lo-test-{uuid.uuid4().hex[:8]}:"
+    yield client, prefix
+    keys = [key async for key in client.scan_iter(f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def dashboard_frames() -> tuple[Any, str]:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(DASHBOARD_GROUP, channel)
+    return layer, channel
+
+
+async def stats_frames(layer: Any, channel: str) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    while True:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), 0.2)
+        except TimeoutError:
+            return frames
+        frame = json.loads(message["text"])
+        if frame["type"] == "stats":
+            frames.append(frame)
+
+
+async def test_in_redis_mode_every_process_counts_and_one_publishes(
+    board: tuple[aioredis.Redis, str],
+):
+    client, prefix = board
+
+    def feed(*, publishes: bool) -> DashboardFeed:
+        shared = SharedBoard(client, prefix=prefix)
+        return DashboardFeed(
+            store=MemoryStore(), models=ModelSlot(), shared=shared, publishes=publishes
+        )
+
+    front, first, second = feed(publishes=False), feed(publishes=True), feed(publishes=True)
+    layer, channel = await dashboard_frames()
+    for process in (front, first, second):
+        await process.step(T0)
+    [opening] = await stats_frames(layer, channel)  # from `first`, which took the lease
+    assert opening["decisions"] == {"offer": 0, "holdout": 0, "no_offer": 0}
+    assert opening["events"] == 0
+
+    front.count_events(120)
+    front.count_accepted()
+    await first.on_decisions([made(1)], now=T0 + 1)
+    await second.on_decisions([made(2, "no_offer", 0.2), made(3, "holdout", 0.7)], now=T0 + 1)
+    # each process adds its counts once a second; the publisher shows what was added by then
+    for process in (front, second, first):
+        await process.step(T0 + 1)
+    [counted] = await stats_frames(layer, channel)
+    assert counted["decisions"] == {"offer": 1, "holdout": 1, "no_offer": 1}
+    assert counted["events_per_second"] == 120 and counted["decisions_per_second"] == 3
+    assert counted["offers_accepted"] == 1 and counted["offers_sent"] == 1
+
+    front.count_events(7)
+    await second.on_decisions([made(4)], now=T0 + 2)
+    for process in (front, second, first):
+        await process.step(T0 + 2)
+    [later] = await stats_frames(layer, channel)
+    assert later["events_per_second"] == 7 and later["decisions_per_second"] == 1
+    assert later["offers_sent"] == 2 and sum(later["risk_histogram"]) == 4
+
+    # a dashboard connecting to the front end sees what the publisher published
+    snapshot = json.loads(await front.snapshot())
+    assert [row[1:] for row in snapshot["history"]] == [[0, 0], [120, 3], [7, 1]]
+    assert snapshot["stats"] == later
+    # in the order the processes added them
+    assert sorted(d["session"] for d in snapshot["decisions"]) == ["s1", "s3", "s4"]
+
+    # the publisher stops (its lease runs out): the other worker takes over, rates unbroken
+    await client.delete(f"{prefix}dash:lead")
+    front.count_events(5)
+    for process in (front, second):
+        await process.step(T0 + 3)
+    [taken_over] = await stats_frames(layer, channel)
+    assert taken_over["decisions"] == {"offer": 2, "holdout": 1, "no_offer": 1}
+    assert taken_over["events"] == 132 and taken_over["events_per_second"] == 5
