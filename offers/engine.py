@@ -326,7 +326,8 @@ class Recorder:
             "offer_dismissed": "dismissed_at",
         }[event.kind]
         offers = Offer.objects.filter(public_id=event.offer_id, session=event.session_id)
-        if not offers.exists():
-            return False  # not written yet, or not this session's: try again later
-        offers.filter(**{f"{field}__isnull": True}).update(**{field: at})
-        return True
+        if offers.filter(**{f"{field}__isnull": True}).update(**{field: at}):
+            return True
+        # Nothing to mark: marked before (done), or not written yet or not this session's (try
+        # again later).
+        return offers.exists()
