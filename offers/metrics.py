@@ -43,3 +43,13 @@ MODEL_LOAD_FAILURES = Counter(
 RECORD_FAILURES = Counter(
     "liveoffers_record_failures", "Failed attempts to write decisions to the database (retried)."
 )
+CHANNEL_LAYER_DROPS = Counter(
+    "liveoffers_channel_layer_drops",
+    "Messages channels-redis dropped in group_send because a server's channel was at capacity "
+    "(CHANNEL_LAYER=core); an offer dropped so is shown on the shopper's next connect.",
+)
+CHANNEL_LAYER_RECEIVE_FAILURES = Counter(
+    "liveoffers_channel_layer_receive_failures",
+    "Times this process's channel-layer subscriber failed to read from Redis "
+    "(CHANNEL_LAYER=pubsub); its collector sockets are closed with 4503 to reconnect.",
+)
