@@ -77,10 +77,30 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        # Under ASGI each HTTP request runs its ORM calls in a thread of its own, so a
+        # connection kept past its request is never used again: it lingers until the garbage
+        # collector finds it. PostgreSQL gets a pool instead (docs/DEPLOY.md).
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 0, minimum=0),
         conn_health_checks=True,
     )
 }
+# PostgreSQL: the connections one process may hold at once, shared by its threads; 0: no pool
+# (e.g. behind PgBouncer), one connection per request.
+DATABASE_POOL_SIZE = envint("DATABASE_POOL_SIZE", 4, minimum=0, maximum=100)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_SIZE:
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE must be 0 with the PostgreSQL pool (DATABASE_POOL_SIZE=0 "
+            "turns the pool off)"
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        # A request waits this long for a free connection, then fails, rather than hanging.
+        "timeout": 5,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:
