@@ -16,6 +16,7 @@ from offers.bench import (
     decisions,
     detector,
     ingest,
+    layer,
     redis,
     scoring,
 )
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
 # `bench all` runs on any machine.
 NAMED_ONLY: dict[str, Benchmark] = {
     "redis": redis.BENCHMARK,
+    "layer": layer.BENCHMARK,
 }
 ALL = "all"
 
