@@ -653,6 +653,29 @@ def throwaway_postgres(server_url: str) -> Iterator[str]:
             raise BenchError(f"could not drop the database {name}: {exc}") from exc
 
 
+CHANNEL_LAYER = (
+    "from django.conf import settings; layer = settings.CHANNEL_LAYERS['default']; "
+    "print(layer['BACKEND'].rpartition('.')[2], layer.get('CONFIG', {}).get('capacity', ''))"
+)
+
+
+def channel_layer_about(env: dict[str, str]) -> str:
+    """The channel layer the front ends and workers run with: it carries every offer."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", CHANNEL_LAYER],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode:
+        raise BenchError(f"could not read the channel layer's settings: {done.stderr[-2000:]}")
+    backend, _, capacity = done.stdout.strip().splitlines()[-1].partition(" ")
+    return f"{backend}, capacity {capacity}" if capacity else backend
+
+
 def postgres_about(url: str) -> str:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute("SHOW server_version").fetchone()
@@ -1116,7 +1139,6 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
             "Redis": redis_about(redis_url),
             "PostgreSQL": postgres_about(database_url),
         }
-        progress(f"Redis {report.services['Redis']}, PostgreSQL {report.services['PostgreSQL']}")
         # Embedded mode is the baseline: whatever REDIS_URL the caller's environment has.
         embedded_env = {
             name: value
@@ -1124,6 +1146,8 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
             if name != "REDIS_URL"
         } | {"DATABASE_URL": database_url}
         redis_env = embedded_env | {"REDIS_URL": redis_url}
+        report.services["channel layer"] = channel_layer_about(redis_env)
+        progress(", ".join(f"{name} {about}" for name, about in report.services.items()))
         ingest = {"PAUSE_SECONDS": f"{INGEST_PAUSE_SECONDS:g}"}
         name = urllib.parse.urlsplit(database_url).path.lstrip("/")
         progress(f"preparing the database {name} (migrate, bootstrap_demo trains the model)")
