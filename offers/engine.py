@@ -329,5 +329,6 @@ class Recorder:
         if offers.filter(**{f"{field}__isnull": True}).update(**{field: at}):
             return True
         # Nothing to mark: marked before (done), or not written yet or not this session's (try
-        # again later).
-        return offers.exists()
+        # again later). Not `offers.exists()`: an offer its worker writes between the two
+        # queries would pass for marked, and the mark be lost.
+        return offers.filter(**{f"{field}__isnull": False}).exists()

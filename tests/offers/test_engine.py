@@ -132,6 +132,31 @@ async def test_the_recorder_writes_decisions_offers_and_their_outcomes(demo_site
     assert recorder.pending() == 1  # s2's event waits for an offer of its own, a while
 
 
+async def test_an_offer_written_while_its_event_is_applied_is_marked_on_the_next_try(
+    demo_site, monkeypatch
+):
+    from django.db.models import QuerySet
+
+    worker, front_end = Recorder(), Recorder()
+    await worker.record([decision("s1:3")])
+    front_end.offer_event(OfferEvent("s1", "o-s1:3", "offer_shown", T0 + 1))
+    update = QuerySet.update
+
+    def update_then_the_worker_writes(self: QuerySet[Offer], **fields: object) -> int:
+        marked = update(self, **fields)  # no offer yet: nothing marked
+        monkeypatch.setattr(QuerySet, "update", update)
+        worker._write(list(worker._decisions), [])  # the worker's write lands right now
+        return marked
+
+    monkeypatch.setattr(QuerySet, "update", update_then_the_worker_writes)
+    await front_end.step(T0 + 1)
+    assert front_end.pending() == 1  # tried again, not taken for marked
+    await front_end.step(T0 + 2)
+    offer = await Offer.objects.aget(public_id="o-s1:3")
+    assert offer.shown_at == dt.datetime.fromtimestamp(T0 + 1, tz=dt.UTC)
+    assert front_end.pending() == 0
+
+
 async def test_a_pause_is_recorded_once_even_when_written_twice(demo_site):
     from asgiref.sync import sync_to_async
 
