@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import envbool, envfloat, envint, envlist, envstr
+from config.env import envbool, envchoice, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -103,11 +103,28 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-if REDIS_URL:
+# Redis mode's channel layer, chosen by measurement (`manage.py bench layer`, docs/DEPLOY.md
+# "Channel layer"): pubsub publishes each message to the servers subscribed at that moment;
+# core keeps a queue per server process in Redis, at most CAPACITY messages each, for EXPIRY s.
+CHANNEL_LAYER = envchoice("CHANNEL_LAYER", "pubsub", ("pubsub", "core"))
+CHANNEL_LAYER_CAPACITY = envint("CHANNEL_LAYER_CAPACITY", 20_000, minimum=1)
+CHANNEL_LAYER_EXPIRY = envint("CHANNEL_LAYER_EXPIRY", 60, minimum=1)
+if REDIS_URL and CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_LAYER_CAPACITY,
+                "expiry": CHANNEL_LAYER_EXPIRY,
+            },
         }
     }
 else:
@@ -160,5 +177,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    # channels-redis's loggers are offers/layer.py's: it reads what they report.
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
