@@ -108,7 +108,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # core keeps a queue per server process in Redis, at most CAPACITY messages each, for EXPIRY s.
 CHANNEL_LAYER = envchoice("CHANNEL_LAYER", "pubsub", ("pubsub", "core"))
 CHANNEL_LAYER_CAPACITY = envint("CHANNEL_LAYER_CAPACITY", 20_000, minimum=1)
-CHANNEL_LAYER_EXPIRY = envint("CHANNEL_LAYER_EXPIRY", 60, minimum=1)
+CHANNEL_LAYER_EXPIRY = envint("CHANNEL_LAYER_EXPIRY", 120, minimum=1)
 if REDIS_URL and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
