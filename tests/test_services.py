@@ -58,7 +58,16 @@ def postgres_url():
     )
 
 
-def test_redis_url_selects_the_redis_channel_layer_and_it_carries_messages(redis_url, tmp_path):
+@pytest.mark.parametrize(
+    ("chosen", "layer"),
+    [
+        (None, "channels_redis.pubsub.RedisPubSubChannelLayer"),
+        ("core", "channels_redis.core.RedisChannelLayer"),
+    ],
+)
+def test_redis_url_selects_a_redis_channel_layer_and_it_carries_messages(
+    redis_url, tmp_path, chosen, layer
+):
     code = (
         "import asyncio\n"
         "from django.conf import settings\n"
@@ -79,10 +88,14 @@ def test_redis_url_selects_the_redis_channel_layer_and_it_carries_messages(redis
         "0",
         "-c",
         code,
-        env=project_env(REDIS_URL=redis_url, DATABASE_URL=f"sqlite:///{tmp_path}/db"),
+        env=project_env(
+            REDIS_URL=redis_url,
+            DATABASE_URL=f"sqlite:///{tmp_path}/db",
+            **({"CHANNEL_LAYER": chosen} if chosen else {}),
+        ),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["channels_redis.core.RedisChannelLayer", "SAVE10"]
+    assert result.stdout.split() == [layer, "SAVE10"]
 
 
 def test_migrations_and_the_demo_load_on_postgresql(postgres_url):
