@@ -105,8 +105,8 @@ class Server(Command):
 class Worker(Command):
     """`manage.py runstream` (Redis mode), waited for until it says it started."""
 
-    def __init__(self, env: dict[str, str], name: str) -> None:
-        self.launch(env, f"runstream-{name}.log", "runstream")
+    def __init__(self, env: dict[str, str], name: str, *args: str) -> None:
+        self.launch(env, f"runstream-{name}.log", "runstream", *args)
         deadline = time.monotonic() + 30
         while "worker started" not in self.output():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,7 +128,8 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
         tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis.url, PAUSE_SECONDS=str(PAUSE)
     )
     servers = [Server(env, "--no-worker"), Server(env, "--no-worker", "--server", "uvicorn")]
-    workers = [Worker(env, "a"), Worker(env, "b")]
+    metrics_port = free_port()
+    workers = [Worker(env, "a"), Worker(env, "b", "--metrics-port", str(metrics_port))]
     carts = 200
     offers: list[list[dict[str, Any]]] = [[] for _ in range(carts)]
     failures: list[BaseException] = []
@@ -162,6 +165,8 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
             "Offer.objects.count(), Decision.objects.filter(outcome='offer').count())",
             env=env,
         )
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            survivor = response.read().decode()
     finally:
         for server in servers:
             server.stop()
@@ -169,6 +174,11 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
             worker.stop()
         redis.kill()
     assert failures == []
+    # the survivor's own metrics: at least the half of the pauses that were its to decide
+    offers_made = re.search(
+        r'^liveoffers_decisions_total\{outcome="offer"\} (\S+)$', survivor, re.M
+    )
+    assert offers_made is not None and float(offers_made.group(1)) >= carts // 2
     assert counts.stdout.split() == [str(carts)] * 4, counts.stderr
     for i, received in enumerate(offers):
         assert len({offer["offer_id"] for offer in received}) == 1, (i, received)
