@@ -27,6 +27,7 @@ import json
 import os
 import resource
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from argparse import ArgumentParser, ArgumentTypeError
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
@@ -1114,6 +1116,27 @@ async def measure_redis_memory(url: str, sessions: int) -> RedisMemory:
 # --- the benchmark (manage.py bench redis) -----------------------------------------------------
 
 
+@contextlib.contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM raises BenchError wherever the run is, so that it still stops every process it
+    started and drops its databases; a second SIGTERM acts as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    restore = signal.SIG_DFL if previous is None else previous
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, restore)
+        raise BenchError("stopped by SIGTERM")
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, restore)
+
+
 def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
     redis_url = options["redis_url"]
     server_core, client_core = pin_plan(2)
@@ -1132,6 +1155,7 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
     report.load_average["at the start"] = os.getloadavg()[0]
     progress(f"load average {report.load_average['at the start']:.2f}")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(stopped_by_sigterm())
         stack.enter_context(throwaway_redis(redis_url))
         database_url = stack.enter_context(throwaway_postgres(options["postgres_url"]))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="liveoffers-bench-")))
