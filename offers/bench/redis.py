@@ -7,8 +7,8 @@ Three parts, in one run:
   (offers.bench.load) driving every front end from one process;
 - decisions: from a pause's deadline to the `offer` frame at the client, with the client of
   `bench decisions` and every pause made to end in an offer, behind one `serve --no-worker`
-  with 1 and with 2 `runstream` workers, and behind embedded `serve`; and how soon every decision
-  is in PostgreSQL, which gives the decisions/s the workers sustain;
+  with 1 and with 2 `runstream` workers, and behind embedded `serve`; and, from PostgreSQL, the
+  decisions made a second and how soon every one was recorded;
 - memory: Redis memory per live session (`INFO` used_memory before and after, and `MEMORY
   USAGE` of the keys) with N realistic sessions held by a `RedisStore`, beside a `MemoryStore`.
 
