@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import redis.asyncio as aioredis
 from django.conf import settings
 
 from offers import layer, metrics
@@ -18,7 +20,7 @@ from offers.engine import ModelWatcher, Recorder, RuleBook
 from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
 from streaming.delivery import Delivery, LocalDelivery, Socket
 from streaming.ratelimit import TokenBucket
-from streaming.redis_store import RedisStore
+from streaming.redis_store import CLAIM_CHUNK, RedisStore
 from streaming.store import MemoryStore, SessionStore
 from streaming.worker import StreamWorker
 
@@ -75,9 +77,10 @@ class LayerDelivery(Delivery):
     to count them and to close them when its subscriber to the layer fails (offers/layer.py).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, publisher: aioredis.Redis | None = None) -> None:
         self._sockets: set[Socket] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._publisher = publisher
 
     def attach(self, session_id: str, socket: Socket) -> None:
         self._sockets.add(socket)
@@ -93,6 +96,33 @@ class LayerDelivery(Delivery):
             session_group(session_id), {"type": "offer.push", "text": data}
         )
         return 1
+
+    async def deliver_many(self, frames: Sequence[tuple[str, str]]) -> int:
+        """A batch's offers in one round trip on the pub/sub layer, rather than one each.
+
+        The pub/sub layer's `group_send` is a PUBLISH of the serialized message on the group's
+        Redis channel, under a lock, one round trip a message: 2,000 offers took about a second.
+        Here the same PUBLISHes go out in one pipeline, in order. Other layers (and a lone offer)
+        go through `group_send`.
+        """
+        from channels.layers import get_channel_layer
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+
+        channel_layer = get_channel_layer()
+        if (
+            len(frames) < 2
+            or self._publisher is None
+            or not isinstance(channel_layer, RedisPubSubChannelLayer)
+        ):
+            return await super().deliver_many(frames)
+        async with self._publisher.pipeline(transaction=False) as pipe:
+            for session_id, data in frames:
+                pipe.publish(
+                    channel_layer._get_group_channel_name(session_group(session_id)),
+                    channel_layer.serialize({"type": "offer.push", "text": data}),
+                )
+            await pipe.execute()
+        return len(frames)
 
     def open_sockets(self) -> int:
         return len(self._sockets)
@@ -139,7 +169,7 @@ def build_runtime() -> Runtime:
             idle_seconds=settings.SESSION_IDLE_SECONDS,
             pause_seconds=pause_seconds,
         )
-        delivery = LayerDelivery()
+        delivery = LayerDelivery(publisher=store.redis)
         layer.on_receive_failure(delivery.layer_lost)
     else:
         store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
@@ -167,6 +197,8 @@ def build_runtime() -> Runtime:
         pause_seconds=pause_seconds,
         cooldown_seconds=settings.OFFER_COOLDOWN_SECONDS,
         holdout_percent=settings.HOLDOUT_PERCENT,
+        # Redis mode: claims the size of one claim script, so that the workers share a burst
+        batch_size=CLAIM_CHUNK if isinstance(store, RedisStore) else 5000,
     )
     worker = StreamWorker(
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline

@@ -31,7 +31,7 @@ from streaming.policy import (
 )
 from streaming.scoring import Scorer
 from streaming.state import CART_VALUE, HOLDOUT_BUCKET, LAST_ACTIVITY, LAST_OFFER_AT, SessionState
-from streaming.store import SessionStore
+from streaming.store import OfferNote, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -193,18 +193,31 @@ class Decider:
             skip=resumed,
         )
         self.budget.spend(verdicts.spent, now)
-        # one decision a session, offers sent at once
+        # one decision a session; the offers and holdouts noted on their sessions (one call),
+        # then the offers sent (one call): a shared store and a channel layer are a round trip
+        # a batch, not one a decision
         rows = as_dicts(matrix)
         risk_of = [None] * len(states) if risks is None else risks.tolist()
         shadow_of = [None] * len(states) if shadow_risks is None else shadow_risks.tolist()
-        decisions = []
+        decisions: list[DecisionMade] = []
+        notes: list[OfferNote] = []
+        frames: list[tuple[str, str]] = []
+        offered: list[DecisionMade] = []
         for i, state in enumerate(states):
             made = self._made(state, now, rows[i], risk_of[i], shadow_of[i])
-            if resumed[i]:
-                await self._resume(made, state)
-            else:
-                await self._act(made, state, verdicts.outcome[i], verdicts.rule_of(i))
             decisions.append(made)
+            if resumed[i]:
+                frame = self._resume(made, state)
+            else:
+                frame = self._act(made, verdicts.outcome[i], verdicts.rule_of(i), notes)
+            if frame is not None:
+                frames.append((state.session_id, frame))
+                offered.append(made)
+        await self.store.note_offers(notes)
+        await self.delivery.deliver_many(frames)
+        sent_at = self.clock()
+        for made in offered:
+            made.sent_at = sent_at
         explained = [i for i, d in enumerate(decisions) if d.outcome != "no_offer"]
         if active is None or not explained:
             await self.record(decisions)
@@ -273,17 +286,17 @@ class Decider:
             cart_value=state.cart_value,
         )
 
-    async def _act(
-        self, decision: DecisionMade, state: SessionState, outcome: int, rule: Rule | None
-    ) -> None:
-        """Carry out the policy's verdict: note a holdout, or make and send an offer."""
+    def _act(
+        self, decision: DecisionMade, outcome: int, rule: Rule | None, notes: list[OfferNote]
+    ) -> str | None:
+        """Carry out the policy's verdict: a holdout, or an offer; returns the frame to send."""
         if rule is None or outcome == NO_OFFER:
-            return
+            return None
         now = decision.at
         if outcome == HOLDOUT:
             decision.outcome = "holdout"
-            await self.store.note_offer(state.session_id, at=now)
-            return
+            notes.append(OfferNote(decision.session_id, now))
+            return None
         decision.outcome = "offer"
         offer = OfferMade(
             offer_id=new_offer_id(),
@@ -297,18 +310,12 @@ class Decider:
         )
         decision.offer = offer
         frame = offer_frame(offer, risk=decision.risk, model=decision.model)
-        await self.store.note_offer(
-            state.session_id,
-            at=now,
-            offer_id=offer.offer_id,
-            frame=frame,
-            expires_at=offer.expires_at,
-        )
-        await self.delivery.deliver(state.session_id, frame)
-        decision.sent_at = self.clock()
+        notes.append(OfferNote(decision.session_id, now, offer.offer_id, frame, offer.expires_at))
+        return frame
 
-    async def _resume(self, decision: DecisionMade, state: SessionState) -> None:
-        """Record (and send again) what a worker that died decided for this pause."""
+    def _resume(self, decision: DecisionMade, state: SessionState) -> str | None:
+        """What a worker that died decided for this pause; returns its offer's frame, to send
+        again."""
         frame = state.offer_frame
         decision.at = state.last_offer_at or decision.at
         decision.outcome = "offer" if frame else "holdout"
@@ -326,7 +333,7 @@ class Decider:
                 created_at=decision.at,
                 expires_at=state.offer_expires_at,
             )
-            await self.delivery.deliver(state.session_id, frame)
+        return frame
 
     async def drain(self) -> None:
         """Explain and record everything decided so far, now (at shutdown, and in tests)."""

@@ -7,6 +7,7 @@ which costs one write per socket; a channel layer (Redis mode) sits behind the s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -24,6 +25,13 @@ class Delivery(ABC):
     @abstractmethod
     async def deliver(self, session_id: str, data: str) -> int:
         """Send one encoded frame to every open socket of the session; returns how many."""
+
+    async def deliver_many(self, frames: Sequence[tuple[str, str]]) -> int:
+        """`deliver` each (session id, frame) of a batch, in order; returns the sockets reached."""
+        reached = 0
+        for session_id, data in frames:
+            reached += await self.deliver(session_id, data)
+        return reached
 
     @abstractmethod
     def open_sockets(self) -> int: ...

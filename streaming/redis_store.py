@@ -51,7 +51,7 @@ from streaming.state import (
     RECENT_IDS,
     SessionState,
 )
-from streaming.store import Applied, SessionStore
+from streaming.store import Applied, OfferNote, SessionStore
 
 CART_FULL: Final = f"the cart already holds {MAX_CART_LINES} different products"
 # The largest value that keeps a hash in listpack encoding with Redis's default settings.
@@ -734,16 +734,26 @@ class RedisStore(SessionStore):
         frame: str | None = None,
         expires_at: float = 0.0,
     ) -> None:
-        with_frame = frame is not None
-        await self._note_offer(
-            keys=[self.session_key(session_id), self.offer_key(session_id)],
-            args=[
-                _num(at),
-                (offer_id or "") if with_frame else "",
-                frame or "",
-                _num(expires_at) if with_frame else "",
-            ],
-        )
+        await self.note_offers([OfferNote(session_id, at, offer_id, frame, expires_at)])
+
+    async def note_offers(self, notes: Sequence[OfferNote]) -> None:
+        """One script a note, all in one pipeline: a batch of offers costs one round trip."""
+        if not notes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for note in notes:
+                with_frame = note.frame is not None
+                await self._note_offer(
+                    keys=[self.session_key(note.session_id), self.offer_key(note.session_id)],
+                    args=[
+                        _num(note.at),
+                        (note.offer_id or "") if with_frame else "",
+                        note.frame or "",
+                        _num(note.expires_at) if with_frame else "",
+                    ],
+                    client=pipe,
+                )
+            await pipe.execute()
 
     def next_deadline(self) -> float | None:
         """The earliest pause deadline or lease expiry seen by the last claim (may be stale)."""

@@ -28,6 +28,17 @@ class Applied:
     fresh: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class OfferNote:
+    """An offer (or, without a frame, a holdout) to note on its session: `note_offer`'s arguments."""
+
+    session_id: str
+    at: float
+    offer_id: str | None = None
+    frame: str | None = None
+    expires_at: float = 0.0
+
+
 class SessionStore(ABC):
     idle_seconds: float
 
@@ -63,6 +74,17 @@ class SessionStore(ABC):
         expires_at: float = 0.0,
     ) -> None:
         """Record that the session got an offer (or a holdout decision, without a frame)."""
+
+    async def note_offers(self, notes: Sequence[OfferNote]) -> None:
+        """`note_offer` for each of a batch's offers and holdouts (a shared store: at once)."""
+        for note in notes:
+            await self.note_offer(
+                note.session_id,
+                at=note.at,
+                offer_id=note.offer_id,
+                frame=note.frame,
+                expires_at=note.expires_at,
+            )
 
     async def finish(self, session_id: str, pause_key: str) -> None:  # noqa: B027
         """The pause's decision is durably recorded: it is never handed out again.

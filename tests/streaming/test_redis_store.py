@@ -13,7 +13,7 @@ from streaming.generator import generate_sessions
 from streaming.protocol import Event
 from streaming.redis_store import RedisStore
 from streaming.state import FIELDS, MAX_CART_LINES, MAX_DISTINCT_PRODUCTS, RECENT_IDS, SessionState
-from streaming.store import Applied, MemoryStore
+from streaming.store import Applied, MemoryStore, OfferNote
 from tests.conftest import service_missing
 from tests.factories import T0, event
 
@@ -401,6 +401,25 @@ async def test_an_offer_is_kept_for_a_reconnect_until_it_expires_or_is_answered(
     assert s.live_offer(T0 + 64) is None and (s.offers_accepted, s.offers_dismissed) == (1, 1)
     await store.note_offer("nobody", at=T0, offer_id="o-2", frame=frame, expires_at=T0 + 900)
     assert await client.exists(store.session_key("nobody"), store.offer_key("nobody")) == 0
+
+
+async def test_a_batch_of_notes_is_one_round_trip_with_each_note_applied(store: RedisStore):
+    for session_id in ("s-1", "s-2", "s-3"):
+        await shopper_with_full_cart(store, session_id)
+    frame = '{"type": "offer", "offer_id": "o-2"}'
+    await store.note_offers(
+        [
+            OfferNote("s-1", T0 + 40),
+            OfferNote("s-2", T0 + 41, "o-2", frame, T0 + 900),
+            OfferNote("gone", T0 + 42, "o-3", frame, T0 + 900),  # expired meanwhile: skipped
+        ]
+    )
+    held, offered, untouched = [await store.get(sid) for sid in ("s-1", "s-2", "s-3")]
+    assert held is not None and offered is not None and untouched is not None
+    assert held.last_offer_at == T0 + 40 and held.live_offer(T0 + 41) is None
+    assert offered.last_offer_at == T0 + 41 and offered.live_offer(T0 + 42) == frame
+    assert untouched.last_offer_at is None
+    assert await store.redis.exists(store.session_key("gone"), store.offer_key("gone")) == 0
 
 
 async def test_a_holdout_decision_records_only_the_time(store: RedisStore):
