@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -83,3 +84,61 @@ class StreamWorker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+class IdleCollector:
+    """Runs Python's cyclic garbage collector between pauses, not in the middle of a burst.
+
+    Left to itself, the collector runs whenever enough objects have been allocated, wherever
+    that happens: with thousands of sockets open a young collection stops the event loop for
+    about 10 ms and a full one for a few hundred, and a burst of pauses allocates the most.
+    Once `take_over` is called this step collects instead: the young generation when
+    `threshold` objects wait and no pause falls due within `margin` seconds, or when `ceiling`
+    objects wait whatever is due; every 20th collection is of the middle generation too, and a
+    full one is made only when no pause falls due within `full_margin`.
+    """
+
+    def __init__(
+        self,
+        *,
+        next_due: Callable[[], float | None],
+        threshold: int = 50_000,
+        ceiling: int = 1_000_000,
+        margin: float = 0.02,
+        full_margin: float = 0.5,
+        full_every: int = 100,
+    ) -> None:
+        self.next_due = next_due
+        self.threshold = threshold
+        self.ceiling = ceiling
+        self.margin = margin
+        self.full_margin = full_margin
+        self.full_every = full_every
+        self.collections = [0, 0, 0]  # by generation
+        self._young = 0
+        self._middle = 0
+
+    def take_over(self) -> None:
+        """From now on collections happen in `step` (call `give_back` to undo)."""
+        gc.disable()
+
+    def give_back(self) -> None:
+        gc.enable()
+
+    async def step(self, now: float) -> bool:
+        waiting = gc.get_count()[0]
+        if waiting < self.threshold:
+            return False
+        due = self.next_due()
+        if waiting < self.ceiling and due is not None and due <= now + self.margin:
+            return False  # a pause is about to fall due: after it
+        self._young += 1
+        generation = 0
+        if self._young % 20 == 0:
+            generation = 1
+            self._middle += 1
+            if self._middle >= self.full_every and (due is None or due > now + self.full_margin):
+                generation, self._middle = 2, 0
+        gc.collect(generation)
+        self.collections[generation] += 1
+        return False

@@ -1,6 +1,6 @@
 """`bench decisions`: from a pause's deadline to the `offer` frame at the client, N carts at once.
 
-Two servers, each in its own process pinned to core 0, take the same carts from one client
+Three servers, each in its own process pinned to core 0, take the same carts from one client
 process pinned to core 1:
 
 - timer floor: a bare `websockets` server whose only work is a timer: each activity event
@@ -8,7 +8,8 @@ process pinned to core 1:
   asyncio server does to send a frame at a deadline (`python -m offers.bench.decisions timer`).
 - project: `manage.py serve` on a throw-away SQLite database prepared by `bootstrap_demo` (which
   trains and activates the model), with every pause made to end in an offer: holdout 0%,
-  cooldown 0 s, every offer rule's `min_risk` and `min_cart_value` 0 and budgets out of the way.
+  cooldown 0 s, every offer rule's `min_risk` and `min_cart_value` 0 and budgets out of the way;
+- project uvicorn: the same under `manage.py serve --server uvicorn`.
 
 The client (`python -m offers.bench.decisions client`) opens N collector sockets, then sends each
 one activity frame (a product view and an add to cart), paced evenly over `--window` seconds, and
@@ -75,6 +76,11 @@ RECORDS_TIMEOUT = 120.0
 LAG_PROBE_SECONDS = 0.001
 
 PROJECT = Server("project", "project", ("manage.py", "serve"))
+PROJECT_UVICORN = Server(
+    "project-uvicorn", "project uvicorn", ("manage.py", "serve", "--server", "uvicorn")
+)
+PROJECTS = (PROJECT, PROJECT_UVICORN)
+LABELS = {"timer": "timer floor", **{server.key: server.label for server in PROJECTS}}
 
 
 def timer_server(pause_seconds: float) -> Server:
@@ -186,11 +192,12 @@ class DecisionsReport:
         ]
         for carts in sorted({r.carts for r in self.rounds}):
             floor = self.find("timer", carts)
-            for measured in (floor, self.find("project", carts)):
+            measured_here = [r for r in self.rounds if r.carts == carts and r.server != "timer"]
+            for measured in (floor, *measured_here):
                 late = measured.from_send
                 rows.append(
                     _row(
-                        "timer floor" if measured.server == "timer" else "project",
+                        LABELS.get(measured.server, measured.server),
                         f"{carts:,}",
                         f"{measured.offers:,}",
                         f"{measured.on_time:,}",
@@ -212,7 +219,7 @@ class DecisionsReport:
         )
         for measured in self.rounds:
             delay = measured.server_delay
-            if measured.server != "project" or delay is None:
+            if measured.server == "timer" or delay is None:
                 continue
             within = ", ".join(
                 f"≤ {bound:g} ms {share:.1%}"
@@ -220,7 +227,8 @@ class DecisionsReport:
                 if bound in (5.0, 10.0, 25.0, 50.0, 100.0)
             )
             rows.append(
-                f"server side, {measured.carts:,} carts (liveoffers_decision_delay_seconds, "
+                f"server side, {LABELS.get(measured.server, measured.server)}, "
+                f"{measured.carts:,} carts (liveoffers_decision_delay_seconds, "
                 f"deadline to decision): {delay.count:,} decisions, mean {delay.mean_ms:.1f} ms; "
                 f"{within}; all recorded {delay.recorded_after:.1f} s after the client's wait"
             )
@@ -693,7 +701,7 @@ def measure_server(
                 f"({warmup.on_time} on time); see {workdir / (server.key + '.log')}"
             )
         for count in carts:
-            before = decision_delay(port) if server is PROJECT else None
+            before = decision_delay(port) if server in PROJECTS else None
             measured = client(count)
             if before is not None:
                 delay = recorded_delay(port, before, count)
@@ -723,7 +731,7 @@ def run(options: Mapping[str, Any], progress: Progress) -> DecisionsReport:
         progress("preparing the database (migrate, bootstrap_demo trains the model)")
         prepare_database(env)
         open_offer_rules(env)
-        for server in (timer_server(report.pause_seconds), PROJECT):
+        for server in (timer_server(report.pause_seconds), *PROJECTS):
             measure_server(
                 server,
                 report,

@@ -55,7 +55,7 @@ class Command(BaseCommand):
         from offers.runtime import configure_runtime
 
         runtime = configure_runtime(decides=True)
-        settle_garbage_collector()
+        settle_garbage_collector(runtime)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # A signal only asks the loop to stop; the step under way finishes first.

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from offers.consumers import CLOSE_TOO_BIG
 from offers.runtime import Runtime, configure_runtime
 from streaming.protocol import MAX_FRAME_BYTES
+from streaming.worker import IdleCollector
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Command(BaseCommand):
             raise SystemExit(2)
         with_worker = not options["no_worker"]
         runtime = configure_runtime(decides=with_worker)
-        settle_garbage_collector()
+        settle_garbage_collector(runtime)
         if options["server"] == "uvicorn":
             asyncio.run(self.serve_uvicorn(runtime, options["host"], options["port"], with_worker))
         else:
@@ -162,16 +163,23 @@ def _uvicorn_server_class() -> type[Any]:
     return UvicornServer
 
 
-def settle_garbage_collector() -> None:
-    """Keep full collections from stalling a server that holds thousands of sockets.
+def settle_garbage_collector(runtime: Runtime) -> None:
+    """Keep garbage collections from stalling a server that holds thousands of sockets.
 
     What exists after start-up (Django, the model, the app) lives as long as the process:
-    freezing it takes it out of every collection, and a higher first threshold makes the
-    young collections that still run rarer.
+    freezing it takes it out of every collection. From then on the stream worker collects,
+    between pauses rather than in the middle of a burst (`streaming.worker.IdleCollector`).
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    collector = IdleCollector(next_due=runtime.store.next_deadline)
+    collector.take_over()
+    runtime.worker.steps.append(collector.step)
+
+    async def give_back() -> None:
+        collector.give_back()
+
+    runtime.worker.finishers.append(give_back)
 
 
 async def _wait(task: asyncio.Task[None]) -> None:
