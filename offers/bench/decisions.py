@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from offers.bench import BenchError, Benchmark, Progress
+from offers.bench import BenchError, Benchmark, Progress, bounded_float, bounded_ints
 from offers.bench.ingest import (
     BASE_DIR,
     HOST,
@@ -743,42 +743,22 @@ def run(options: Mapping[str, Any], progress: Progress) -> DecisionsReport:
     return report
 
 
-def _carts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ArgumentTypeError(f"a comma-separated list of counts, got {text!r}") from None
-    if not all(1 <= count <= 10_000 for count in counts):
-        raise ArgumentTypeError(f"each count from 1 to 10,000, got {text}")
-    return counts
-
-
-def _bounded(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not low <= value <= high:
-            raise ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--carts",
-        type=_carts,
+        type=bounded_ints(1, 10_000),
         default=[200, 2000],
         help="carts pausing together, comma-separated (200,2000)",
     )
     parser.add_argument(
         "--pause-seconds",
-        type=_bounded(0.5, 10),
+        type=bounded_float(0.5, 10),
         default=1.0,
         help="PAUSE_SECONDS of both servers (1)",
     )
     parser.add_argument(
         "--window",
-        type=_bounded(0, 10),
+        type=bounded_float(0, 10),
         default=0.5,
         help="seconds over which the carts' last activity is spread (0.5; 0: all at once)",
     )

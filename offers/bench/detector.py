@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from offers.bench import BenchError, Benchmark, Progress
+from offers.bench import BenchError, Benchmark, Progress, bounded_float, bounded_ints
 from streaming.protocol import Event, decode_frame
 from streaming.state import SessionState
 from streaming.store import MemoryStore
@@ -267,32 +267,18 @@ def run(options: Mapping[str, Any], progress: Progress) -> DetectorReport:
     return report
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ArgumentTypeError(f"a comma-separated list of counts, got {text!r}") from None
-    if not all(DUE_SHARE <= size <= 2_000_000 for size in sizes):
-        raise ArgumentTypeError(f"each count from {DUE_SHARE} to 2,000,000, got {text}")
-    return sizes
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 60:
-        raise ArgumentTypeError(f"must be above 0 and at most 60, got {text}")
-    return value
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--sessions",
-        type=_sizes,
+        type=bounded_ints(DUE_SHARE, 2_000_000),
         default=[1_000, 100_000],
         help="live sessions, comma-separated (1000,100000)",
     )
     parser.add_argument(
-        "--seconds", type=_seconds, default=1.0, help="least measured seconds per figure (1)"
+        "--seconds",
+        type=bounded_float(0, 60, above_low=True),
+        default=1.0,
+        help="least measured seconds per figure (1)",
     )
 
 

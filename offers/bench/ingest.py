@@ -21,13 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offers.bench import BenchError, Benchmark, Progress
+from offers.bench import BenchError, Benchmark, Progress, bounded_float, bounded_int
 from offers.bench.memory import MemoryFigures, measure_memory
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -397,33 +397,19 @@ def run(options: Mapping[str, Any], progress: Progress) -> IngestReport:
     return report
 
 
-def _count(maximum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 1 <= value <= maximum:
-            raise ArgumentTypeError(f"must be from 1 to {maximum:,}, got {text}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 600:
-        raise ArgumentTypeError(f"must be above 0 and at most 600, got {text}")
-    return value
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
-        "--seconds", type=_seconds, default=5.0, help="measured seconds per run (5)"
+        "--seconds",
+        type=bounded_float(0, 600, above_low=True),
+        default=5.0,
+        help="measured seconds per run (5)",
     )
     parser.add_argument(
-        "--connections", type=_count(1_000), default=8, help="client sockets per run (8)"
+        "--connections", type=bounded_int(1, 1_000), default=8, help="client sockets per run (8)"
     )
     parser.add_argument(
         "--sessions",
-        type=_count(10_000_000),
+        type=bounded_int(1, 10_000_000),
         default=100_000,
         help="sessions held for the memory figure (100,000)",
     )

@@ -36,8 +36,8 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from argparse import ArgumentParser, ArgumentTypeError
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from argparse import ArgumentParser
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeAlias
@@ -50,7 +50,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from offers.bench import BenchError, Benchmark, Progress
+from offers.bench import BenchError, Benchmark, Progress, bounded_int, bounded_ints
 from offers.bench.decisions import Spread
 from offers.bench.ingest import (
     BASE_DIR,
@@ -701,60 +701,40 @@ def run(options: Mapping[str, Any], progress: Progress) -> LayerReport:
     return report
 
 
-def _counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ArgumentTypeError(f"a comma-separated list of counts, got {text!r}") from None
-    if not all(1 <= count <= 100_000 for count in counts):
-        raise ArgumentTypeError(f"each count from 1 to 100,000, got {text!r}")
-    return counts
-
-
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
-        "--sockets", type=_bounded(1, 10_000), default=1000, help="collector sockets (1000)"
+        "--sockets", type=bounded_int(1, 10_000), default=1000, help="collector sockets (1000)"
     )
     parser.add_argument(
         "--pings",
-        type=_bounded(1, 10_000),
+        type=bounded_int(1, 10_000),
         default=300,
         help="offers sent one at a time, 10 ms apart (300)",
     )
     parser.add_argument(
-        "--senders", type=_bounded(1, 16), default=2, help="senders, as workers (2)"
+        "--senders", type=bounded_int(1, 16), default=2, help="senders, as workers (2)"
     )
     parser.add_argument(
         "--bursts",
-        type=_counts,
+        type=bounded_ints(1, 100_000),
         default=[1000, 5000],
         help="offers sent at once, comma-separated (1000,5000)",
     )
     parser.add_argument(
         "--capacities",
-        type=_counts,
+        type=bounded_ints(1, 100_000),
         default=[100, 1000, 4000],
         help="core's capacities tried with a burst of 3 x each (100,1000,4000)",
     )
     parser.add_argument(
         "--capacity",
-        type=_bounded(1, 1_000_000),
+        type=bounded_int(1, 1_000_000),
         default=100_000,
         help="core's capacity for the other parts, out of the way (100000)",
     )
     parser.add_argument(
         "--expiry",
-        type=_bounded(1, 600),
+        type=bounded_int(1, 600),
         default=2,
         help="core's expiry for the stalled and gone parts, short to be quick (2)",
     )

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +47,15 @@ from psycopg import sql
 from redis.exceptions import RedisError
 from websockets.exceptions import WebSocketException
 
-from offers.bench import BenchError, Benchmark, Progress, load
+from offers.bench import (
+    BenchError,
+    Benchmark,
+    Progress,
+    bounded_float,
+    bounded_int,
+    bounded_ints,
+    load,
+)
 from offers.bench.decisions import (
     WARMUP_CARTS,
     Round,
@@ -1215,39 +1223,6 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
     return report
 
 
-def _counts(low: int, high: int) -> Callable[[str], list[int]]:
-    def parse(text: str) -> list[int]:
-        try:
-            counts = [int(part) for part in text.split(",")]
-        except ValueError:
-            raise ArgumentTypeError(f"a comma-separated list of counts, got {text!r}") from None
-        if not all(low <= count <= high for count in counts):
-            raise ArgumentTypeError(f"each count from {low:,} to {high:,}, got {text}")
-        return counts
-
-    return parse
-
-
-def _count(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
-        return value
-
-    return parse
-
-
-def _bounded(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not low <= value <= high:
-            raise ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
@@ -1260,38 +1235,44 @@ def add_arguments(parser: ArgumentParser) -> None:
         help=f"a PostgreSQL server where it may create and drop a database ({POSTGRES_URL})",
     )
     parser.add_argument(
-        "--seconds", type=_bounded(0.1, 600), default=5.0, help="measured seconds per load run (5)"
+        "--seconds",
+        type=bounded_float(0.1, 600),
+        default=5.0,
+        help="measured seconds per load run (5)",
     )
     parser.add_argument(
-        "--connections", type=_count(1, 1_000), default=8, help="load client sockets in all (8)"
+        "--connections",
+        type=bounded_int(1, 1_000),
+        default=8,
+        help="load client sockets in all (8)",
     )
     parser.add_argument(
         "--front-ends",
-        type=_counts(1, 8),
+        type=bounded_ints(1, 8),
         default=[1, 2],
         help="serve --no-worker processes taking the load, comma-separated (1,2)",
     )
     parser.add_argument(
-        "--carts", type=_count(1, 10_000), default=2000, help="carts pausing together (2,000)"
+        "--carts", type=bounded_int(1, 10_000), default=2000, help="carts pausing together (2,000)"
     )
     parser.add_argument(
         "--workers",
-        type=_counts(1, 8),
+        type=bounded_ints(1, 8),
         default=[1, 2],
         help="runstream workers deciding them, comma-separated (1,2)",
     )
     parser.add_argument(
-        "--pause-seconds", type=_bounded(0.5, 10), default=1.0, help="PAUSE_SECONDS (1)"
+        "--pause-seconds", type=bounded_float(0.5, 10), default=1.0, help="PAUSE_SECONDS (1)"
     )
     parser.add_argument(
         "--window",
-        type=_bounded(0, 10),
+        type=bounded_float(0, 10),
         default=0.5,
         help="seconds over which the carts' last activity is spread (0.5)",
     )
     parser.add_argument(
         "--sessions",
-        type=_count(1, 1_000_000),
+        type=bounded_int(1, 1_000_000),
         default=20_000,
         help="sessions held in Redis for the memory figure (20,000)",
     )

@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import statistics
 import time
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from offers.bench import Benchmark, Progress
+from offers.bench import Benchmark, Progress, bounded_float, bounded_int, bounded_ints
 from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
 from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
@@ -458,43 +458,28 @@ def run(options: Mapping[str, Any], progress: Progress) -> ScoringReport:
     return report
 
 
-def _batches(text: str) -> list[int]:
-    try:
-        batches = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ArgumentTypeError(f"a comma-separated list of batch sizes, got {text!r}") from None
-    if not all(1 <= batch <= 10_000 for batch in batches):
-        raise ArgumentTypeError(f"each batch from 1 to 10,000, got {text}")
-    return batches
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 60:
-        raise ArgumentTypeError(f"must be above 0 and at most 60, got {text}")
-    return value
-
-
-def _sessions(text: str) -> int:
-    value = int(text)
-    if not 100 <= value <= 1_000_000:
-        raise ArgumentTypeError(f"must be from 100 to 1,000,000, got {text}")
-    return value
-
-
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
-        "--batches", type=_batches, default=[1, 1000], help="decisions a batch (1,1000)"
+        "--batches",
+        type=bounded_ints(1, 10_000),
+        default=[1, 1000],
+        help="decisions a batch (1,1000)",
     )
     parser.add_argument(
-        "--reason-batches", type=_batches, default=[1, 100], help="rows a reasons batch (1,100)"
+        "--reason-batches",
+        type=bounded_ints(1, 10_000),
+        default=[1, 100],
+        help="rows a reasons batch (1,100)",
     )
     parser.add_argument(
-        "--seconds", type=_seconds, default=1.0, help="least measured seconds per figure (1)"
+        "--seconds",
+        type=bounded_float(0, 60, above_low=True),
+        default=1.0,
+        help="least measured seconds per figure (1)",
     )
     parser.add_argument(
         "--train-sessions",
-        type=_sessions,
+        type=bounded_int(100, 1_000_000),
         default=DEFAULT_SESSIONS,
         help=f"generated sessions the model is trained on ({DEFAULT_SESSIONS:,}, as bootstrap_demo)",
     )
