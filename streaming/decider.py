@@ -24,6 +24,7 @@ from streaming.policy import (
     HOLDOUT,
     NO_OFFER,
     Rule,
+    Verdicts,
     decide,
     new_offer_code,
     new_offer_id,
@@ -175,22 +176,17 @@ class Decider:
         # (n,) risks from the active model, or None without one
         risks = await _predict(active, matrix)
         shadow_risks = await _predict(shadow, matrix)
-        last_offer_at = numbers[:, LAST_OFFER_AT]
-        # A pause decided by a worker that died before recording it: record what it did (and
-        # send its offer again, in case it died before sending) rather than deciding afresh.
-        resumed = last_offer_at >= numbers[:, LAST_ACTIVITY] + self.pause_seconds
-        verdicts = decide(
-            risks=risks,
-            sites=[state.site for state in states],
-            cart_values=numbers[:, CART_VALUE],
-            last_offer_at=last_offer_at,
-            holdout_buckets=numbers[:, HOLDOUT_BUCKET],
+        resumed = resumed_pauses(numbers, self.pause_seconds)
+        verdicts = decide_batch(
+            states,
+            numbers,
+            risks,
             rules=self.rules(),
             used_today=self.budget.used(now),
             now=now,
             cooldown_seconds=self.cooldown_seconds,
             holdout_percent=self.holdout_percent,
-            skip=resumed,
+            resumed=resumed,
         )
         self.budget.spend(verdicts.spent, now)
         # one decision a session; the offers and holdouts noted on their sessions (one call),
@@ -343,6 +339,41 @@ class Decider:
                 await self._explain_chunk(batch)
             self._unexplained.popleft()
             await self.record(batch.decisions)
+
+
+def resumed_pauses(numbers: npt.NDArray[np.float64], pause_seconds: float) -> npt.NDArray[np.bool_]:
+    """Rows whose pause was decided by a worker that died before recording it (their last offer
+    or holdout is this pause's): what it did is recorded, and its offer sent again in case it
+    died before sending, rather than deciding afresh."""
+    return numbers[:, LAST_OFFER_AT] >= numbers[:, LAST_ACTIVITY] + pause_seconds
+
+
+def decide_batch(
+    states: Sequence[SessionState],
+    numbers: npt.NDArray[np.float64],
+    risks: npt.NDArray[np.float64] | None,
+    *,
+    rules: Sequence[Rule],
+    used_today: Mapping[int, int],
+    now: float,
+    cooldown_seconds: float,
+    holdout_percent: float,
+    resumed: npt.NDArray[np.bool_],
+) -> Verdicts:
+    """`policy.decide` on a claimed batch: its sessions' numbers (`session_numbers`) and risks."""
+    return decide(
+        risks=risks,
+        sites=[state.site for state in states],
+        cart_values=numbers[:, CART_VALUE],
+        last_offer_at=numbers[:, LAST_OFFER_AT],
+        holdout_buckets=numbers[:, HOLDOUT_BUCKET],
+        rules=rules,
+        used_today=used_today,
+        now=now,
+        cooldown_seconds=cooldown_seconds,
+        holdout_percent=holdout_percent,
+        skip=resumed,
+    )
 
 
 def offer_frame(offer: OfferMade, *, risk: float | None, model: str) -> str:

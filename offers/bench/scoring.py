@@ -33,18 +33,21 @@ import numpy.typing as npt
 from offers.bench import Benchmark, Progress, bounded_float, bounded_int, bounded_ints
 from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
-from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
+from streaming.decider import (
+    Budget,
+    Decider,
+    DecisionMade,
+    ModelSlot,
+    decide_batch,
+    resumed_pauses,
+)
 from streaming.delivery import LocalDelivery
 from streaming.features import feature_matrix, features_of, session_numbers
 from streaming.generator import PAUSE_SECONDS, GeneratedSession, generate_sessions
-from streaming.policy import Rule, Verdicts, decide
+from streaming.policy import Rule, Verdicts
 from streaming.protocol import Event
 from streaming.scoring import Scorer, load_model
 from streaming.state import (
-    CART_VALUE,
-    HOLDOUT_BUCKET,
-    LAST_ACTIVITY,
-    LAST_OFFER_AT,
     SessionState,
 )
 from streaming.store import MemoryStore
@@ -174,20 +177,17 @@ def policy(
     risks: npt.NDArray[np.float64],
     rules: Sequence[Rule],
 ) -> Verdicts:
-    """`policy.decide` on a batch, with the arguments `Decider.step` gives it."""
-    last_offer_at = numbers[:, LAST_OFFER_AT]
-    return decide(
-        risks=risks,
-        sites=[state.site for state in states],
-        cart_values=numbers[:, CART_VALUE],
-        last_offer_at=last_offer_at,
-        holdout_buckets=numbers[:, HOLDOUT_BUCKET],
+    """The policy on a batch, as `Decider.step` calls it."""
+    return decide_batch(
+        states,
+        numbers,
+        risks,
         rules=rules,
         used_today={},
         now=NOW,
         cooldown_seconds=COOLDOWN_SECONDS,
         holdout_percent=HOLDOUT_PERCENT,
-        skip=last_offer_at >= numbers[:, LAST_ACTIVITY] + PAUSE_SECONDS,
+        resumed=resumed_pauses(numbers, PAUSE_SECONDS),
     )
 
 
