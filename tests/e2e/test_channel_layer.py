@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from offers.bench.layer import DEMO_SITE
+from benchmarks.layer import DEMO_SITE
 from tests.e2e.test_redis_mode import RedisServer
 from tests.subprocesses import Server, manage, project_env
 

@@ -2,7 +2,7 @@
 
 `FloorConsumer` keeps Channels' default behaviour (its per-message `aclose_old_connections`
 housekeeping included) and does the bare baseline's per-frame work, nothing more. Run it as its
-own process: `python -m offers.bench.floor --port PORT`.
+own process: `python -m benchmarks.floor --port PORT`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from offers.bench.bare import ack
+from benchmarks.bare import ack
 from streaming.protocol import MAX_FRAME_BYTES
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from offers.simulate import CannotConnect, SimulationReport, run_simulation
+from benchmarks.clients.simulate import CannotConnect, SimulationReport, run_simulation
 
 # Exit codes: 0 done, 1 no server to talk to, 2 bad arguments, 130 stopped with Ctrl-C.
 EXIT_CANNOT_CONNECT = 1

@@ -1,7 +1,7 @@
 """The bare baseline of `bench ingest`: a `websockets` server that parses each frame and acks it.
 
 Nothing else happens per frame, so it is the most a Python WebSocket server does for the same
-traffic. Run it as its own process: `python -m offers.bench.bare --port PORT`.
+traffic. Run it as its own process: `python -m benchmarks.bare --port PORT`.
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ process pinned to core 1:
 
 - timer floor: a bare `websockets` server whose only work is a timer: each activity event
   (re)arms `loop.call_at(receive time + pause)`, which sends an offer frame. The least a Python
-  asyncio server does to send a frame at a deadline (`python -m offers.bench.decisions timer`).
+  asyncio server does to send a frame at a deadline (`python -m benchmarks.decisions timer`).
 - project: `manage.py serve` on a throw-away SQLite database prepared by `bootstrap_demo` (which
   trains and activates the model), with every pause made to end in an offer: holdout 0%,
   cooldown 0 s, every offer rule's `min_risk` and `min_cart_value` 0 and budgets out of the way;
 - project uvicorn: the same under `manage.py serve --server uvicorn`.
 
-The client (`python -m offers.bench.decisions client`) opens N collector sockets, then sends each
+The client (`python -m benchmarks.decisions client`) opens N collector sockets, then sends each
 one activity frame (a product view and an add to cart), paced evenly over `--window` seconds, and
 waits for the offers. The server stamps a session's last activity when it receives the frame,
 between the client's send and the ack's arrival, so the deadline lies between
@@ -48,8 +48,8 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from offers.bench import BenchError, Benchmark, Progress, bounded_float, bounded_ints
-from offers.bench.ingest import (
+from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_ints
+from benchmarks.ingest import (
     BASE_DIR,
     HOST,
     PATH,
@@ -87,7 +87,7 @@ def timer_server(pause_seconds: float) -> Server:
     return Server(
         "timer",
         "timer floor",
-        ("-m", "offers.bench.decisions", "timer", f"--pause-seconds={pause_seconds:g}"),
+        ("-m", "benchmarks.decisions", "timer", f"--pause-seconds={pause_seconds:g}"),
     )
 
 
@@ -582,7 +582,7 @@ def run_client_process(
     command = [
         sys.executable,
         "-m",
-        "offers.bench.decisions",
+        "benchmarks.decisions",
         "client",
         f"--url=ws://{HOST}:{port}{PATH}",
         f"--carts={carts}",

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from offers.bench import bare, load
-from offers.bench.ingest import Cores, IngestReport, Measurement
-from offers.bench.memory import measure_memory
+from benchmarks import bare
+from benchmarks.clients import load
+from benchmarks.ingest import Cores, IngestReport, Measurement
+from benchmarks.memory import measure_memory
 
 
 def test_a_live_session_holds_well_under_four_kib():

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from offers.bench import Benchmark, Progress, bounded_float, bounded_int, bounded_ints
+from benchmarks import Benchmark, Progress, bounded_float, bounded_int, bounded_ints
 from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
 from streaming.decider import (

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from offers.simulate import (
+from benchmarks.clients.simulate import (
     PAUSE_MARGIN,
     CannotConnect,
     collector_url,

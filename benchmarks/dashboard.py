@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from offers.bench import Benchmark, Progress
+from benchmarks import Benchmark, Progress
 from streaming.ratelimit import TokenBucket
 
 RATES = (100, 1_000, 2_500, 5_000)

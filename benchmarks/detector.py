@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from offers.bench import BenchError, Benchmark, Progress, bounded_float, bounded_ints
+from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_ints
 from streaming.protocol import Event, decode_frame
 from streaming.state import SessionState
 from streaming.store import MemoryStore

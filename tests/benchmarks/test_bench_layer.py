@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from offers.bench.decisions import Spread
-from offers.bench.ingest import Cores
-from offers.bench.layer import (
+from benchmarks.decisions import Spread
+from benchmarks.ingest import Cores
+from benchmarks.layer import (
     Arrivals,
     Burst,
     CapacityRun,
@@ -22,7 +22,7 @@ from offers.bench.layer import (
     Ping,
     Stall,
 )
-from offers.management.commands.bench import BENCHMARKS, NAMED_ONLY
+from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
 from tests.conftest import service_missing
 from tests.e2e.test_redis_mode import answers
 

@@ -4,7 +4,7 @@ It runs as its own process, pinned to its own core, so the server under test has
 itself; it is kept as light as a Python client gets (websockets' asyncio client, frames built
 from pre-encoded pieces, one coroutine per socket):
 
-    python -m offers.bench.load --url ws://127.0.0.1:PORT/ws/collect/?site=demo --batch 20
+    python -m benchmarks.clients.load --url ws://127.0.0.1:PORT/ws/collect/?site=demo --batch 20
 
 and prints its figures as one JSON object on stdout.
 """

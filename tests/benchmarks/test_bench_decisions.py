@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from offers.bench import Benchmark, decisions, detector, scoring
-from offers.bench.ingest import Cores
-from offers.management.commands import bench
-from offers.management.commands.bench import BENCHMARKS, defaults
+from benchmarks import Benchmark, decisions, detector, scoring
+from benchmarks.ingest import Cores
+from benchmarks.management.commands import bench
+from benchmarks.management.commands.bench import BENCHMARKS, defaults
 
 
 def test_the_detector_finds_exactly_the_due_sessions_and_times_each_tick():
@@ -196,7 +196,7 @@ def test_bench_all_prints_every_table_and_writes_every_benchmark_s_figures(monke
 def test_the_dashboard_benchmark_measures_each_rate_with_and_without_sampling():
     import asyncio
 
-    from offers.bench.dashboard import measure
+    from benchmarks.dashboard import measure
 
     sampled = asyncio.run(measure(2_500, 2, sampled=True))
     unsampled = asyncio.run(measure(2_500, 2, sampled=False))

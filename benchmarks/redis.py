@@ -4,7 +4,7 @@ Three parts, in one run:
 
 - ingest: events/s acknowledged through `/ws/collect/` by 1 and by 2 `serve --no-worker` front
   ends, and by embedded `serve` (the baseline), with the load client of `bench ingest`
-  (offers.bench.load) driving every front end from one process;
+  (benchmarks.clients.load) driving every front end from one process;
 - decisions: from a pause's deadline to the `offer` frame at the client, with the client of
   `bench decisions` and every pause made to end in an offer, behind one `serve --no-worker`
   with 1 and with 2 `runstream` workers, and behind embedded `serve`; and, from PostgreSQL, the
@@ -47,16 +47,16 @@ from psycopg import sql
 from redis.exceptions import RedisError
 from websockets.exceptions import WebSocketException
 
-from offers.bench import (
+from benchmarks import (
     BenchError,
     Benchmark,
     Progress,
     bounded_float,
     bounded_int,
     bounded_ints,
-    load,
 )
-from offers.bench.decisions import (
+from benchmarks.clients import load
+from benchmarks.decisions import (
     WARMUP_CARTS,
     Round,
     decisions_env,
@@ -64,7 +64,7 @@ from offers.bench.decisions import (
     open_offer_rules,
     run_client_process,
 )
-from offers.bench.ingest import (
+from benchmarks.ingest import (
     BASE_DIR,
     FRAMES,
     HOST,
@@ -79,7 +79,7 @@ from offers.bench.ingest import (
     running_server,
     stop,
 )
-from offers.bench.memory import GIB, MemoryFigures, measure_memory, shopper_frames
+from benchmarks.memory import GIB, MemoryFigures, measure_memory, shopper_frames
 from offers.tokens import new_session_id
 from streaming.decider import OfferMade, offer_frame
 from streaming.policy import new_offer_code, new_offer_id
@@ -784,7 +784,7 @@ def run_load_process(
     command = [
         sys.executable,
         "-m",
-        "offers.bench.redis",
+        "benchmarks.redis",
         "load",
         *(f"--url=ws://{HOST}:{port}{PATH}" for port in ports),
         f"--batch={events_per_frame}",

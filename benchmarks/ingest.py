@@ -1,13 +1,13 @@
 """`bench ingest`: events/s acknowledged by the collector socket against two baselines, in one run.
 
-- bare: a `websockets` server that only parses each frame and acks it (offers.bench.bare);
-- floor: a Channels consumer under daphne doing the same, the framework's least (offers.bench.floor);
+- bare: a `websockets` server that only parses each frame and acks it (benchmarks.bare);
+- floor: a Channels consumer under daphne doing the same, the framework's least (benchmarks.floor);
 - collector: `manage.py serve`, the real thing: parse, validate, rate limit, apply, ack; then the
   same under `serve --server uvicorn`.
 
-Each server runs in its own process pinned to one core, and the load client (offers.bench.load)
+Each server runs in its own process pinned to one core, and the load client (benchmarks.clients.load)
 in another process pinned to a second core, so each side has one core (Linux: pinning and CPU
-times come from the kernel). Also reported: memory per live session (offers.bench.memory).
+times come from the kernel). Also reported: memory per live session (benchmarks.memory).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from offers.bench import BenchError, Benchmark, Progress, bounded_float, bounded_int
-from offers.bench.memory import MemoryFigures, measure_memory
+from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_int
+from benchmarks.memory import MemoryFigures, measure_memory
 
-BASE_DIR = Path(__file__).resolve().parents[2]
+BASE_DIR = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 PATH = "/ws/collect/?site=demo"
 WARMUP_SECONDS = 1.0
@@ -46,8 +46,8 @@ class Server:
 
 
 BASELINES = (
-    Server("bare", "bare websockets", ("-m", "offers.bench.bare")),
-    Server("floor", "channels floor", ("-m", "offers.bench.floor")),
+    Server("bare", "bare websockets", ("-m", "benchmarks.bare")),
+    Server("floor", "channels floor", ("-m", "benchmarks.floor")),
 )
 # The collector as `serve` runs it by default (daphne), then on its other ASGI server.
 COLLECTORS = (
@@ -301,7 +301,7 @@ def run_load(
     command = [
         sys.executable,
         "-m",
-        "offers.bench.load",
+        "benchmarks.clients.load",
         f"--url=ws://{HOST}:{port}{PATH}",
         f"--batch={events_per_frame}",
         f"--connections={options['connections']}",

@@ -12,9 +12,9 @@ import pytest
 import redis
 from django.core.management import call_command
 
-from offers.bench import decisions
-from offers.bench.redis import DecisionRun, IngestRun, Recorded, RedisMemory, RedisReport
-from offers.management.commands.bench import BENCHMARKS, NAMED_ONLY
+from benchmarks import decisions
+from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
+from benchmarks.redis import DecisionRun, IngestRun, Recorded, RedisMemory, RedisReport
 from tests.conftest import service_missing
 
 # Not the bench's default (13) nor the other tests' (14, 15): runs may share the machine.

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from offers.bench import (
+from benchmarks import (
     BenchError,
     Benchmark,
     Progress,
@@ -21,7 +21,7 @@ from offers.bench import (
     scoring,
 )
 
-# To add a benchmark: a module in offers/bench/ exposing BENCHMARK, and a line here.
+# To add a benchmark: a module in benchmarks/ exposing BENCHMARK, and a line here.
 BENCHMARKS: dict[str, Benchmark] = {
     "ingest": ingest.BENCHMARK,
     "decisions": decisions.BENCHMARK,

@@ -2,7 +2,7 @@
 
 For each channels-redis layer (`CHANNEL_LAYER=pubsub`, then `core`), one `manage.py serve
 --no-worker` holds N collector sockets, opened by a client process (`python -m
-offers.bench.layer client`) that stamps each offer frame as it arrives. This process plays the
+benchmarks.layer client`) that stamps each offer frame as it arrives. This process plays the
 `runstream` workers: K senders, each with a layer of its own as each worker has, send
 `offer.push` messages to the sessions' groups one after another, as `LayerDelivery` does.
 Measured, for each layer:
@@ -50,9 +50,10 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from offers.bench import BenchError, Benchmark, Progress, bounded_int, bounded_ints
-from offers.bench.decisions import Spread
-from offers.bench.ingest import (
+from benchmarks import BenchError, Benchmark, Progress, bounded_int, bounded_ints
+from benchmarks.clients.load import cpu_seconds
+from benchmarks.decisions import Spread
+from benchmarks.ingest import (
     BASE_DIR,
     HOST,
     PATH,
@@ -62,7 +63,6 @@ from offers.bench.ingest import (
     machine,
     running_server,
 )
-from offers.bench.load import cpu_seconds
 
 # Not the tests' databases (10, 12, 14 and 15) nor `bench redis`'s (13).
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -340,7 +340,7 @@ class Client:
     def __init__(self, url: str, sockets: int, core: int | None) -> None:
         pin = None if core is None else functools.partial(os.sched_setaffinity, 0, {core})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "offers.bench.layer", "client", url, str(sockets)],
+            [sys.executable, "-m", "benchmarks.layer", "client", url, str(sockets)],
             cwd=BASE_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
