@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import Benchmark, Progress
+from streaming.policy import Outcome
 from streaming.ratelimit import TokenBucket
 
 RATES = (100, 1_000, 2_500, 5_000)
@@ -121,7 +122,7 @@ def _decision(i: int, now: float) -> Any:
         pause_key=f"s{i}:1",
         deadline=now,
         at=now,
-        outcome="offer",
+        outcome=Outcome.OFFER,
         risk=0.8,
         shadow_risk=None,
         model="cart-risk@1",

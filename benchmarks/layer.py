@@ -429,7 +429,7 @@ def drops_unprinted() -> Iterator[None]:
 
 def group_of(session: str) -> str:
     # Django's, so imported here: the client process has no settings.
-    from offers.runtime import session_group
+    from streaming.delivery import session_group
 
     return session_group(session)
 

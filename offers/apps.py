@@ -9,6 +9,6 @@ class OffersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from offers import layer, signals  # noqa: F401
+        from offers import layer_reports, signals  # noqa: F401
 
-        layer.install()
+        layer_reports.install()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from offers import metrics
-from offers.engine import OfferEvent
+from offers.recorder import ShopperMark
 from offers.runtime import Runtime
 from streaming.protocol import Event, ProtocolError
 from streaming.ratelimit import TokenBucket
@@ -15,7 +15,7 @@ OUTCOME_EVENTS = frozenset({"offer_shown", "offer_accepted", "offer_dismissed", 
 
 
 @dataclass(slots=True)
-class Outcome:
+class IngestResult:
     acked: list[str] = field(default_factory=list)
     errors: list[ProtocolError] = field(default_factory=list)
 
@@ -28,15 +28,15 @@ async def ingest(
     items: list[Event | ProtocolError],
     bucket: TokenBucket,
     now: float,
-) -> Outcome:
+) -> IngestResult:
     """Apply the valid events of one frame (or request) in order; say what became of each."""
-    outcome = Outcome()
+    result = IngestResult()
     events: list[Event] = []
     for item in items:
         if isinstance(item, Event):
             events.append(item)
         else:
-            outcome.errors.append(item)
+            result.errors.append(item)
     metrics.EVENTS_RECEIVED.inc(len(items))
     runtime.feed.count_events(len(items))
     if events:
@@ -44,7 +44,7 @@ async def ingest(
         if granted < len(events):
             limited = events[granted:]
             events = events[:granted]
-            outcome.errors.append(
+            result.errors.append(
                 ProtocolError(
                     "rate_limited",
                     f"{len(limited)} event(s) over the rate limit; send them again later",
@@ -55,8 +55,8 @@ async def ingest(
         applied = await runtime.store.apply(
             session_id=session_id, site=site, events=events, now=now
         )
-        outcome.acked = applied.acked
-        outcome.errors.extend(applied.errors)
+        result.acked = applied.acked
+        result.errors.extend(applied.errors)
         metrics.EVENTS_ACCEPTED.inc(len(applied.fresh))
         if applied.duplicates:
             metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
@@ -64,9 +64,9 @@ async def ingest(
             if event.name == "offer_accepted":
                 runtime.feed.count_accepted()
             if event.name in OUTCOME_EVENTS:
-                runtime.recorder.offer_event(
-                    OfferEvent(session_id, getattr(event.props, "offer_id", None), event.name, now)
+                runtime.recorder.mark(
+                    ShopperMark(session_id, getattr(event.props, "offer_id", None), event.name, now)
                 )
-    for error in outcome.errors:
+    for error in result.errors:
         metrics.EVENTS_REFUSED.labels(error.code).inc()
-    return outcome
+    return result

@@ -21,7 +21,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from offers import metrics
 from offers.collector import ingest
 from offers.dashboard import GROUP as DASHBOARD_GROUP
-from offers.runtime import get_runtime, session_group
+from offers.runtime import get_runtime
+from streaming.delivery import session_group
 from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
 from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
@@ -172,7 +173,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             await self.refuse([exc.error])
             return
         try:
-            outcome = await ingest(
+            result = await ingest(
                 get_runtime(),
                 session_id=self.session_id,
                 site=self.site_key,
@@ -184,10 +185,10 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             # Nothing of this frame was acknowledged: the client keeps it and sends it again.
             await self.store_down()
             return
-        if outcome.acked:
-            await self.push_frame({"type": "ack", "ids": outcome.acked})
-        if outcome.errors:
-            await self.refuse(outcome.errors)
+        if result.acked:
+            await self.push_frame({"type": "ack", "ids": result.acked})
+        if result.errors:
+            await self.refuse(result.errors)
 
     async def refuse(self, errors: list[ProtocolError]) -> None:
         for error in errors:
@@ -219,7 +220,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
 
     async def layer_lost(self) -> None:
         """The channel layer missed messages for this process: the page reconnects and is sent
-        its live offer again (offers/layer.py)."""
+        its live offer again (offers/layer_reports.py)."""
         metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
         await self.close(code=CLOSE_STORE_DOWN, reason="channel layer interrupted, try again")
 

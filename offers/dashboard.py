@@ -26,8 +26,9 @@ from channels.layers import get_channel_layer
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from offers.models import Decision, Outcome
+from offers.models import Decision
 from streaming.decider import DecisionMade, ModelSlot
+from streaming.policy import OUTCOMES, Outcome
 from streaming.ratelimit import TokenBucket
 from streaming.store import SessionStore
 from streaming.uplift import Group, uplift
@@ -59,7 +60,7 @@ class Totals:
             "events": self.events - other.events,
             "accepted": self.offers_accepted - other.offers_accepted,
         }
-        for outcome in Outcome.values:
+        for outcome in OUTCOMES:
             added[f"d:{outcome}"] = self.decisions[outcome] - other.decisions[outcome]
         for i, count in enumerate(self.risk_bins):
             added[f"r{i}"] = count - other.risk_bins[i]
@@ -79,7 +80,7 @@ class Totals:
         return cls(
             counts.get("events", 0),
             counts.get("accepted", 0),
-            Counter({o: counts.get(f"d:{o}", 0) for o in Outcome.values}),
+            Counter({o: counts.get(f"d:{o}", 0) for o in OUTCOMES}),
             [counts.get(f"r{i}", 0) for i in range(RISK_BINS)],
         )
 
@@ -278,7 +279,7 @@ class DashboardFeed:
             "events": totals.events,
             "live_sessions": len(self.store),
             "carts_at_risk": self.store.open_carts(),
-            "decisions": {outcome: totals.decisions[outcome] for outcome in Outcome.values},
+            "decisions": {outcome: totals.decisions[outcome] for outcome in OUTCOMES},
             "offers_sent": totals.decisions[Outcome.OFFER],
             "offers_accepted": totals.offers_accepted,
             "conversion": self._uplift,

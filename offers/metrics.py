@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from streaming.policy import OUTCOMES
 from streaming.protocol import ERROR_CODES
 
 EVENTS_RECEIVED = Counter("liveoffers_events_received", "Events received, valid or not.")
@@ -28,7 +29,7 @@ LIVE_SESSIONS = Gauge("liveoffers_live_sessions", "Sessions held in this process
 OPEN_SOCKETS = Gauge("liveoffers_open_sockets", "Collector sockets open in this process.")
 
 DECISIONS = Counter("liveoffers_decisions", "Decisions made, by outcome.", ["outcome"])
-for _outcome in ("offer", "holdout", "no_offer"):
+for _outcome in OUTCOMES:
     DECISIONS.labels(_outcome)
 DECISION_DELAY = Histogram(
     "liveoffers_decision_delay_seconds",

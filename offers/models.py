@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from streaming.policy import Outcome
+
 ANY_ORIGIN = "*"
 
 
@@ -152,10 +154,7 @@ class ScoringModel(models.Model):
         return f"{self.name}@{self.version}"
 
 
-class Outcome(models.TextChoices):
-    OFFER = "offer", "Offer"
-    HOLDOUT = "holdout", "Holdout"
-    NO_OFFER = "no_offer", "No offer"
+OUTCOME_CHOICES = [(outcome.value, outcome.label) for outcome in Outcome]
 
 
 class Decision(models.Model):
@@ -174,7 +173,7 @@ class Decision(models.Model):
     shadow_model = models.CharField(max_length=80, blank=True)
     features = models.JSONField(default=dict)
     reasons = models.JSONField(default=list, blank=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    outcome = models.CharField(max_length=16, choices=OUTCOME_CHOICES)
     cart_value = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
     converted_at = models.DateTimeField(null=True, blank=True)
 

@@ -5,20 +5,19 @@ Built once from settings on first use; tests rebuild it with `reset_runtime()`.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
-import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
 from django.conf import settings
 
-from offers import layer, metrics
+from offers import layer_reports, metrics
 from offers.dashboard import DashboardFeed, SharedBoard
-from offers.engine import ModelWatcher, Recorder, RuleBook
+from offers.recorder import Recorder
+from offers.registry import RegistryWatcher
+from offers.rulebook import RuleBook
 from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
-from streaming.delivery import Delivery, LocalDelivery, Socket
+from streaming.delivery import Delivery, LayerDelivery, LocalDelivery
 from streaming.ratelimit import TokenBucket
 from streaming.redis_store import CLAIM_CHUNK, RedisStore
 from streaming.store import MemoryStore, SessionStore
@@ -33,7 +32,7 @@ class Runtime:
     delivery: Delivery
     worker: StreamWorker
     models: ModelSlot
-    watcher: ModelWatcher
+    watcher: RegistryWatcher
     rulebook: RuleBook
     decider: Decider
     recorder: Recorder
@@ -59,88 +58,6 @@ class Runtime:
         return bucket
 
 
-def session_group(session_id: str) -> str:
-    """The channel-layer group of a session's open sockets (Redis mode)."""
-    return f"lo.session.{session_id}"
-
-
-@runtime_checkable
-class LayerSocket(Socket, Protocol):
-    async def layer_lost(self) -> None:
-        """The channel layer may have lost messages for this socket: close it, to reconnect."""
-
-
-class LayerDelivery(Delivery):
-    """Redis mode: a session's sockets may be held by any server; the channel layer reaches them.
-
-    Each collector socket joins its session's group itself; this process keeps its own sockets,
-    to count them and to close them when its subscriber to the layer fails (offers/layer.py).
-    """
-
-    def __init__(self, publisher: aioredis.Redis | None = None) -> None:
-        self._sockets: set[Socket] = set()
-        self._closing: set[asyncio.Task[None]] = set()
-        self._publisher = publisher
-
-    def attach(self, session_id: str, socket: Socket) -> None:
-        self._sockets.add(socket)
-
-    def detach(self, session_id: str, socket: Socket) -> None:
-        self._sockets.discard(socket)
-
-    async def deliver(self, session_id: str, data: str) -> int:
-        from channels.layers import get_channel_layer
-
-        channel_layer = get_channel_layer()
-        await channel_layer.group_send(
-            session_group(session_id), {"type": "offer.push", "text": data}
-        )
-        return 1
-
-    async def deliver_many(self, frames: Sequence[tuple[str, str]]) -> int:
-        """A batch's offers in one round trip on the pub/sub layer, rather than one each.
-
-        The pub/sub layer's `group_send` is a PUBLISH of the serialized message on the group's
-        Redis channel, under a lock, one round trip a message: 2,000 offers took about a second.
-        Here the same PUBLISHes go out in one pipeline, in order. Other layers (and a lone offer)
-        go through `group_send`.
-        """
-        from channels.layers import get_channel_layer
-        from channels_redis.pubsub import RedisPubSubChannelLayer
-
-        channel_layer = get_channel_layer()
-        if (
-            len(frames) < 2
-            or self._publisher is None
-            or not isinstance(channel_layer, RedisPubSubChannelLayer)
-        ):
-            return await super().deliver_many(frames)
-        async with self._publisher.pipeline(transaction=False) as pipe:
-            for session_id, data in frames:
-                pipe.publish(
-                    channel_layer._get_group_channel_name(session_group(session_id)),
-                    channel_layer.serialize({"type": "offer.push", "text": data}),
-                )
-            await pipe.execute()
-        return len(frames)
-
-    def open_sockets(self) -> int:
-        return len(self._sockets)
-
-    def layer_lost(self) -> None:
-        """What was published to this process until its subscriber is back is lost: its sockets
-        close with 4503, and each page, reconnecting, is sent its live offer again."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not from the loop that holds the sockets: none of ours
-            return
-        for socket in list(self._sockets):
-            if isinstance(socket, LayerSocket):
-                task = loop.create_task(socket.layer_lost())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-
-
 class CountsRefresher:
     """Refreshes the store's cached counts (live sessions, carts at risk) once a second."""
 
@@ -155,11 +72,9 @@ class CountsRefresher:
         return False
 
 
-_runtime: Runtime | None = None
-_decides = True
-
-
-def build_runtime() -> Runtime:
+def build_runtime(*, decides: bool = True) -> Runtime:
+    """This process's live parts: with the decision steps (embedded mode, a `runstream` worker),
+    or without them (a front end of Redis mode, `serve --no-worker`)."""
     pause_seconds = settings.PAUSE_SECONDS
     store: SessionStore
     delivery: Delivery
@@ -169,19 +84,19 @@ def build_runtime() -> Runtime:
             idle_seconds=settings.SESSION_IDLE_SECONDS,
             pause_seconds=pause_seconds,
         )
-        delivery = LayerDelivery(publisher=store.redis)
-        layer.on_receive_failure(delivery.layer_lost)
+        delivery = LayerDelivery(get_channel_layer, publisher=store.redis)
+        layer_reports.on_receive_failure(delivery.layer_lost)
     else:
         store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
         delivery = LocalDelivery()
-        layer.on_receive_failure(None)
+        layer_reports.on_receive_failure(None)
     models = ModelSlot()
     budget = Budget()
-    watcher = ModelWatcher(models)
+    watcher = RegistryWatcher(models)
     rulebook = RuleBook(budget)
     recorder = Recorder(store=store)
     shared = SharedBoard(store.redis) if isinstance(store, RedisStore) else None
-    feed = DashboardFeed(store=store, models=models, shared=shared, publishes=_decides)
+    feed = DashboardFeed(store=store, models=models, shared=shared, publishes=decides)
 
     async def record(decisions: list[DecisionMade]) -> None:
         await recorder.record(decisions)
@@ -204,7 +119,7 @@ def build_runtime() -> Runtime:
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
     )
     counts = CountsRefresher(store)
-    if _decides:
+    if decides:
         worker.steps = [
             watcher.step,
             rulebook.step,
@@ -248,15 +163,18 @@ def build_runtime() -> Runtime:
     return runtime
 
 
+_runtime: Runtime | None = None
+
+
 def configure_runtime(*, decides: bool) -> Runtime:
     """Build this process's runtime: with the decision steps (a worker) or without (a front end)."""
-    global _decides, _runtime
-    _decides = decides
-    _runtime = build_runtime()
+    global _runtime
+    _runtime = build_runtime(decides=decides)
     return _runtime
 
 
 def get_runtime() -> Runtime:
+    """This process's runtime, built with the decision steps on first use if not configured."""
     global _runtime
     if _runtime is None:
         _runtime = build_runtime()
@@ -264,6 +182,4 @@ def get_runtime() -> Runtime:
 
 
 def reset_runtime() -> Runtime:
-    global _runtime
-    _runtime = build_runtime()
-    return _runtime
+    return configure_runtime(decides=True)

@@ -19,9 +19,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from offers import services
-from offers.models import Decision, Outcome, ScoringModel
+from offers.models import Decision, ScoringModel
 from streaming.features import FEATURE_NAMES
 from streaming.generator import generate_sessions
+from streaming.policy import Outcome
 from streaming.training import labelled_from_decisions, pause_examples, train_booster
 
 DEFAULT_SESSIONS = 20_000

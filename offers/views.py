@@ -65,7 +65,7 @@ async def collect(request: HttpRequest) -> HttpResponse:
     if session_id is None:
         return _json_error(403, "bad_token", "the session token is forged, expired or missing")
     now = time.time()
-    outcome = await ingest(
+    result = await ingest(
         runtime,
         session_id=session_id,
         site=site.key,
@@ -74,7 +74,7 @@ async def collect(request: HttpRequest) -> HttpResponse:
         now=now,
     )
     response = JsonResponse(
-        {"ack": outcome.acked, "errors": [error.frame() for error in outcome.errors]}, status=202
+        {"ack": result.acked, "errors": [error.frame() for error in result.errors]}, status=202
     )
     if origin:
         response["Access-Control-Allow-Origin"] = origin

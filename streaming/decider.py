@@ -23,6 +23,7 @@ from streaming.features import as_dicts, features_of, session_numbers
 from streaming.policy import (
     HOLDOUT,
     NO_OFFER,
+    Outcome,
     Rule,
     Verdicts,
     decide,
@@ -63,7 +64,7 @@ class DecisionMade:
     pause_key: str
     deadline: float
     at: float
-    outcome: str
+    outcome: Outcome
     risk: float | None
     shadow_risk: float | None
     model: str
@@ -126,7 +127,7 @@ class Budget:
             self._used[rule_id] = used.get(rule_id, 0) + count
 
 
-Recorder = Callable[[list[DecisionMade]], Awaitable[None]]
+OnDecided = Callable[[list[DecisionMade]], Awaitable[None]]
 
 
 def iso_utc(at: float) -> str:
@@ -142,7 +143,7 @@ class Decider:
         models: ModelSlot,
         rules: Callable[[], Sequence[Rule]],
         budget: Budget,
-        record: Recorder,
+        record: OnDecided,
         pause_seconds: float,
         cooldown_seconds: float,
         holdout_percent: float,
@@ -214,7 +215,7 @@ class Decider:
         sent_at = self.clock()
         for made in offered:
             made.sent_at = sent_at
-        explained = [i for i, d in enumerate(decisions) if d.outcome != "no_offer"]
+        explained = [i for i, d in enumerate(decisions) if d.outcome != Outcome.NO_OFFER]
         if active is None or not explained:
             await self.record(decisions)
         else:
@@ -273,7 +274,7 @@ class Decider:
             pause_key=state.pause_key,
             deadline=state.last_activity + self.pause_seconds,
             at=now,
-            outcome="no_offer",
+            outcome=Outcome.NO_OFFER,
             risk=risk,
             shadow_risk=shadow_risk,
             model=self.models.active.label if self.models.active else "",
@@ -290,10 +291,10 @@ class Decider:
             return None
         now = decision.at
         if outcome == HOLDOUT:
-            decision.outcome = "holdout"
+            decision.outcome = Outcome.HOLDOUT
             notes.append(OfferNote(decision.session_id, now))
             return None
-        decision.outcome = "offer"
+        decision.outcome = Outcome.OFFER
         offer = OfferMade(
             offer_id=new_offer_id(),
             code=new_offer_code(rule.discount_percent),
@@ -314,7 +315,7 @@ class Decider:
         again."""
         frame = state.offer_frame
         decision.at = state.last_offer_at or decision.at
-        decision.outcome = "offer" if frame else "holdout"
+        decision.outcome = Outcome.OFFER if frame else Outcome.HOLDOUT
         if frame:
             sent = msgspec.json.decode(frame)
             decision.risk = sent.get("risk", decision.risk)

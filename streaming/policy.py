@@ -13,14 +13,28 @@ import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from enum import StrEnum
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-Outcome = Literal["offer", "holdout", "no_offer"]
-OUTCOMES: Final[tuple[Outcome, ...]] = ("offer", "holdout", "no_offer")
-OFFER, HOLDOUT, NO_OFFER = 0, 1, 2  # indexes into OUTCOMES
+
+class Outcome(StrEnum):
+    """What a decision did. The one list of outcomes: the policy, the records (`Decision.outcome`),
+    the metrics and the dashboard all read it."""
+
+    OFFER = "offer"
+    HOLDOUT = "holdout"
+    NO_OFFER = "no_offer"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
+OUTCOMES: Final[tuple[Outcome, ...]] = tuple(Outcome)
+OFFER, HOLDOUT, NO_OFFER = (OUTCOMES.index(o) for o in Outcome)  # indexes into OUTCOMES
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or retyped survives.
 CODE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

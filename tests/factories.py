@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from streaming.protocol import Event, decode_frame
+
+if TYPE_CHECKING:
+    from offers.models import ScoringModel
 
 T0 = 1_764_000_000.0
 
@@ -48,3 +53,16 @@ def comparing_shopper(session: str, *, views: int = 8) -> list[Event]:
         for i in range(views)
     ]
     return events
+
+
+def stored_model(seed: int = 1) -> ScoringModel:
+    """A small model in the registry, as a candidate."""
+    from offers.services import model_create
+    from streaming.features import FEATURE_NAMES
+
+    return model_create(
+        artifact=small_model(seed=seed),
+        artifact_format="ubj",
+        feature_names=list(FEATURE_NAMES),
+        metrics={"auc": 0.9},
+    )

@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from offers.models import Decision, Offer, Outcome, Product, Site
+from offers.models import Decision, Offer, Product, Site
+from streaming.policy import Outcome
 
 pytestmark = pytest.mark.django_db
 

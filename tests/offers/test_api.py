@@ -6,7 +6,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from offers.models import Decision, Offer, Outcome
+from offers.models import Decision, Offer
+from streaming.policy import Outcome
 
 pytestmark = pytest.mark.django_db
 

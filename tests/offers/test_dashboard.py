@@ -20,6 +20,7 @@ from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.dashboard import DashboardFeed, SharedBoard
 from offers.runtime import Runtime
 from streaming.decider import DecisionMade, ModelSlot
+from streaming.policy import Outcome
 from streaming.store import MemoryStore
 from tests.conftest import service_missing
 from tests.factories import T0
@@ -50,7 +51,7 @@ def made(i: int, outcome: str = "offer", risk: float = 0.9) -> DecisionMade:
         pause_key=f"s{i}:1",
         deadline=T0,
         at=T0,
-        outcome=outcome,
+        outcome=Outcome(outcome),
         risk=risk,
         shadow_risk=None,
         model="cart-risk@1",

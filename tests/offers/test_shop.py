@@ -7,7 +7,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from offers.models import Decision, Offer, Outcome, Product
+from offers.models import Decision, Offer, Product
+from streaming.policy import Outcome
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,11 @@ import xgboost as xgb
 from django.core.management import call_command
 from django.utils import timezone
 
-from offers.models import Decision, Outcome, ScoringModel
+from offers.models import Decision, ScoringModel
 from offers.training import train_default_model
 from streaming.features import FEATURE_NAMES, as_dict, feature_row
 from streaming.generator import generate_sessions
+from streaming.policy import Outcome
 from streaming.state import SessionState
 
 pytestmark = pytest.mark.django_db

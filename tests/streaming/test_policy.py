@@ -13,6 +13,7 @@ import numpy as np
 from streaming.policy import (
     CODE_ALPHABET,
     OUTCOMES,
+    Outcome,
     Rule,
     Verdict,
     Verdicts,
@@ -111,7 +112,7 @@ def test_risk_exactly_at_min_risk_matches() -> None:
 def test_a_risk_below_every_rule_gets_no_offer() -> None:
     verdict = decision(risk=0.42)
 
-    assert verdict == Verdict("no_offer", None, verdict.reason)
+    assert verdict == Verdict(Outcome.NO_OFFER, None, verdict.reason)
     assert verdict.reason == "risk 0.42 below every rule (lowest min_risk 0.50)"
 
 
@@ -176,7 +177,7 @@ def test_a_session_whose_cooldown_has_passed_gets_an_offer() -> None:
 def test_without_a_model_there_is_no_offer() -> None:
     verdict = decision(risk=None)
 
-    assert verdict == Verdict("no_offer", None, "no active model")
+    assert verdict == Verdict(Outcome.NO_OFFER, None, "no active model")
 
 
 def test_a_risk_that_is_not_a_number_gets_no_offer() -> None:

@@ -4,66 +4,15 @@ import datetime as dt
 
 import pytest
 
-from offers.engine import ModelWatcher, OfferEvent, Recorder, RuleBook
-from offers.models import Decision, Offer, OfferRule, ScoringModel
-from offers.services import model_activate, model_create, model_rollback, model_shadow
-from streaming.decider import Budget, DecisionMade, ModelSlot, OfferMade
+from offers import services
+from offers.models import Decision, Offer
+from offers.recorder import Recorder, ShopperMark
+from streaming.decider import DecisionMade, OfferMade
 from streaming.features import FEATURE_NAMES
-from tests.factories import T0, small_model
+from streaming.policy import Outcome
+from tests.factories import T0, stored_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def stored_model(seed: int = 1) -> ScoringModel:
-    return model_create(
-        artifact=small_model(seed=seed),
-        artifact_format="ubj",
-        feature_names=list(FEATURE_NAMES),
-        metrics={"auc": 0.9},
-    )
-
-
-async def test_the_watcher_follows_activation_and_rollback():
-    from asgiref.sync import sync_to_async
-
-    first, second = await sync_to_async(stored_model)(1), await sync_to_async(stored_model)(2)
-    slot = ModelSlot()
-    watcher = ModelWatcher(slot, every=1.0)
-    assert await watcher.step(T0) is False and slot.active is None
-    await sync_to_async(model_activate)(model=first)
-    assert await watcher.step(T0 + 0.5) is False  # not yet time to look
-    assert await watcher.step(T0 + 1) is True
-    assert slot.active is not None and slot.active.label == "cart-risk@1"
-    await sync_to_async(model_activate)(model=second)
-    await watcher.step(T0 + 2)
-    assert slot.active.label == "cart-risk@2"
-    await sync_to_async(model_shadow)(model=first)
-    await watcher.step(T0 + 3)
-    assert slot.shadow is not None and slot.shadow.label == "cart-risk@1"
-    await sync_to_async(model_shadow)(model=None)
-    rolled = await sync_to_async(model_rollback)()
-    assert rolled is not None and rolled.label == "cart-risk@1"
-    await watcher.step(T0 + 4)
-    assert slot.active.label == "cart-risk@1" and slot.shadow is None
-
-
-async def test_a_corrupt_model_is_refused_and_the_last_good_one_kept():
-    from asgiref.sync import sync_to_async
-
-    good = await sync_to_async(stored_model)(1)
-    await sync_to_async(model_activate)(model=good)
-    slot = ModelSlot()
-    watcher = ModelWatcher(slot)
-    await watcher.step(T0)
-    corrupt = await sync_to_async(model_create)(
-        artifact=b"{not a model",
-        artifact_format="json",
-        feature_names=list(FEATURE_NAMES),
-        metrics={},
-    )
-    await sync_to_async(model_activate)(model=corrupt)
-    assert await watcher.step(T0 + 1) is False
-    assert slot.active is not None and slot.active.label == "cart-risk@1"
 
 
 def decision(pause_key: str, *, outcome: str = "offer", with_offer: bool = True) -> DecisionMade:
@@ -74,7 +23,7 @@ def decision(pause_key: str, *, outcome: str = "offer", with_offer: bool = True)
         pause_key=pause_key,
         deadline=T0,
         at=T0 + 0.01,
-        outcome=outcome,
+        outcome=Outcome(outcome),
         risk=0.9,
         shadow_risk=None,
         model="cart-risk@1",
@@ -105,10 +54,10 @@ async def test_the_recorder_writes_decisions_offers_and_their_outcomes(demo_site
     await recorder.record(
         [decision("s1:3"), decision("s2:5", outcome="no_offer", with_offer=False)]
     )
-    recorder.offer_event(OfferEvent("s1", "o-s1:3", "offer_shown", T0 + 1))
-    recorder.offer_event(OfferEvent("s1", "o-s1:3", "offer_accepted", T0 + 2))
-    recorder.offer_event(OfferEvent("s2", "o-s1:3", "offer_accepted", T0 + 2))  # not s2's offer
-    recorder.offer_event(OfferEvent("s1", None, "purchase", T0 + 3))
+    recorder.mark(ShopperMark("s1", "o-s1:3", "offer_shown", T0 + 1))
+    recorder.mark(ShopperMark("s1", "o-s1:3", "offer_accepted", T0 + 2))
+    recorder.mark(ShopperMark("s2", "o-s1:3", "offer_accepted", T0 + 2))  # not s2's offer
+    recorder.mark(ShopperMark("s1", None, "purchase", T0 + 3))
     assert await recorder.step(T0) is True
 
     def check() -> None:
@@ -139,7 +88,7 @@ async def test_an_offer_written_while_its_event_is_applied_is_marked_on_the_next
 
     worker, front_end = Recorder(), Recorder()
     await worker.record([decision("s1:3")])
-    front_end.offer_event(OfferEvent("s1", "o-s1:3", "offer_shown", T0 + 1))
+    front_end.mark(ShopperMark("s1", "o-s1:3", "offer_shown", T0 + 1))
     update = QuerySet.update
 
     def update_then_the_worker_writes(self: QuerySet[Offer], **fields: object) -> int:
@@ -174,42 +123,20 @@ async def test_a_database_hiccup_keeps_decisions_queued_until_it_passes(demo_sit
 
     recorder = Recorder()
     await recorder.record([decision("s1:3")])
-    real = Recorder._write_decisions
+    real = services.decision_record_batch
 
-    def down(self, decisions):
+    def down(*, decisions):
         from django.db import OperationalError
 
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(Recorder, "_write_decisions", down)
+    monkeypatch.setattr(services, "decision_record_batch", down)
     assert await recorder.step(T0) is False
     assert recorder.pending() == 1
-    monkeypatch.setattr(Recorder, "_write_decisions", real)
+    monkeypatch.setattr(services, "decision_record_batch", real)
     assert await recorder.step(T0 + 1) is True
     assert await sync_to_async(Decision.objects.count)() == 1
     assert recorder.pending() == 0
-
-
-async def test_the_rule_book_loads_active_rules_and_seeds_todays_budget(demo_site):
-    from asgiref.sync import sync_to_async
-
-    def setup() -> None:
-        OfferRule.objects.create(
-            site=demo_site, priority=5, min_risk=0.7, discount_percent=15, title="a", message="a"
-        )
-        OfferRule.objects.create(
-            priority=9, min_risk=0.5, discount_percent=5, title="b", message="b"
-        )
-        OfferRule.objects.create(
-            priority=1, min_risk=0.1, discount_percent=5, title="off", message="c", active=False
-        )
-
-    await sync_to_async(setup)()
-    budget = Budget()
-    book = RuleBook(budget)
-    await book.step(T0)
-    assert [(r.title, r.site) for r in book.rules()] == [("a", "demo"), ("b", None)]
-    assert budget.used(T0) == {}
 
 
 def test_an_offer_code_is_used_once_and_not_after_it_expires(demo_site):

@@ -1,4 +1,4 @@
-"""The channel layer's reports (offers/layer.py) from a real channels-redis on a real Redis, and
+"""The channel layer's reports (offers/layer_reports.py) from a real channels-redis on a real Redis, and
 how a collector socket keeps its offers when the layer loses some."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 from prometheus_client import REGISTRY
 
 from config.asgi import application
-from offers import layer
+from offers import layer_reports
 from offers.consumers import CollectorConsumer
-from offers.runtime import LayerDelivery, Runtime, session_group
+from offers.runtime import Runtime
+from streaming.delivery import LayerDelivery, session_group
 from streaming.state import SessionState
 from tests.conftest import service_missing
 from tests.e2e.test_redis_mode import RedisServer, answers
@@ -35,9 +36,9 @@ def sample(name: str, **labels: str) -> float:
 @pytest.fixture
 def on_receive_failure() -> Iterator[asyncio.Event]:
     failed = asyncio.Event()
-    layer.on_receive_failure(failed.set)
+    layer_reports.on_receive_failure(failed.set)
     yield failed
-    layer.on_receive_failure(None)
+    layer_reports.on_receive_failure(None)
 
 
 @pytest.mark.services
@@ -89,10 +90,10 @@ OFFER = json.dumps({"type": "offer", "offer_id": "o-1", "expires_at": "2099-01-0
 def layered(runtime: Runtime, monkeypatch) -> Iterator[Runtime]:
     """A runtime whose collector sockets join their session's group, as in Redis mode."""
     monkeypatch.setattr(CollectorConsumer, "channel_layer_alias", "default")
-    runtime.delivery = LayerDelivery()
-    layer.on_receive_failure(runtime.delivery.layer_lost)
+    runtime.delivery = LayerDelivery(get_channel_layer)
+    layer_reports.on_receive_failure(runtime.delivery.layer_lost)
     yield runtime
-    layer.on_receive_failure(None)
+    layer_reports.on_receive_failure(None)
 
 
 async def connected() -> tuple[WebsocketCommunicator, dict[str, object]]:
@@ -131,8 +132,8 @@ async def test_a_lost_subscriber_closes_the_sockets_with_4503_to_reconnect(
     assert layered.delivery.open_sockets() == 2
     closed = "liveoffers_connections_closed_by_server_total"
     before = sample(closed, code="4503")
-    # What channels-redis logs when its receive loop fails (offers/layer.py).
-    logging.getLogger("channels_redis.pubsub").error(layer.RECEIVE_FAILED)
+    # What channels-redis logs when its receive loop fails (offers/layer_reports.py).
+    logging.getLogger("channels_redis.pubsub").error(layer_reports.RECEIVE_FAILED)
     for ws, _ in sockets:
         output = await ws.receive_output()
         assert (output["type"], output["code"]) == ("websocket.close", 4503)

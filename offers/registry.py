@@ -1,0 +1,85 @@
+"""The model registry, watched: every process scores with the registry's active and shadow models.
+
+A worker step (`async def step(now) -> bool`) that reads the registry in a thread, so the event
+loop that serves the sockets never waits on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+
+from offers import metrics
+from offers.models import ScoringModel
+from streaming.decider import ModelSlot
+from streaming.scoring import ModelError, Scorer, load_model
+
+log = logging.getLogger(__name__)
+
+
+class RegistryWatcher:
+    """Keeps the slot's scorers equal to the registry's active and shadow models.
+
+    Polls every `every` seconds, so an activation from the admin or from another process
+    (`train_model --activate`) takes over within about that long, with no restart.
+    """
+
+    def __init__(self, slot: ModelSlot, *, every: float = 1.0) -> None:
+        self.slot = slot
+        self.every = every
+        self._next = 0.0
+        self._loaded: dict[str, tuple[int, Scorer] | None] = {"active": None, "shadow": None}
+        self._failed: set[int] = set()
+
+    async def step(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + self.every
+        wanted = await database_sync_to_async(_registry_state)()
+        changed = False
+        for role in ("active", "shadow"):
+            changed = await self._sync(role, wanted.get(role)) or changed
+        return changed
+
+    async def _sync(self, role: str, model_id: int | None) -> bool:
+        loaded = self._loaded[role]
+        if (loaded[0] if loaded else None) == model_id:
+            return False
+        if model_id is None:
+            self._set(role, None)
+            return True
+        if model_id in self._failed:
+            return False
+        try:
+            scorer = await database_sync_to_async(_load_scorer)(model_id)
+        except (ModelError, ScoringModel.DoesNotExist) as exc:
+            # Keep scoring with the last good model; an operator sees the alert.
+            self._failed.add(model_id)
+            metrics.MODEL_LOAD_FAILURES.inc()
+            log.error("model %s could not be loaded, keeping the last good one: %s", model_id, exc)
+            return False
+        self._set(role, (model_id, scorer))
+        log.info("now scoring with %s as the %s model", scorer.label, role)
+        return True
+
+    def _set(self, role: str, loaded: tuple[int, Scorer] | None) -> None:
+        self._loaded[role] = loaded
+        scorer = loaded[1] if loaded else None
+        if role == "active":
+            self.slot.active = scorer
+            metrics.ACTIVE_MODEL.info({"label": scorer.label if scorer else ""})
+        else:
+            self.slot.shadow = scorer
+
+
+def _registry_state() -> dict[str, int]:
+    rows = ScoringModel.objects.filter(
+        state__in=[ScoringModel.State.ACTIVE, ScoringModel.State.SHADOW]
+    ).values_list("state", "id")
+    return {state: model_id for state, model_id in rows}
+
+
+def _load_scorer(model_id: int) -> Scorer:
+    model = ScoringModel.objects.get(pk=model_id)
+    return load_model(bytes(model.artifact), label=model.label)
