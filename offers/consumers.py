@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,14 +22,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from offers import metrics
 from offers.collector import ingest
 from offers.dashboard import GROUP as DASHBOARD_GROUP
+from offers.models import SITE_KEY_PATTERN
 from offers.runtime import get_runtime
-from streaming.delivery import session_group
 from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
+from streaming.delivery import session_group
 from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
 from streaming.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
+
+_SITE_KEY = re.compile(SITE_KEY_PATTERN)
 
 MAX_ERRORS = 100
 CLOSE_TOO_BIG = 1009
@@ -85,6 +89,11 @@ class CollectorConsumer(AsyncWebsocketConsumer):
                 if not self.accepted:
                     await send({"type": "websocket.accept"})
                 await send({"type": "websocket.close", "code": CLOSE_STORE_DOWN})
+        finally:
+            # However the consumer ends, even by a bug, its socket leaves: one left attached
+            # would be counted open and sent offers forever.
+            with contextlib.suppress(Exception):
+                await self.leave()
 
     async def layer_receive(self) -> dict[str, Any]:
         while True:
@@ -109,7 +118,8 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         key = params.get("site", [""])[0]
-        site = await find_site(key)
+        # A key no site can have is refused without a query (a NUL would fail in PostgreSQL).
+        site = await find_site(key) if _SITE_KEY.fullmatch(key) else None
         if site is None:
             metrics.CONNECTIONS_REFUSED.labels("unknown_site").inc()
             await self.close()  # before accept: the handshake is answered 403
@@ -154,6 +164,19 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             await self.push(offer)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
+        try:
+            await self.receive_frame(message)
+        except STORE_DOWN:
+            raise
+        except Exception:
+            # The last resort: a frame that some bug lets through is answered like any bad
+            # frame, and counted, instead of ending the socket with an internal error (1011).
+            log.exception("a collector frame failed; answered with an error frame")
+            metrics.FRAME_CRASHES.inc()
+            with contextlib.suppress(Exception):
+                await self.refuse([ProtocolError("bad_frame", "this frame could not be handled")])
+
+    async def receive_frame(self, message: dict[str, Any]) -> None:
         data = message.get("text")
         if data is None:
             data = message.get("bytes")
@@ -205,9 +228,14 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_STORE_DOWN, reason="session store unavailable, try again")
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.leave()
+        raise StopConsumer()
+
+    async def leave(self) -> None:
+        """Leave delivery and the session's group, once, however the socket ends."""
         if self.attached:
-            get_runtime().delivery.detach(self.session_id, self)
             self.attached = False
+            get_runtime().delivery.detach(self.session_id, self)
         if self.grouped:
             self.grouped = False
             # Redis gone as well: the membership goes with the layer's connection (pubsub) or
@@ -216,7 +244,6 @@ class CollectorConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(
                     session_group(self.session_id), self.channel_name
                 )
-        raise StopConsumer()
 
     async def layer_lost(self) -> None:
         """The channel layer missed messages for this process: the page reconnects and is sent

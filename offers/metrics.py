@@ -54,3 +54,8 @@ CHANNEL_LAYER_RECEIVE_FAILURES = Counter(
     "Times this process's channel-layer subscriber failed to read from Redis "
     "(CHANNEL_LAYER=pubsub); its collector sockets are closed with 4503 to reconnect.",
 )
+FRAME_CRASHES = Counter(
+    "liveoffers_frame_crashes",
+    "Collector frames whose handling failed unexpectedly; each was answered with an error frame "
+    "and its socket kept open. Any count here is a bug to look into.",
+)

@@ -9,6 +9,9 @@ from django.db import models
 from streaming.policy import Outcome
 
 ANY_ORIGIN = "*"
+# A site's public key: what a shop's snippet may send as its site.
+SITE_KEY_PATTERN = r"^[A-Za-z0-9_-]+$"
+SITE_KEY_MAX_LENGTH = 64
 
 
 def normalize_origin(origin: str) -> str:
@@ -35,9 +38,9 @@ def origin_allowed(origins: frozenset[str], origin: str | None) -> bool:
 
 class Site(models.Model):
     key = models.CharField(
-        max_length=64,
+        max_length=SITE_KEY_MAX_LENGTH,
         unique=True,
-        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "Letters, digits, - and _ only.")],
+        validators=[RegexValidator(SITE_KEY_PATTERN, "Letters, digits, - and _ only.")],
         help_text="The public key a shop's snippet sends as data-site.",
     )
     name = models.CharField(max_length=200)
@@ -174,7 +177,8 @@ class Decision(models.Model):
     features = models.JSONField(default=dict)
     reasons = models.JSONField(default=list, blank=True)
     outcome = models.CharField(max_length=16, choices=OUTCOME_CHOICES)
-    cart_value = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    # Holds the largest cart a shopper can fill (streaming.protocol: 499,500,000,000.00).
+    cart_value = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
     converted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import re
 import time
 from typing import Annotated, Any
 
@@ -9,7 +10,9 @@ import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -19,18 +22,20 @@ from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offers.collector import ingest
-from offers.models import Decision, Product
+from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer, Product
 from offers.runtime import get_runtime
 from offers.services import offer_redeem
 from offers.sites import find_site
 from offers.tokens import read_token
-from streaming.protocol import MAX_BATCH_EVENTS, decode_events
+from streaming.protocol import MAX_BATCH_EVENTS, UNREADABLE, decode_events, unreadable_detail
 
 MAX_COLLECT_BYTES = 64 * 1024
 
 
 class _CollectBody(msgspec.Struct, forbid_unknown_fields=True):
-    site: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    site: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=SITE_KEY_MAX_LENGTH, pattern=SITE_KEY_PATTERN)
+    ]
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     events: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=MAX_BATCH_EVENTS)]
 
@@ -46,14 +51,21 @@ def _json_error(status: int, code: str, detail: str) -> JsonResponse:
 @require_POST
 async def collect(request: HttpRequest) -> HttpResponse:
     """`POST /collect/`: the snippet's last events, sent by `navigator.sendBeacon` on page hide."""
-    if len(request.body) > MAX_COLLECT_BYTES:
-        return _json_error(400, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
+    too_large = _json_error(400, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
+    if _declared_length(request) > MAX_COLLECT_BYTES:
+        return too_large
     try:
-        body = _collect_decoder.decode(request.body)
+        raw = request.body
+    except RequestDataTooBig:
+        return too_large
+    if len(raw) > MAX_COLLECT_BYTES:
+        return too_large
+    try:
+        body = _collect_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return _json_error(400, "bad_frame", str(exc).replace("`$", "`body"))
-    except msgspec.DecodeError as exc:
-        return _json_error(400, "bad_json", str(exc))
+    except (msgspec.DecodeError, *UNREADABLE) as exc:
+        return _json_error(400, "bad_json", unreadable_detail(exc))
     site = await find_site(body.site)
     if site is None:
         return _json_error(403, "unknown_site", "no site has this key")
@@ -80,6 +92,12 @@ async def collect(request: HttpRequest) -> HttpResponse:
         response["Access-Control-Allow-Origin"] = origin
         response["Vary"] = "Origin"
     return response
+
+
+def _declared_length(request: HttpRequest) -> int:
+    """The body's length as its headers declare it: 0 when they do not (the body is measured)."""
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    return int(declared) if declared.isascii() and declared.isdigit() else 0
 
 
 def _database_answers() -> bool:
@@ -180,42 +198,128 @@ def checkout_code(request: HttpRequest) -> HttpResponse:
 
 
 API_LIMIT_MAX = 1000
+API_LIMIT_DEFAULT = 100
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _offer_json(offer: Offer | None) -> dict[str, object] | None:
+    if offer is None:
+        return None
+    return {
+        "id": offer.public_id,
+        "code": offer.code,
+        "discount_percent": offer.discount_percent,
+        "shown_at": _iso(offer.shown_at),
+        "accepted_at": _iso(offer.accepted_at),
+        "dismissed_at": _iso(offer.dismissed_at),
+        "redeemed_at": _iso(offer.redeemed_at),
+    }
 
 
 def _decision_json(decision: Decision) -> dict[str, object]:
-    offer = getattr(decision, "offer", None)
+    offer: Offer | None = getattr(decision, "offer", None)
     return {
         "id": decision.pk,
         "session": decision.session,
-        "at": decision.at.isoformat().replace("+00:00", "Z"),
+        "at": _iso(decision.at),
         "outcome": decision.outcome,
         "risk": decision.risk,
         "model": decision.model_label,
+        "shadow_risk": decision.shadow_risk,
+        "shadow_model": decision.shadow_model or None,
         "features": decision.features,
         "reasons": decision.reasons,
         "cart_value": float(decision.cart_value),
+        "converted_at": _iso(decision.converted_at),
         "offer_id": offer.public_id if offer else None,
+        "offer": _offer_json(offer),
     }
+
+
+class BadParameter(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+_LIMIT = re.compile(r"[0-9]{1,4}")
+# A page's last decision, `at` in microseconds since the epoch and id: "1764007200000000.42".
+_CURSOR = re.compile(r"(-?[0-9]{1,18})\.([0-9]{1,18})")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _since(raw: str) -> dt.datetime:
+    # A "+" in an unencoded query string arrives as a space.
+    try:
+        readable = len(raw) <= 64 and raw.isascii() and raw.isprintable()
+        since = parse_datetime(raw.replace(" ", "+")) if readable else None
+        if since is not None:
+            if timezone.is_naive(since):
+                since = since.replace(tzinfo=dt.UTC)
+            # In UTC here: a moment that only overflows in UTC fails now, not in the database.
+            since = since.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        since = None
+    if since is None:
+        raise BadParameter("bad_since", "since must be an ISO 8601 date and time")
+    return since
+
+
+def _limit(raw: str) -> int:
+    limit = int(raw) if _LIMIT.fullmatch(raw) else 0
+    if not 1 <= limit <= API_LIMIT_MAX:
+        raise BadParameter("bad_limit", f"limit must be a whole number from 1 to {API_LIMIT_MAX}")
+    return limit
+
+
+def _cursor_of(decision: Decision) -> str:
+    elapsed = decision.at - _EPOCH
+    micros = (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+    return f"{micros}.{decision.pk}"
+
+
+def _after(raw: str) -> Q:
+    """The decisions after a cursor, in (at, id) order: ties in time are split by id."""
+    match = _CURSOR.fullmatch(raw)
+    try:
+        if match is None:
+            raise ValueError(raw)
+        at = _EPOCH + dt.timedelta(microseconds=int(match[1]))
+    except (ValueError, OverflowError):
+        raise BadParameter("bad_cursor", "cursor must be one from a page's next URL") from None
+    pk = int(match[2])
+    return Q(at__gt=at) | Q(at=at, pk__gt=pk)
 
 
 @require_GET
 def api_decisions(request: HttpRequest) -> HttpResponse:
-    """`GET /api/decisions/?since=ISO8601&limit=N`: staff only, oldest first, `since` inclusive."""
+    """`GET /api/decisions/?since=ISO8601&limit=N`: staff only, oldest first, `since` inclusive.
+
+    A page ends with `next`, the URL of the following page (null on the last one): a cursor on
+    the last decision's time and id, so decisions sharing a moment are neither skipped nor
+    repeated across pages.
+    """
     if not (request.user.is_authenticated and request.user.is_staff):
         return _json_error(403, "forbidden", "staff only")
     decisions = Decision.objects.select_related("offer").order_by("at", "id")
-    since_raw = request.GET.get("since")
-    if since_raw:
-        since = parse_datetime(since_raw.replace(" ", "+"))
-        if since is None:
-            return _json_error(400, "bad_since", "since must be an ISO 8601 date and time")
-        if timezone.is_naive(since):
-            since = timezone.make_aware(since, dt.UTC)
-        decisions = decisions.filter(at__gte=since)
+    params = request.GET
     try:
-        limit = int(request.GET.get("limit", "100"))
-    except ValueError:
-        return _json_error(400, "bad_limit", "limit must be a whole number")
-    if not 1 <= limit <= API_LIMIT_MAX:
-        return _json_error(400, "bad_limit", f"limit must be from 1 to {API_LIMIT_MAX}")
-    return JsonResponse({"decisions": [_decision_json(d) for d in decisions[:limit]]})
+        if "since" in params:
+            decisions = decisions.filter(at__gte=_since(params["since"]))
+        if "cursor" in params:
+            decisions = decisions.filter(_after(params["cursor"]))
+        limit = _limit(params.get("limit", str(API_LIMIT_DEFAULT)))
+    except BadParameter as exc:
+        return _json_error(400, exc.code, exc.detail)
+    page = list(decisions[: limit + 1])
+    next_url = None
+    if len(page) > limit:
+        page = page[:limit]
+        following = params.copy()
+        following["cursor"] = _cursor_of(page[-1])
+        next_url = request.build_absolute_uri(f"{request.path}?{following.urlencode()}")
+    return JsonResponse({"decisions": [_decision_json(d) for d in page], "next": next_url})

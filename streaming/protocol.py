@@ -1,7 +1,9 @@
-"""The collector protocol (SPEC section 4): frames decoded and validated in one step with msgspec.
+"""The collector protocol: frames decoded and validated in one step with msgspec.
 
 Each event kind names the struct its props must match; anything the table does not allow is
-refused with a clear error, and the error says which event it belongs to.
+refused with a clear error, and the error says which event it belongs to. Whatever a client
+sends, text or bytes, decoding raises nothing but FrameError: invalid UTF-8, nesting too deep
+for the decoder and numbers past their bounds are errors of the frame or of its event.
 """
 
 from __future__ import annotations
@@ -15,11 +17,24 @@ from msgspec import Meta, Raw, Struct
 MAX_FRAME_BYTES: Final = 16 * 1024
 MAX_BATCH_EVENTS: Final = 100
 
+# Bounds on every number a shopper sends. With the cart's own bounds (streaming.state: at most
+# MAX_CART_LINES lines of at most MAX_QUANTITY each) they bound every value derived from them:
+# a cart is worth at most 50 x 999 x 10,000,000 = 499,500,000,000.00, which the columns that
+# store it hold (offers.models.Decision.cart_value).
+MAX_PRICE: Final = 10_000_000
+MAX_QUANTITY: Final = 999
+# Client clocks in ms, up to the last moment of the year 9999.
+MAX_CLIENT_TIME: Final = 253_402_300_799_999
+
+# Strings that reach the database: PostgreSQL text holds no NUL, and ids hold no control chars.
+_NO_NUL: Final = "^[^\x00]*$"
+_NO_CONTROL: Final = "^[^\x00-\x1f\x7f]*$"
+
 EventId = Annotated[str, Meta(min_length=1, max_length=64)]
-ClientTime = Annotated[int, Meta(ge=0)]
-Ref = Annotated[str, Meta(min_length=1, max_length=128)]
-Price = Annotated[float, Meta(ge=0, le=10_000_000)]
-Quantity = Annotated[int, Meta(ge=1, le=999)]
+ClientTime = Annotated[int, Meta(ge=0, le=MAX_CLIENT_TIME)]
+Ref = Annotated[str, Meta(min_length=1, max_length=128, pattern=_NO_CONTROL)]
+Price = Annotated[float, Meta(ge=0, le=MAX_PRICE)]
+Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 PageType = Literal["home", "category", "product", "search", "cart", "checkout", "info", "other"]
 
 
@@ -28,18 +43,18 @@ class _Props(Struct, forbid_unknown_fields=True, gc=False):
 
 
 class PageView(_Props):
-    url: Annotated[str, Meta(max_length=2048)]
+    url: Annotated[str, Meta(max_length=2048, pattern=_NO_NUL)]
     page_type: PageType | None = None
 
 
 class ProductView(_Props):
     product_id: Ref
     price: Price
-    category: Annotated[str, Meta(max_length=128)] | None = None
+    category: Annotated[str, Meta(max_length=128, pattern=_NO_NUL)] | None = None
 
 
 class Search(_Props):
-    query: Annotated[str, Meta(max_length=256)]
+    query: Annotated[str, Meta(max_length=256, pattern=_NO_NUL)]
 
 
 class AddToCart(_Props):
@@ -60,6 +75,8 @@ class NoProps(_Props):
 class Purchase(_Props):
     order_id: Ref | None = None
     total: Price | None = None
+    # The offer code the shopper used, if any.
+    code: Annotated[str, Meta(max_length=40, pattern=_NO_CONTROL)] | None = None
 
 
 class Visibility(_Props):
@@ -67,7 +84,7 @@ class Visibility(_Props):
 
 
 class OfferRef(_Props):
-    offer_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    offer_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=_NO_CONTROL)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,18 @@ class FrameError(Exception):
 
 _EMPTY: Final = Raw(b"{}")
 
+# What msgspec raises, besides DecodeError, on input it cannot read: a string that is not UTF-8
+# (bytes, or a str holding lone surrogates) and nesting deeper than the interpreter's stack.
+UNREADABLE: Final = (UnicodeError, RecursionError)
+
+
+def unreadable_detail(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "JSON is nested too deeply"
+    if isinstance(exc, UnicodeError):
+        return "JSON is malformed: text is not valid UTF-8"
+    return str(exc)
+
 
 class _EventFields(Struct, forbid_unknown_fields=True, gc=False):
     id: EventId
@@ -188,24 +217,24 @@ _fast_batch_decoder = msgspec.json.Decoder(_FastBatch)
 def decode_frame(data: bytes | str) -> list[Event | ProtocolError]:
     """One client frame → its events in order, each valid or the error that refuses it.
 
-    Raises FrameError when the frame as a whole is unreadable (bad JSON, unknown type, batch
-    too long); the caller answers it with one error frame.
+    Raises FrameError, and nothing else, when the frame as a whole is unreadable (bad JSON,
+    unknown type, batch too long); the caller answers it with one error frame.
     """
     if _looks_like_batch(data):
         try:
             batch: Any = _fast_batch_decoder.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, *UNREADABLE):
             pass  # some event is refused: the event-by-event path below says which and why
         else:
             return batch.events  # type: ignore[no-any-return]
     try:
         frame = _frame_decoder.decode(data)
-    except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
-            raise FrameError(
-                ProtocolError("bad_frame", _where(exc, "frame"), _loose_id(data))
-            ) from None
-        raise FrameError(ProtocolError("bad_json", str(exc))) from None
+    except msgspec.ValidationError as exc:
+        raise FrameError(
+            ProtocolError("bad_frame", _where(exc, "frame"), _loose_id(data))
+        ) from None
+    except (msgspec.DecodeError, *UNREADABLE) as exc:
+        raise FrameError(ProtocolError("bad_json", unreadable_detail(exc))) from None
     if isinstance(frame, _Track):
         return [_validate(frame)]
     return [_decode_batch_item(raw, index) for index, raw in enumerate(frame.events)]
@@ -226,6 +255,8 @@ def _decode_batch_item(raw: Raw, index: int) -> Event | ProtocolError:
         fields = _event_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return ProtocolError("bad_frame", _where(exc, f"events[{index}]"), _loose_id(raw))
+    except (msgspec.DecodeError, *UNREADABLE) as exc:
+        return ProtocolError("bad_json", f"{unreadable_detail(exc)} - at `events[{index}]`")
     return _validate(fields)
 
 
@@ -237,6 +268,8 @@ def _validate(fields: _EventFields) -> Event | ProtocolError:
         props = decoder.decode(fields.props)
     except msgspec.ValidationError as exc:
         return ProtocolError("invalid_props", _where(exc, "props"), fields.id)
+    except (msgspec.DecodeError, *UNREADABLE) as exc:
+        return ProtocolError("bad_json", f"{unreadable_detail(exc)} - at `props`", fields.id)
     return EVENT_TYPES[fields.event](id=fields.id, ts=fields.ts, props=props)
 
 
@@ -251,7 +284,7 @@ def _loose_id(data: bytes | str | Raw) -> str | None:
     """Best effort: the id of an event we refuse, so the client knows which one it was."""
     try:
         value = _loose_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, *UNREADABLE):
         return None
     event_id = value.get("id") if isinstance(value, dict) else None
     return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 64 else None

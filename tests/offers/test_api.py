@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 from django.contrib.auth.models import User
@@ -65,12 +66,51 @@ def test_decisions_come_oldest_first_with_features_and_reasons(staff: Client, de
         "outcome": "offer",
         "risk": 0.8,
         "model": "cart-risk@2",
+        "shadow_risk": None,
+        "shadow_model": None,
         "features": {"cart_value": 120.0},
         "reasons": [{"feature": "views_since_add", "value": 8.0, "contribution": 1.1}],
         "cart_value": 120.0,
+        "converted_at": None,
         "offer_id": "o-abc",
+        "offer": {
+            "id": "o-abc",
+            "code": "SAVE10-ABCDEFGHJK",
+            "discount_percent": 10,
+            "shown_at": None,
+            "accepted_at": None,
+            "dismissed_at": None,
+            "redeemed_at": None,
+        },
     }
     assert body["decisions"][1]["reasons"] == [] and body["decisions"][1]["offer_id"] is None
+    assert body["decisions"][1]["offer"] is None
+    assert body["next"] is None
+
+
+def test_a_decision_shows_its_shadow_conversion_and_what_became_of_its_offer(
+    staff: Client, decisions
+):
+    Decision.objects.filter(pk=decisions[0].pk).update(
+        shadow_risk=0.4, shadow_model="cart-risk@3", converted_at=AT + dt.timedelta(minutes=9)
+    )
+    Offer.objects.filter(public_id="o-abc").update(
+        shown_at=AT + dt.timedelta(seconds=1),
+        accepted_at=AT + dt.timedelta(seconds=5),
+        redeemed_at=AT + dt.timedelta(minutes=9),
+    )
+    first = staff.get("/api/decisions/").json()["decisions"][0]
+    assert first["shadow_risk"] == 0.4 and first["shadow_model"] == "cart-risk@3"
+    assert first["converted_at"] == "2026-11-24T18:09:00Z"
+    assert first["offer"] == {
+        "id": "o-abc",
+        "code": "SAVE10-ABCDEFGHJK",
+        "discount_percent": 10,
+        "shown_at": "2026-11-24T18:00:01Z",
+        "accepted_at": "2026-11-24T18:00:05Z",
+        "dismissed_at": None,
+        "redeemed_at": "2026-11-24T18:09:00Z",
+    }
 
 
 def test_since_and_limit_page_through_decisions(staff: Client, decisions):
@@ -80,18 +120,96 @@ def test_since_and_limit_page_through_decisions(staff: Client, decisions):
     assert [d["session"] for d in body["decisions"]] == ["s1", "s2"]
 
 
+def _pages(client: Client, url: str) -> list[list[str]]:
+    """Follow `next` from `url` to the last page: each page's sessions."""
+    pages = []
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        pages.append([d["session"] for d in body["decisions"]])
+        url = body["next"]
+        assert len(pages) < 100
+    return pages
+
+
+def test_next_pages_through_decisions_that_share_a_moment_once_each(staff: Client, demo_site):
+    # Seven decisions, five of them at the same microsecond: ties in time are where an offset
+    # or a time-only cursor skips or repeats.
+    moments = [AT, AT, AT + dt.timedelta(seconds=1)] + [AT + dt.timedelta(seconds=2)] * 4
+    for i, at in enumerate(moments):
+        Decision.objects.create(
+            site=demo_site, session=f"t{i}", pause_key=f"t{i}:1", at=at, outcome=Outcome.NO_OFFER
+        )
+    expected = [f"t{i}" for i in range(7)]
+    for limit in (1, 2, 3, 6, 7, 100):
+        pages = _pages(staff, f"/api/decisions/?limit={limit}")
+        assert [s for page in pages for s in page] == expected, limit
+        assert all(len(page) == limit for page in pages[:-1]) and len(pages[-1]) <= limit
+    assert _pages(staff, "/api/decisions/?limit=2&since=2026-11-24T18:00:01Z") == [
+        ["t2", "t3"],
+        ["t4", "t5"],
+        ["t6"],
+    ]
+
+
+def test_next_is_a_full_url_that_keeps_the_query(staff: Client, decisions):
+    body = staff.get("/api/decisions/", {"limit": "2", "since": "2026-11-24T18:00:00Z"}).json()
+    assert body["next"].startswith("http://testserver/api/decisions/?")
+    assert "limit=2" in body["next"] and "since=2026-11-24T18" in body["next"]
+    assert "cursor=" in body["next"]
+
+
+def test_a_full_last_page_has_no_next(staff: Client, decisions):
+    assert staff.get("/api/decisions/", {"limit": "3"}).json()["next"] is None
+
+
 @pytest.mark.parametrize(
     ("params", "error"),
     [
         ({"since": "yesterday"}, "bad_since"),
+        ({"since": "2024-02-30T00:00"}, "bad_since"),
+        ({"since": "2024-13-01T00:00"}, "bad_since"),
+        ({"since": "2024-01-01T25:00"}, "bad_since"),
+        ({"since": "2024-01-01T00:00+25:00"}, "bad_since"),
+        ({"since": "0001-01-01T00:00+05:00"}, "bad_since"),
+        ({"since": "9999-12-31T23:59-05:00"}, "bad_since"),
+        ({"since": "2024-01-01T00:00\x00"}, "bad_since"),
+        ({"since": ""}, "bad_since"),
+        ({"since": "2" * 10_000}, "bad_since"),
         ({"limit": "0"}, "bad_limit"),
         ({"limit": "x"}, "bad_limit"),
         ({"limit": "1001"}, "bad_limit"),
+        ({"limit": "-1"}, "bad_limit"),
+        ({"limit": "1_0"}, "bad_limit"),
+        ({"limit": " 5"}, "bad_limit"),
+        ({"limit": "\u00b2"}, "bad_limit"),
+        ({"limit": "9" * 5000}, "bad_limit"),
+        ({"limit": ""}, "bad_limit"),
+        ({"cursor": "x"}, "bad_cursor"),
+        ({"cursor": "1.x"}, "bad_cursor"),
+        ({"cursor": ""}, "bad_cursor"),
+        ({"cursor": "999999999999999999.1"}, "bad_cursor"),
+        ({"cursor": "-999999999999999999.1"}, "bad_cursor"),
+        ({"cursor": "1." + "9" * 40}, "bad_cursor"),
     ],
 )
 def test_bad_parameters_get_a_clear_400(staff: Client, params, error):
     response = staff.get("/api/decisions/", params)
     assert response.status_code == 400 and response.json()["error"] == error
+
+
+def test_generated_query_strings_never_get_a_500(staff: Client, decisions):
+    rng = random.Random(6)
+    alphabet = "0123456789-:+.TZ _%x\x00\u00e9\u00b2"
+    for _ in range(300):
+        params = {
+            name: "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
+            for name in rng.sample(["since", "limit", "cursor", "other"], rng.randrange(1, 4))
+        }
+        response = staff.get("/api/decisions/", params)
+        assert response.status_code in (200, 400), (params, response.status_code)
+        assert "decisions" in response.json() or "error" in response.json()
 
 
 def test_only_staff_may_read_decisions(client: Client, decisions):
