@@ -31,6 +31,8 @@ SESSION_IDLE_SECONDS = envfloat("SESSION_IDLE_SECONDS", 1800.0, minimum=1)
 SESSION_TOKEN_MAX_AGE = envint("SESSION_TOKEN_MAX_AGE", 86400, minimum=60)
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 REDIS_URL = envstr("REDIS_URL", "")
+# Redis mode: how long a worker holds a pause it claimed before another may take it over.
+CLAIM_LEASE_SECONDS = envfloat("CLAIM_LEASE_SECONDS", 5.0, minimum=0.5, maximum=60)
 
 INSTALLED_APPS = [
     "daphne",

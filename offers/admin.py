@@ -10,7 +10,8 @@ from django.utils.html import format_html_join
 from offers.models import Decision, Offer, OfferRule, Product, ScoringModel, Site
 from offers.services import model_activate, model_create, model_rollback, model_shadow
 from streaming.features import FEATURE_NAMES
-from streaming.scoring import ModelError, load_model, sniff_format
+from streaming.model_file import ModelError, sniff_format
+from streaming.scoring import load_model
 
 MAX_MODEL_BYTES = 32 * 2**20
 

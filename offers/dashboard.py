@@ -27,6 +27,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from offers.models import Decision
+from streaming import lua
 from streaming.decider import DecisionMade, ModelSlot
 from streaming.policy import OUTCOMES, Outcome
 from streaming.ratelimit import TokenBucket
@@ -85,15 +86,7 @@ class Totals:
         )
 
 
-# Take the publisher's lease, or keep it: 1 if this process publishes.
-_LEAD_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
+_LEAD_LUA: Final = lua.script("lead")
 
 
 class SharedBoard:

@@ -13,7 +13,8 @@ from channels.db import database_sync_to_async
 from offers import metrics
 from offers.models import ScoringModel
 from streaming.decider import ModelSlot
-from streaming.scoring import ModelError, Scorer, load_model
+from streaming.model_file import ModelError
+from streaming.scoring import Scorer, load_model
 
 log = logging.getLogger(__name__)
 

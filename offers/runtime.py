@@ -83,6 +83,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
             settings.REDIS_URL,
             idle_seconds=settings.SESSION_IDLE_SECONDS,
             pause_seconds=pause_seconds,
+            lease_seconds=settings.CLAIM_LEASE_SECONDS,
         )
         delivery = LayerDelivery(get_channel_layer, publisher=store.redis)
         layer_reports.on_receive_failure(delivery.layer_lost)

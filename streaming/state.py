@@ -273,7 +273,13 @@ class SessionState:
 
     # --- updates --------------------------------------------------------------------------
     def apply(self, event: Event, now: float) -> None:
-        """Apply one validated event received at `now`. Raises CartFull, changing nothing."""
+        """Apply one validated event received at `now`. Raises CartFull, changing nothing.
+
+        Redis mode applies events with a Lua twin of this method, streaming/lua/apply.lua: a
+        change here is a change there too, and
+        tests/streaming/test_redis_store.py::test_it_holds_the_same_state_as_the_memory_store
+        fails until both agree.
+        """
         props = event.props
         name = event.name
         numbers = self.numbers

@@ -12,9 +12,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streaming.detector import PauseTimers
 from streaming.protocol import Event, ProtocolError
 from streaming.state import CartFull, SessionState
+from streaming.timers import PauseTimers
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from tests.subprocesses import Server, Worker, free_port, manage, prepared_env
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 PAUSE = 2.0
+LEASE = 2.0  # CLAIM_LEASE_SECONDS: how long a killed worker's pauses wait for the other
 
 
 def answers(port: int) -> bool:
@@ -125,7 +126,11 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
 ):
     redis = RedisServer(tmp_path)
     env, cookie = prepared_env(
-        tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis.url, PAUSE_SECONDS=str(PAUSE)
+        tmp_path,
+        DATABASE_URL=postgres_url,
+        REDIS_URL=redis.url,
+        PAUSE_SECONDS=str(PAUSE),
+        CLAIM_LEASE_SECONDS=str(LEASE),
     )
     servers = [Server(env, "--no-worker"), Server(env, "--no-worker", "--server", "uvicorn")]
     metrics_port = free_port()
@@ -149,7 +154,7 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
         # Kill one worker while the pauses fall due: whatever it had claimed, it never finishes.
         await asyncio.sleep(PAUSE - 0.05)
         workers[0].stop(signal.SIGKILL)
-        await asyncio.sleep(5 + 3)  # a lease runs out after 5 s; then the other worker decides
+        await asyncio.sleep(LEASE + 3)  # the lease runs out; then the other worker decides
         done.set()
         await asyncio.gather(*tasks, watching)
 

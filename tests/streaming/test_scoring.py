@@ -9,7 +9,8 @@ import pytest
 import xgboost
 
 from streaming.features import FEATURE_NAMES
-from streaming.scoring import ModelError, Reason, Scorer, load_model, sniff_format
+from streaming.model_file import ModelError, sniff_format
+from streaming.scoring import Reason, Scorer, load_model
 
 VIEWS_SINCE_ADD = FEATURE_NAMES.index("views_since_add")
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streaming.detector import PauseTimers
+from streaming.timers import PauseTimers
 from tests.factories import T0
 
 

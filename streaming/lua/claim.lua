@@ -1,0 +1,47 @@
+-- Workers take due pauses here, each under a lease: two workers never get the same pause, and
+-- the pause of a worker that died mid-decision goes to another once its lease has expired.
+-- KEYS: pauses, leases. ARGV: now, limit, lease expiry, session hash key prefix.
+-- Returns {sid, snapshot, sid, snapshot, ...}, the earliest pause deadline and the earliest
+-- lease expiry ('' when none).
+-- Needs helpers.lua.
+local pauses, leases = KEYS[1], KEYS[2]
+local now_s, limit, until_s, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local claimed, n = {}, 0
+
+local function lease(sid, key, sq)
+  redis.call('HSET', key, 'lq', sq)
+  redis.call('ZADD', leases, until_s, sid)
+  claimed[#claimed + 1] = sid
+  claimed[#claimed + 1] = snapshot(key)
+  n = n + 1
+end
+
+-- Expired leases first: their pauses are the most overdue. A lease is taken over only while
+-- its pause is still the session's current one; after new activity the shopper is back, and
+-- the new pause has its own timer.
+for _, sid in ipairs(redis.call('ZRANGE', leases, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local key = prefix .. sid
+  local nc, pu, sq, dq, lq = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq'))
+  sq = sq or '0'
+  if lq == sq and can_pause(nc, pu, sq, dq, false) then
+    lease(sid, key, sq)
+  else
+    redis.call('ZREM', leases, sid)
+    if lq then redis.call('HDEL', key, 'lq') end
+  end
+end
+
+if n < limit then
+  local due = redis.call('ZRANGE', pauses, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, limit - n)
+  for _, sid in ipairs(due) do
+    redis.call('ZREM', pauses, sid)
+    local key = prefix .. sid
+    local nc, pu, sq, dq, lq = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq'))
+    -- An expired session or a stale timer is dropped.
+    if can_pause(nc, pu, sq, dq, lq) then lease(sid, key, sq or '0') end
+  end
+end
+
+local first_pause = redis.call('ZRANGE', pauses, 0, 0, 'WITHSCORES')[2] or ''
+local first_lease = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')[2] or ''
+return {claimed, first_pause, first_lease}
