@@ -1,6 +1,7 @@
 """Benchmarks run by `manage.py bench WHICH`; each runs the project beside its baseline.
 
-A benchmark is a module exposing `BENCHMARK`; `offers/management/commands/bench.py` lists them.
+A benchmark is a module exposing `BENCHMARK`; `benchmarks/management/commands/bench.py` lists them;
+what they share (processes, throw-away databases, tables) is in `benchmarks/harness.py`.
 Figures and how to reproduce them: docs/BENCHMARKS.md.
 """
 

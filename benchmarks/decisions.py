@@ -31,7 +31,6 @@ import math
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,15 +48,17 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_ints
-from benchmarks.ingest import (
-    BASE_DIR,
+from benchmarks.harness import (
     HOST,
     PATH,
     Cores,
     Server,
     bench_env,
+    figure,
     machine,
+    manage,
     prepare_database,
+    row,
     run_pinned_client,
     running_server,
 )
@@ -66,7 +67,7 @@ from streaming.protocol import EVENT_KINDS, MAX_FRAME_BYTES
 WARMUP_CARTS = 20
 # Sockets opening at once: daphne listens with a backlog of 50.
 OPENING_AT_ONCE = 32
-# The spec's promise: each pause's offer within one second of its deadline.
+# The project's promise: each pause's offer within one second of its deadline.
 ON_TIME_SECONDS = 1.0
 # Waiting for a late or second offer after the last deadline's second has passed.
 GRACE_SECONDS = 0.2
@@ -245,11 +246,11 @@ class DecisionsReport:
 
 
 def _row(first: str, *cells: str) -> str:
-    return f"{first:<12}" + "".join(f"{cell:>10}" for cell in cells)
+    return row(first, *cells, widths=(12, 10))
 
 
 def _ms(value: float) -> str:
-    return f"{value:.1f}" if abs(value) < 100 else f"{value:,.0f}"
+    return figure(value)
 
 
 # --- the client (its own process) ----------------------------------------------------------------
@@ -560,15 +561,7 @@ OPEN_RULES = (
 
 def open_offer_rules(env: dict[str, str]) -> None:
     """Every rule matches every cart: each pause ends in an offer."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", OPEN_RULES],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = manage(env, "shell", "-c", OPEN_RULES, timeout=120)
     # The last line is the count of rules changed; shell may say other things before it.
     changed = (done.stdout.strip().splitlines() or [""])[-1]
     if done.returncode or not changed.isdigit() or int(changed) == 0:
@@ -743,6 +736,14 @@ def run(options: Mapping[str, Any], progress: Progress) -> DecisionsReport:
     return report
 
 
+def add_round_arguments(parser: ArgumentParser, *, pause_help: str, window_help: str) -> None:
+    """`--pause-seconds` and `--window` of a round of carts, as `bench redis` takes them too."""
+    parser.add_argument(
+        "--pause-seconds", type=bounded_float(0.5, 10), default=1.0, help=pause_help
+    )
+    parser.add_argument("--window", type=bounded_float(0, 10), default=0.5, help=window_help)
+
+
 def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--carts",
@@ -750,17 +751,10 @@ def add_arguments(parser: ArgumentParser) -> None:
         default=[200, 2000],
         help="carts pausing together, comma-separated (200,2000)",
     )
-    parser.add_argument(
-        "--pause-seconds",
-        type=bounded_float(0.5, 10),
-        default=1.0,
-        help="PAUSE_SECONDS of both servers (1)",
-    )
-    parser.add_argument(
-        "--window",
-        type=bounded_float(0, 10),
-        default=0.5,
-        help="seconds over which the carts' last activity is spread (0.5; 0: all at once)",
+    add_round_arguments(
+        parser,
+        pause_help="PAUSE_SECONDS of both servers (1)",
+        window_help="seconds over which the carts' last activity is spread (0.5; 0: all at once)",
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_ints
+from benchmarks.harness import figure, row
 from streaming.protocol import Event, decode_frame
 from streaming.state import SessionState
 from streaming.store import MemoryStore
@@ -105,13 +106,11 @@ class DetectorReport:
 
 
 def _row(first: str, *cells: str) -> str:
-    return f"{first:<15}" + "".join(f"{cell:>14}" for cell in cells)
+    return row(first, *cells, widths=(15, 14))
 
 
 def _us(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return figure(value, decimals=2)
 
 
 # --- the sessions ------------------------------------------------------------------------------

@@ -5,45 +5,36 @@
 - collector: `manage.py serve`, the real thing: parse, validate, rate limit, apply, ack; then the
   same under `serve --server uvicorn`.
 
-Each server runs in its own process pinned to one core, and the load client (benchmarks.clients.load)
-in another process pinned to a second core, so each side has one core (Linux: pinning and CPU
-times come from the kernel). Also reported: memory per live session (benchmarks.memory).
+Each server runs in its own process pinned to one core, and the load client
+(benchmarks.clients.load) in another process pinned to a second core, so each side has one core
+(Linux: pinning and CPU times come from the kernel). Also reported: memory per live session
+(benchmarks.memory).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from argparse import ArgumentParser
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_int
+from benchmarks import Benchmark, Progress, bounded_float, bounded_int
+from benchmarks.harness import (
+    LOAD_CONNECTIONS,
+    WARMUP_SECONDS,
+    WINDOW_FRAMES,
+    Cores,
+    Server,
+    bench_env,
+    machine,
+    prepare_database,
+    row,
+    run_load_client,
+    running_server,
+)
 from benchmarks.memory import MemoryFigures, measure_memory
-
-BASE_DIR = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
-PATH = "/ws/collect/?site=demo"
-WARMUP_SECONDS = 1.0
-WINDOW_FRAMES = 64
-START_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    key: str
-    label: str
-    argv: tuple[str, ...]  # after the interpreter; --host and --port follow
-
 
 BASELINES = (
     Server("bare", "bare websockets", ("-m", "benchmarks.bare")),
@@ -56,29 +47,6 @@ COLLECTORS = (
 )
 SERVERS = BASELINES + COLLECTORS
 FRAMES: dict[str, int] = {"single": 1, "batch of 20": 20}
-
-
-@dataclass(frozen=True, slots=True)
-class Cores:
-    server: int | None
-    client: int | None
-
-    @classmethod
-    def pick(cls) -> Cores:
-        # One core each, so neither side steals the other's; with one core there is no choice.
-        cores = sorted(os.sched_getaffinity(0))
-        if len(cores) < 2:
-            return cls(None, None)
-        return cls(cores[0], cores[1])
-
-    @property
-    def pinned(self) -> bool:
-        return self.server is not None
-
-    def describe(self) -> str:
-        if not self.pinned:
-            return "one core only: server and client not pinned"
-        return f"server on core {self.server}, client on core {self.client}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,159 +150,7 @@ def _ratio_names(collector: Server) -> tuple[str, str]:
 
 
 def _row(first: str, *cells: str) -> str:
-    return f"{first:<13}" + "".join(f"{cell:>19}" for cell in cells)
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpus": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0]}
-
-
-# --- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def _pin(core: int | None) -> Callable[[], None] | None:
-    # Pinned before exec, so every thread the process starts later inherits the core.
-    return None if core is None else functools.partial(os.sched_setaffinity, 0, {core})
-
-
-def bench_env(workdir: Path) -> dict[str, str]:
-    return os.environ | {
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-        # The benchmark measures work per event, not the limiter saying no.
-        "RATE_EVENTS_PER_SECOND": "1e9",
-        "RATE_BURST": "1000000000",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    for command in (["migrate", "--noinput", "-v", "0"], ["bootstrap_demo"]):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode:
-            raise BenchError(f"manage.py {command[0]} failed:\n{done.stderr[-2000:]}")
-
-
-def server_command(server: Server, port: int) -> list[str]:
-    return [sys.executable, *server.argv, "--host", HOST, "--port", str(port)]
-
-
-@contextlib.contextmanager
-def running_server(
-    server: Server, *, env: dict[str, str], core: int | None, log: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Start a server process on a free port and wait until it listens; always stop it."""
-    port = free_port()
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            server_command(server, port),
-            cwd=BASE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_pin(core),
-        )
-    try:
-        wait_listening(process, port, log)
-        yield process, port
-    finally:
-        stop(process)
-
-
-def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the server exited with {process.returncode}:\n{_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise BenchError(f"the server did not listen within {START_TIMEOUT:g} s:\n{_tail(log)}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-2000:]
-
-
-def run_load(
-    *,
-    port: int,
-    server_pid: int,
-    events_per_frame: int,
-    options: Mapping[str, Any],
-    core: int | None,
-) -> dict[str, Any]:
-    """Run the load client process against one server; its figures as a dict."""
-    seconds = float(options["seconds"])
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.clients.load",
-        f"--url=ws://{HOST}:{port}{PATH}",
-        f"--batch={events_per_frame}",
-        f"--connections={options['connections']}",
-        f"--window={WINDOW_FRAMES}",
-        f"--warmup={WARMUP_SECONDS}",
-        f"--seconds={seconds}",
-        f"--watch-pid={server_pid}",
-    ]
-    return run_pinned_client(
-        command, core=core, timeout=WARMUP_SECONDS + seconds + 90, what="load client"
-    )
-
-
-def run_pinned_client(
-    command: list[str], *, core: int | None, timeout: float, what: str
-) -> dict[str, Any]:
-    """Run a client process pinned to `core` and return the JSON figures it prints."""
-    try:
-        done = subprocess.run(
-            command,
-            cwd=BASE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            preexec_fn=_pin(core),
-        )
-    except subprocess.TimeoutExpired as exc:  # run() has killed it
-        raise BenchError(f"the {what} did not finish in time") from exc
-    if done.returncode:
-        raise BenchError(f"the {what} failed: {done.stderr.strip()[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout)
-    return figures
+    return row(first, *cells, widths=(13, 19))
 
 
 # --- the benchmark -----------------------------------------------------------------------------
@@ -354,21 +170,22 @@ def measure_server(
     log = workdir / f"{server.key}.log"
     with running_server(server, env=env, core=cores.server, log=log) as (process, port):
         for frames, events_per_frame in FRAMES.items():
-            figures = run_load(
-                port=port,
-                server_pid=process.pid,
+            figures = run_load_client(
+                [port],
                 events_per_frame=events_per_frame,
-                options=options,
+                connections=int(options["connections"]),
+                seconds=float(options["seconds"]),
+                watch_pids=[process.pid],
                 core=cores.client,
             )
-            # figures: events, seconds, client_cpu_seconds, server_cpu_seconds (None if unread)
+            # figures: the load client's LoadFigures as a dict, one server CPU time a server
             elapsed = figures["seconds"]
-            server_cpu = figures["server_cpu_seconds"]
+            (server_cpu,) = figures["server_cpu_seconds"]
             measurement = Measurement(
                 server=server.key,
                 frames=frames,
                 events_per_second=figures["events"] / elapsed,
-                server_core_busy=None if server_cpu is None else server_cpu / elapsed,
+                server_core_busy=server_cpu / elapsed,
                 client_core_busy=figures["client_cpu_seconds"] / elapsed,
             )
             report.measurements.append(measurement)
@@ -405,7 +222,7 @@ def add_arguments(parser: ArgumentParser) -> None:
         help="measured seconds per run (5)",
     )
     parser.add_argument(
-        "--connections", type=bounded_int(1, 1_000), default=8, help="client sockets per run (8)"
+        "--connections", type=LOAD_CONNECTIONS, default=8, help="client sockets per run (8)"
     )
     parser.add_argument(
         "--sessions",

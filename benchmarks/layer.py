@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -46,22 +44,27 @@ import redis.asyncio as aioredis
 from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from prometheus_client import REGISTRY
-from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks import BenchError, Benchmark, Progress, bounded_int, bounded_ints
-from benchmarks.clients.load import cpu_seconds
 from benchmarks.decisions import Spread
-from benchmarks.ingest import (
+from benchmarks.harness import (
     BASE_DIR,
     HOST,
     PATH,
     Cores,
     Server,
     bench_env,
+    cpu_seconds,
+    figure,
     machine,
+    on_redis,
+    pinned,
+    prepare_database,
+    row,
     running_server,
+    throwaway_redis,
 )
 
 # Not the tests' databases (10, 12, 14 and 15) nor `bench redis`'s (13).
@@ -237,12 +240,12 @@ class LayerReport:
 
 
 def _row(first: str, *cells: str) -> str:
-    return f"{first:<26}" + "".join(f"{cell:>24}" for cell in cells)
+    return row(first, *cells, widths=(26, 24))
 
 
 def _spread(spread: Spread, *, full: bool = False) -> str:
     values = (spread.p50, spread.p99, spread.max) if full else (spread.p50, spread.p99)
-    return " / ".join(f"{value:,.1f}" if value < 100 else f"{value:,.0f}" for value in values)
+    return " / ".join(figure(value) for value in values)
 
 
 def _gone(gone: Gone) -> str:
@@ -338,7 +341,6 @@ class Client:
     """The client process: its sessions, and what arrived since the last `collect`."""
 
     def __init__(self, url: str, sockets: int, core: int | None) -> None:
-        pin = None if core is None else functools.partial(os.sched_setaffinity, 0, {core})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.layer", "client", url, str(sockets)],
             cwd=BASE_DIR,
@@ -346,7 +348,7 @@ class Client:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=pin,
+            preexec_fn=pinned(core),
         )
         self.sessions: list[str] = self._read()["sessions"]
 
@@ -616,34 +618,6 @@ async def gone(layer: Layer, process: subprocess.Popen[bytes], client: Client, u
 # --- the benchmark -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def throwaway_redis(url: str) -> Iterator[str]:
-    """The Redis database at `url`, which must be empty; flushed when done."""
-
-    async def flush(empty_only: bool) -> int:
-        client = aioredis.Redis.from_url(url)
-        try:
-            keys = int(await client.dbsize())
-            if not (empty_only and keys):
-                await client.flushdb()
-            return keys
-        finally:
-            await client.aclose()
-
-    try:
-        if asyncio.run(flush(empty_only=True)):
-            raise BenchError(
-                f"the Redis database {url} is not empty: give another with --redis-url"
-            )
-    except (RedisError, OSError) as exc:
-        raise BenchError(f"bench layer needs Redis at {url}: {exc}") from exc
-    try:
-        yield url
-    finally:
-        with contextlib.suppress(RedisError, OSError):
-            asyncio.run(flush(empty_only=False))
-
-
 # A front end needs the site its sockets name, and no model: it decides nothing.
 DEMO_SITE = (
     "from offers.models import Site; Site.objects.get_or_create(key='demo', "
@@ -651,31 +625,12 @@ DEMO_SITE = (
 )
 
 
-def prepare_database(env: dict[str, str]) -> None:
-    for command in (["migrate", "--noinput", "-v", "0"], ["shell", "-v", "0", "-c", DEMO_SITE]):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode:
-            raise BenchError(f"manage.py {command[0]} failed:\n{done.stderr[-2000:]}")
-
-
 def redis_version(url: str) -> str:
-    async def info() -> str:
-        client = aioredis.Redis.from_url(url)
-        try:
-            return str((await client.info("server"))["redis_version"])
-        finally:
-            await client.aclose()
+    async def info(client: aioredis.Redis) -> str:
+        return str((await client.info("server"))["redis_version"])
 
     where = urllib.parse.urlsplit(url)
-    return f"{asyncio.run(info())} at {where.netloc}{where.path}"
+    return f"{on_redis(url, info)} at {where.netloc}{where.path}"
 
 
 def run(options: Mapping[str, Any], progress: Progress) -> LayerReport:
@@ -693,7 +648,7 @@ def run(options: Mapping[str, Any], progress: Progress) -> LayerReport:
         workdir = Path(tmp)
         env = bench_env(workdir) | {"REDIS_URL": url}
         progress("preparing the front end's database (migrate, the demo site)")
-        prepare_database(env)
+        prepare_database(env, then=("shell", "-v", "0", "-c", DEMO_SITE))
         setup = Setup(env, workdir, url, cores, options)
         with drops_unprinted():
             for kind in LAYERS:

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks import Benchmark, Progress, bounded_float, bounded_int, bounded_ints
+from benchmarks.harness import figure, row
 from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
 from streaming.decider import (
@@ -57,7 +58,7 @@ SITE = "demo"
 # Every paused session's deadline; the decisions are made a moment after it.
 DEADLINE = 1_764_000_000.0
 NOW = DEADLINE + 0.01
-# The server's defaults (SPEC section 2).
+# The server's defaults: OFFER_COOLDOWN_SECONDS and HOLDOUT_PERCENT in config/settings.py.
 COOLDOWN_SECONDS = 600.0
 HOLDOUT_PERCENT = 10.0
 MIN_REPEATS = 5
@@ -427,11 +428,11 @@ class ScoringReport:
 
 
 def _row(first: str, *cells: str) -> str:
-    return f"{first:<7}" + "".join(f"{cell:>14}" for cell in cells)
+    return row(first, *cells, widths=(7, 14))
 
 
 def _us(value: float) -> str:
-    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return figure(value, decimals=2)
 
 
 def run(options: Mapping[str, Any], progress: Progress) -> ScoringReport:

@@ -1,4 +1,5 @@
-"""The load client of `bench ingest`: collector frames pipelined over N sockets, acks counted.
+"""The load client of `bench ingest` and `bench redis`: collector frames pipelined over N
+sockets, acks counted.
 
 It runs as its own process, pinned to its own core, so the server under test has a core to
 itself; it is kept as light as a Python client gets (websockets' asyncio client, frames built
@@ -6,7 +7,9 @@ from pre-encoded pieces, one coroutine per socket):
 
     python -m benchmarks.clients.load --url ws://127.0.0.1:PORT/ws/collect/?site=demo --batch 20
 
-and prints its figures as one JSON object on stdout.
+and prints its figures as one JSON object on stdout. Given several `--url`s (front ends), it
+deals the sockets out in turn; it also reports the CPU time of the processes of `--watch-pid`,
+of the Redis server of `--redis-url`, and of the whole machine.
 """
 
 from __future__ import annotations
@@ -14,14 +17,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
+
+from benchmarks.harness import (
+    WARMUP_SECONDS,
+    WINDOW_FRAMES,
+    cpu_seconds,
+    machine_busy_seconds,
+    redis_cpu_seconds,
+)
 
 # One shopper's mix of events, cycled. Products in carts stay few, so a long run never fills
 # a cart (MAX_CART_LINES) and every event is applied.
@@ -82,7 +95,9 @@ class LoadFigures:
     events: int
     seconds: float
     client_cpu_seconds: float
-    server_cpu_seconds: float | None
+    server_cpu_seconds: list[float]  # each watched process's
+    redis_cpu_seconds: float  # 0.0 when no Redis server is watched
+    machine_busy_seconds: float  # every core's busy time, all processes
 
     @property
     def events_per_second(self) -> float:
@@ -120,71 +135,98 @@ async def session(
         await drive(ws, Frames(number, events_per_frame), window, tally, stop)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a whole process (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3, utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(
-    tally: Tally, warmup: float, seconds: float, watch_pid: int | None
+    tally: Tally,
+    *,
+    warmup: float,
+    seconds: float,
+    watch_pids: Sequence[int],
+    redis: aioredis.Redis | None,
 ) -> LoadFigures:
     await asyncio.sleep(warmup)
     events, start, cpu = tally.events, time.perf_counter(), time.process_time()
-    server_cpu = cpu_seconds(watch_pid) if watch_pid else None
+    servers = [cpu_seconds(pid) for pid in watch_pids]
+    redis_cpu = await redis_cpu_seconds(redis) if redis else 0.0
+    busy = machine_busy_seconds()
     await asyncio.sleep(seconds)
     elapsed = time.perf_counter() - start
     return LoadFigures(
         events=tally.events - events,
         seconds=elapsed,
         client_cpu_seconds=time.process_time() - cpu,
-        server_cpu_seconds=None if server_cpu is None else cpu_seconds(watch_pid or 0) - server_cpu,
+        server_cpu_seconds=[
+            cpu_seconds(pid) - before for pid, before in zip(watch_pids, servers, strict=True)
+        ],
+        redis_cpu_seconds=(await redis_cpu_seconds(redis) - redis_cpu) if redis else 0.0,
+        machine_busy_seconds=machine_busy_seconds() - busy,
     )
 
 
 async def run_load(
-    url: str,
+    urls: Sequence[str],
     *,
     events_per_frame: int = 1,
     connections: int = 8,
-    window: int = 64,
-    warmup: float = 1.0,
+    window: int = WINDOW_FRAMES,
+    warmup: float = WARMUP_SECONDS,
     seconds: float = 5.0,
-    watch_pid: int | None = None,
+    watch_pids: Sequence[int] = (),
+    redis_url: str | None = None,
 ) -> LoadFigures:
-    """Load the server at `url`; counts ids acknowledged during `seconds` after `warmup`."""
+    """Load the servers at `urls`, the sockets dealt out in turn; counts ids acknowledged
+    during `seconds` after `warmup`."""
     tally, stop = Tally(), asyncio.Event()
-    async with asyncio.timeout(warmup + seconds + 60):
-        sessions = [
-            asyncio.create_task(session(url, number, events_per_frame, window, tally, stop))
-            for number in range(connections)
-        ]
-        timer = asyncio.create_task(measure(tally, warmup, seconds, watch_pid))
-        try:
-            done, _ = await asyncio.wait([timer, *sessions], return_when=asyncio.FIRST_COMPLETED)
-            if timer not in done:
-                ended = done.pop()
-                raise ended.exception() or LoadError("a socket closed before the run ended")
-            stop.set()
-            await asyncio.wait(sessions, timeout=10)
-            return timer.result()
-        finally:
-            for task in (timer, *sessions):
-                task.cancel()
-            await asyncio.gather(timer, *sessions, return_exceptions=True)
+    redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+    try:
+        async with asyncio.timeout(warmup + seconds + 60):
+            sessions = [
+                asyncio.create_task(
+                    session(urls[number % len(urls)], number, events_per_frame, window, tally, stop)
+                )
+                for number in range(connections)
+            ]
+            timer = asyncio.create_task(
+                measure(tally, warmup=warmup, seconds=seconds, watch_pids=watch_pids, redis=redis)
+            )
+            try:
+                done, _ = await asyncio.wait(
+                    [timer, *sessions], return_when=asyncio.FIRST_COMPLETED
+                )
+                if timer not in done:
+                    ended = done.pop()
+                    raise ended.exception() or LoadError("a socket closed before the run ended")
+                stop.set()
+                await asyncio.wait(sessions, timeout=10)
+                return timer.result()
+            finally:
+                for task in (timer, *sessions):
+                    task.cancel()
+                await asyncio.gather(timer, *sessions, return_exceptions=True)
+    finally:
+        if redis is not None:
+            await redis.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser.add_argument(
+        "--url", action="append", required=True, help="a server to load (repeat for several)"
+    )
     parser.add_argument("--batch", type=int, default=1, help="events per frame (1: track)")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--window", type=int, default=64, help="frames in flight per socket")
-    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--connections", type=int, default=8, help="sockets in all")
+    parser.add_argument(
+        "--window", type=int, default=WINDOW_FRAMES, help="frames in flight per socket"
+    )
+    parser.add_argument("--warmup", type=float, default=WARMUP_SECONDS)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--watch-pid", type=int, help="also report this process's CPU time")
+    parser.add_argument(
+        "--watch-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="also report this process's CPU time (repeat for several)",
+    )
+    parser.add_argument("--redis-url", help="also report this Redis server's CPU time")
     args = parser.parse_args(argv)
     try:
         figures = asyncio.run(
@@ -195,10 +237,11 @@ def main(argv: list[str] | None = None) -> None:
                 window=args.window,
                 warmup=args.warmup,
                 seconds=args.seconds,
-                watch_pid=args.watch_pid,
+                watch_pids=args.watch_pid,
+                redis_url=args.redis_url,
             )
         )
-    except (LoadError, WebSocketException, OSError, TimeoutError) as exc:
+    except (LoadError, WebSocketException, RedisError, OSError, TimeoutError) as exc:
         sys.exit(f"load: {type(exc).__name__}: {exc}")
     json.dump(asdict(figures), sys.stdout)
     sys.stdout.write("\n")

@@ -1,14 +1,15 @@
-"""Shoppers over real sockets, as `manage.py simulate` runs them (SPEC section 1).
+"""Shoppers over real sockets, as `manage.py simulate` runs them.
 
 Each shopper plays one session of `streaming.generator` (a persona with a known intent) over its
 own collector socket, at the generated pace compressed to fit the run, and reacts to the offers
 it gets as its persona would. The run keeps about N shoppers live at once for S seconds, then
 gives the last pauses time to be decided, and returns a `SimulationReport`.
 
-The personas' times are real seconds written against the SPEC's default 30 s pause: a generated
-gap that long is a pause, replayed as just over the server's own `pause_seconds` (from the
-welcome frame) so the worker really decides; every other gap is divided by `speed` and kept
-below the server's pause, so compression never turns a click into a pause.
+The personas' times are real seconds written against the server's default 30 s pause
+(PAUSE_SECONDS): a generated gap that long is a pause, replayed as just over the server's own
+`pause_seconds` (from the welcome frame) so the worker really decides; every other gap is
+divided by `speed` and kept below the server's pause, so compression never turns a click into
+a pause.
 """
 
 from __future__ import annotations

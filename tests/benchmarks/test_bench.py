@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from benchmarks import bare
 from benchmarks.clients import load
-from benchmarks.ingest import Cores, IngestReport, Measurement
+from benchmarks.harness import Cores
+from benchmarks.ingest import IngestReport, Measurement
 from benchmarks.memory import measure_memory
 
 
@@ -18,7 +19,7 @@ async def test_the_load_client_counts_every_id_the_bare_server_acknowledges():
     try:
         port = server.sockets[0].getsockname()[1]
         figures = await load.run_load(
-            f"ws://127.0.0.1:{port}/ws/collect/?site=demo",
+            [f"ws://127.0.0.1:{port}/ws/collect/?site=demo"],
             events_per_frame=20,
             connections=2,
             warmup=0.1,

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from benchmarks import Benchmark, decisions, detector, scoring
-from benchmarks.ingest import Cores
+from benchmarks.harness import Cores
 from benchmarks.management.commands import bench
 from benchmarks.management.commands.bench import BENCHMARKS, defaults
 

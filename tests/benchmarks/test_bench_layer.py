@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from benchmarks.decisions import Spread
-from benchmarks.ingest import Cores
+from benchmarks.harness import Cores
 from benchmarks.layer import (
     Arrivals,
     Burst,

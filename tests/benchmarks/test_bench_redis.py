@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from benchmarks import decisions
 from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
-from benchmarks.redis import DecisionRun, IngestRun, Recorded, RedisMemory, RedisReport
+from benchmarks.redis.figures import DecisionRun, IngestRun, Recorded, RedisMemory, RedisReport
 from tests.conftest import service_missing
 
 # Not the bench's default (13) nor the other tests' (14, 15): runs may share the machine.

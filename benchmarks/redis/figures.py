@@ -1,0 +1,335 @@
+"""What `bench redis` measures, and its table: ingest runs, decision rounds, Redis memory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks.decisions import Round
+from benchmarks.harness import figure, machine, row
+from benchmarks.memory import GIB, MemoryFigures
+
+# The two modes, and the server each runs: embedded (the baseline) decides in `serve` itself;
+# Redis mode's front ends leave deciding to `runstream` workers.
+EMBEDDED = "embedded"
+REDIS = "redis"
+EMBEDDED_SERVE = ("manage.py", "serve")
+FRONT_END_SERVE = ("manage.py", "serve", "--no-worker")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRun:
+    """One load run: events/s, and the CPU each side used, in cores (1.0: one core's time)."""
+
+    mode: str
+    front_ends: int
+    frames: str
+    events_per_second: float
+    front_ends_busy: float  # the front ends together
+    client_busy: float
+    redis_busy: float
+    # The rest of the machine's busy time: other work, and the kernel's for the loopback traffic.
+    others_busy: float
+
+    @property
+    def events_per_front_end_core(self) -> float:
+        """Events per second of front-end CPU: what a front end does with a core of its own."""
+        return self.events_per_second / self.front_ends_busy if self.front_ends_busy else 0.0
+
+    @property
+    def redis_us_per_event(self) -> float:
+        return self.redis_busy / self.events_per_second * 1e6 if self.events_per_second else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A round's decisions as the database holds them, and how soon it held them all."""
+
+    decisions: int
+    pause_keys: int  # distinct: one decision per pause
+    offers: int  # decisions with the outcome `offer`
+    offer_rows: int  # rows of the offers table
+    decided_over: float  # seconds from the first decision to the last
+    recorded_after: float  # seconds from the first decision until every one was in the database
+
+    @property
+    def per_second(self) -> float:
+        """Decisions recorded a second, from the first decision until all were in the database."""
+        return self.decisions / self.recorded_after if self.recorded_after > 0 else 0.0
+
+    @property
+    def decided_per_second(self) -> float | None:
+        """Decisions made a second, from the first to the last (None: all in one batch)."""
+        return self.decisions / self.decided_over if self.decided_over > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRun:
+    mode: str
+    workers: int  # 0: embedded, where the server decides
+    round: Round
+    recorded: Recorded
+    # The rest of the machine's busy time during the round, in cores (see CpuWatch).
+    others_busy: float = 0.0
+
+    @property
+    def every_cart_one_offer(self) -> bool:
+        recorded = self.recorded
+        counts = (recorded.decisions, recorded.pause_keys, recorded.offers, recorded.offer_rows)
+        return self.round.exactly_one_each and all(n == self.round.carts for n in counts)
+
+    @property
+    def due_per_second(self) -> float | None:
+        """Pauses falling due a second: the carts over the spread of their last activity."""
+        spread = self.round.activity_spread_ms / 1e3
+        return self.round.carts / spread if spread > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class RedisMemory:
+    """Redis memory held for N live sessions, and for an offer each, in bytes."""
+
+    sessions: int
+    events_per_session: int
+    used_memory: int  # INFO used_memory after filling minus before
+    # MEMORY USAGE of the keys, summed: the sessions' hashes and the sorted sets
+    key_bytes: dict[str, int]
+    offer_used_memory: int  # INFO used_memory after an offer for each session minus before
+    offer_key_bytes: int  # MEMORY USAGE of the offers' frame keys, summed
+    offer_hash_bytes: int  # what the offer fields added to the sessions' hashes
+    # Another database's keys changed while measuring: the used_memory figures include that.
+    others_changed: bool = False
+
+    @property
+    def bytes_per_session(self) -> float:
+        return self.used_memory / self.sessions
+
+    @property
+    def key_bytes_per_session(self) -> float:
+        return sum(self.key_bytes.values()) / self.sessions
+
+    @property
+    def sessions_per_gib(self) -> int:
+        return int(GIB / self.bytes_per_session)
+
+    @property
+    def bytes_per_offer(self) -> float:
+        return self.offer_used_memory / self.sessions
+
+
+@dataclass
+class RedisReport:
+    seconds: float
+    connections: int
+    carts: int
+    pause_seconds: float
+    window: float
+    services: dict[str, str]
+    decisions_placement: str
+    ingest_placement: dict[str, str] = field(default_factory=dict)
+    load_average: dict[str, float] = field(default_factory=dict)
+    ingest: list[IngestRun] = field(default_factory=list)
+    decisions: list[DecisionRun] = field(default_factory=list)
+    memory: RedisMemory | None = None
+    embedded_memory: MemoryFigures | None = None
+
+    def ingest_rate(self, mode: str, front_ends: int, frames: str) -> float:
+        for measured in self.ingest:
+            if (measured.mode, measured.front_ends, measured.frames) == (mode, front_ends, frames):
+                return measured.events_per_second
+        raise KeyError((mode, front_ends, frames))
+
+    def table(self) -> str:
+        services = ", ".join(f"{name} {about}" for name, about in self.services.items())
+        load = ", ".join(f"{value:.2f} {when}" for when, value in self.load_average.items())
+        rows = [f"redis mode ({services}; load average {load})"]
+        rows += self._ingest_rows()
+        rows.append("")
+        rows += self._decision_rows()
+        if self.memory is not None:
+            rows.append("")
+            rows += self._memory_rows(self.memory, self.embedded_memory)
+        return "\n".join(rows)
+
+    def _ingest_rows(self) -> list[str]:
+        widths = (9, 11, 12, 10, 11, 11, 8, 8, 8, 15, 15)
+        rows = [
+            f"ingest (events/s acknowledged through /ws/collect/, {self.connections} connections "
+            f"over all front ends, {self.seconds:g} s each; core use in % of one core)",
+            row(
+                "mode",
+                "front ends",
+                "frames",
+                "events/s",
+                "x embedded",
+                "front ends",
+                "client",
+                "redis",
+                "others",
+                "events/fe core",
+                "redis µs/event",
+                widths=widths,
+            ),
+        ]
+        for measured in self.ingest:
+            embedded = self.ingest_rate(EMBEDDED, 1, measured.frames)
+            in_redis = measured.mode == REDIS
+            rows.append(
+                row(
+                    measured.mode,
+                    str(measured.front_ends),
+                    measured.frames,
+                    f"{measured.events_per_second:,.0f}",
+                    f"{measured.events_per_second / embedded:.2f}x",
+                    f"{measured.front_ends_busy:.0%}",
+                    f"{measured.client_busy:.0%}",
+                    f"{measured.redis_busy:.0%}" if in_redis else "-",
+                    f"{measured.others_busy:.0%}",
+                    f"{measured.events_per_front_end_core:,.0f}",
+                    f"{measured.redis_us_per_event:.1f}" if in_redis else "-",
+                    widths=widths,
+                )
+            )
+        placement = "; ".join(f"{key}: {value}" for key, value in self.ingest_placement.items())
+        rows.append(
+            "others: the rest of the machine's busy time (other work, the kernel's loopback "
+            f"traffic); events/fe core: events/s per core of front-end CPU time; {placement}"
+        )
+        return rows
+
+    def _decision_rows(self) -> list[str]:
+        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 7)
+        rows = [
+            f"decisions (pause deadline to offer frame at the client, ms from the send; "
+            f"{self.carts:,} carts paced over {self.window:g} s, pause {self.pause_seconds:g} s; "
+            f"{self.decisions_placement})",
+            row(
+                "mode",
+                "workers",
+                "carts",
+                "offers",
+                "on time",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "p50 ack",
+                "p99 ack",
+                "rtt p99",
+                "due/s",
+                "decided/s",
+                "recorded/s",
+                "all recorded",
+                "others",
+                widths=widths,
+            ),
+        ]
+        for run in self.decisions:
+            measured, late = run.round, run.round.from_send
+            due, decided = run.due_per_second, run.recorded.decided_per_second
+            rows.append(
+                row(
+                    run.mode,
+                    str(run.workers) if run.mode == REDIS else "-",
+                    f"{measured.carts:,}",
+                    f"{measured.offers:,}",
+                    f"{measured.on_time:,}",
+                    _ms(late.p50),
+                    _ms(late.p90),
+                    _ms(late.p99),
+                    _ms(late.max),
+                    _ms(measured.from_ack.p50),
+                    _ms(measured.from_ack.p99),
+                    _ms(measured.ack_rtt.p99),
+                    "-" if due is None else f"{due:,.0f}",
+                    "-" if decided is None else f"{decided:,.0f}",
+                    f"{run.recorded.per_second:,.0f}",
+                    f"{run.recorded.recorded_after:.2f} s",
+                    f"{run.others_busy:.0%}",
+                    widths=widths,
+                )
+            )
+        rows.append(
+            "on time: sockets with exactly one offer, within 1 s of the deadline; ack: latency "
+            "from the ack (a lower bound); due/s: pauses falling due a second; decided/s: "
+            "decisions from the first to the last; recorded/s: decisions over the time from the "
+            "first until all were in PostgreSQL (offer, reasons, record); others: the rest of "
+            "the machine's busy time during the round, in % of one core"
+        )
+        return rows
+
+    @staticmethod
+    def _memory_rows(memory: RedisMemory, embedded: MemoryFigures | None) -> list[str]:
+        per_key = ", ".join(
+            f"{name} {size / memory.sessions:,.0f}" for name, size in memory.key_bytes.items()
+        )
+        rows = [
+            f"memory (Redis, {memory.sessions:,} live sessions of {memory.events_per_session} "
+            f"events each)",
+            f"used_memory: {memory.bytes_per_session:,.0f} bytes/session, "
+            f"{memory.sessions_per_gib:,} sessions per GB"
+            + (" (disturbed: other databases changed meanwhile)" if memory.others_changed else ""),
+            f"MEMORY USAGE of the keys: {memory.key_bytes_per_session:,.0f} bytes/session "
+            f"({per_key})",
+            f"an offer adds {memory.bytes_per_offer:,.0f} bytes (used_memory; its frame key "
+            f"{memory.offer_key_bytes / memory.sessions:,.0f} and the hash's offer fields "
+            f"{memory.offer_hash_bytes / memory.sessions:,.0f} by MEMORY USAGE)",
+        ]
+        if embedded is not None:
+            rows.append(
+                f"embedded (MemoryStore, tracemalloc, the same visits): "
+                f"{embedded.bytes_per_session:,.0f} bytes/session"
+            )
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        figures: dict[str, Any] = {
+            "seconds": self.seconds,
+            "connections": self.connections,
+            "carts": self.carts,
+            "pause_seconds": self.pause_seconds,
+            "window": self.window,
+            "services": self.services,
+            "placement": {"ingest": self.ingest_placement, "decisions": self.decisions_placement},
+            "load_average": self.load_average,
+            "machine": machine(),
+            "ingest": [
+                asdict(m)
+                | {
+                    "events_per_front_end_core": m.events_per_front_end_core,
+                    "redis_us_per_event": m.redis_us_per_event,
+                    "to_embedded": m.events_per_second / self.ingest_rate(EMBEDDED, 1, m.frames),
+                }
+                for m in self.ingest
+            ],
+            "decisions": [
+                {
+                    "mode": run.mode,
+                    "workers": run.workers,
+                    "round": asdict(run.round) | {"exactly_one_each": run.round.exactly_one_each},
+                    "recorded": asdict(run.recorded)
+                    | {
+                        "per_second": run.recorded.per_second,
+                        "decided_per_second": run.recorded.decided_per_second,
+                    },
+                    "others_busy": run.others_busy,
+                    "due_per_second": run.due_per_second,
+                    "every_cart_one_offer": run.every_cart_one_offer,
+                }
+                for run in self.decisions
+            ],
+        }
+        if self.memory is not None:
+            figures["memory"] = asdict(self.memory) | {
+                "bytes_per_session": self.memory.bytes_per_session,
+                "key_bytes_per_session": self.memory.key_bytes_per_session,
+                "sessions_per_gib": self.memory.sessions_per_gib,
+                "bytes_per_offer": self.memory.bytes_per_offer,
+            }
+        if self.embedded_memory is not None:
+            figures["embedded_memory"] = asdict(self.embedded_memory)
+        return figures
+
+
+def _ms(value: float) -> str:
+    return figure(value)
