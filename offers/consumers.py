@@ -1,4 +1,4 @@
-"""The collector socket, `/ws/collect/` (SPEC section 4)."""
+"""The collector socket, `/ws/collect/` (docs/PROTOCOL.md)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,9 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     attached: bool = False
     grouped: bool = False
     accepted: bool = False
+    # The server closed this socket, or a send to it failed: frames still queued go unanswered.
+    closed: bool = False
+    gone: bool = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # AsyncConsumer.__call__, with a channel-layer receive that rides out Redis's read
@@ -105,6 +108,10 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
         self.accepted = True
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closed = True
+        await super().close(code, reason)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections around every message, a thread hop per
@@ -164,11 +171,15 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             await self.push(offer)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
+        if self.closed or self.gone:
+            return  # read before the close, handled after it: nothing is applied or answered
         try:
             await self.receive_frame(message)
-        except STORE_DOWN:
-            raise
-        except Exception:
+        except Exception as exc:
+            if self.gone:
+                return  # the client left while its frame was answered
+            if isinstance(exc, STORE_DOWN):
+                raise
             # The last resort: a frame that some bug lets through is answered like any bad
             # frame, and counted, instead of ending the socket with an internal error (1011).
             log.exception("a collector frame failed; answered with an error frame")
@@ -260,7 +271,11 @@ class CollectorConsumer(AsyncWebsocketConsumer):
 
     async def push(self, data: str) -> None:
         """Delivery's entry point: send one encoded frame to this socket."""
-        await self.base_send({"type": "websocket.send", "text": data})
+        try:
+            await self.base_send({"type": "websocket.send", "text": data})
+        except Exception:
+            self.gone = True  # the connection is closed under us; the caller hears why
+            raise
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):

@@ -200,3 +200,101 @@ async def test_sockets_are_registered_for_delivery_while_open(demo_site, runtime
     await tab1.disconnect()
     await tab2.disconnect()
     assert runtime.delivery.open_sockets() == 0
+
+
+async def test_hostile_binary_frames_get_errors_and_the_socket_stays_open(
+    demo_site, runtime: Runtime
+):
+    ws, _ = await connected()
+    frames = [
+        b'{"type":"track","id":"e-\xff","event":"heartbeat"}',
+        b'{"type":"track","id":"e-2","event":"search","props":{"query":"\xc3\x28"}}',
+        ("[" * 15_000).encode(),
+        '{"type":"track","id":"e-3","event":"search","props":' + "[" * 1000 + "]" * 1000 + "}",
+        '{"type":"track","id":"e-4","event":"add_to_cart","props":{"product_id":"a","price":NaN}}',
+        '{"type":"track","id":"e-5","event":"add_to_cart","props":{"product_id":"a","price":1e400}}',
+        '{"type":"track","id":"e-6","event":"add_to_cart","ts":' + "9" * 5000 + "}",
+    ]
+    for frame in frames:
+        if isinstance(frame, bytes):
+            await ws.send_to(bytes_data=frame)
+        else:
+            await ws.send_to(text_data=frame)
+        answer = await ws.receive_json_from()
+        assert answer["type"] == "error" and answer["code"] in {
+            "bad_json",
+            "bad_frame",
+            "invalid_props",
+        }, answer
+    assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
+    await ws.disconnect()
+    assert runtime.delivery.open_sockets() == 0
+
+
+async def test_a_frame_that_fails_unexpectedly_gets_an_error_frame_and_is_counted(
+    demo_site, runtime: Runtime, monkeypatch
+):
+    from prometheus_client import REGISTRY
+
+    from offers import consumers
+
+    def crashes() -> float:
+        return REGISTRY.get_sample_value("liveoffers_frame_crashes_total") or 0.0
+
+    def broken(data):
+        raise ZeroDivisionError("a bug in a future decoder")
+
+    ws, _ = await connected()
+    before = crashes()
+    monkeypatch.setattr(consumers, "decode_frame", broken)
+    error = await send(ws, ADD)
+    assert error["type"] == "error" and error["code"] == "bad_frame"
+    assert crashes() == before + 1
+    monkeypatch.undo()
+    # The socket is open and well.
+    assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
+    await ws.disconnect()
+    assert runtime.delivery.open_sockets() == 0
+
+
+async def test_a_socket_whose_consumer_dies_is_detached_from_delivery(
+    demo_site, runtime: Runtime, monkeypatch
+):
+    from offers import consumers
+
+    async def broken(self, message):
+        raise ZeroDivisionError("a bug outside the frame guard")
+
+    ws, _ = await connected()
+    assert runtime.delivery.open_sockets() == 1
+    monkeypatch.setattr(consumers.CollectorConsumer, "websocket_receive", broken)
+    await ws.send_to(text_data=json.dumps(ADD))
+    with pytest.raises(ZeroDivisionError):
+        await ws.wait(timeout=2)
+    assert runtime.delivery.open_sockets() == 0
+
+
+async def test_a_site_key_no_site_can_have_is_refused_without_a_query(demo_site):
+    for key in ("demo%00", "%00", "de mo", "d%C3%A9mo", "x" * 65):
+        ws = shopper(f"site={key}")
+        ok, _ = await ws.connect()
+        assert not ok, key
+
+
+async def test_frames_read_after_the_server_closed_are_neither_applied_nor_answered(
+    demo_site, runtime: Runtime
+):
+    from prometheus_client import REGISTRY
+
+    def crashes() -> float:
+        return REGISTRY.get_sample_value("liveoffers_frame_crashes_total") or 0.0
+
+    before = crashes()
+    ws, welcome = await connected()
+    await ws.send_to(text_data=json.dumps(track("e-0", "search", query="q")) + " " * 16 * 1024)
+    await ws.send_to(text_data=json.dumps(ADD))
+    assert (await ws.receive_output())["code"] == 1009
+    assert await ws.receive_nothing(timeout=0.2)
+    state = await runtime.store.get(welcome["session"])
+    assert state is not None and state.cart == {}
+    assert crashes() == before

@@ -149,3 +149,50 @@ def test_the_demo_shop_lists_products(client: Client, demo_site):
     response = client.get("/")
     assert response.status_code == 200
     assert b"Espresso machine" in response.content
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"site":"demo","token":"t","events":[{"id":"\xff","event":"heartbeat"}]}',
+        b'{"site":"de\xffmo","token":"t","events":[]}',
+        b"[" * 15_000,
+        b'{"site":"demo","token":"t","events":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
+        b'{"site":"demo","token":"t","events":[],"x":'
+        + b'{"a":' * 3000
+        + b"1"
+        + b"}" * 3000
+        + b"}",
+        b'{"site":"demo","token":"t","events":[{"id":"e","event":"add_to_cart","props":{"product_id":"a","price":NaN}}]}',
+        b'{"site":"demo\\u0000","token":"t","events":[]}',
+        b'{"site":"d\\ud800","token":"t","events":[]}',
+        b'{"site":1e999,"token":"t","events":[]}',
+        b"",
+        b"\x00\x01\x02",
+    ],
+)
+def test_collect_answers_any_bad_body_with_a_4xx_json_error(client: Client, demo_site, body):
+    response = post(client, body)
+    assert 400 <= response.status_code < 500, response.content
+    assert response.json()["error"]
+
+
+def test_collect_answers_generated_garbage_with_4xx(client: Client, demo_site):
+    import random
+
+    from tests.hostile import hostile_bodies
+
+    for body in hostile_bodies(random.Random(8), 600):
+        response = post(client, body)
+        assert 400 <= response.status_code < 500, (body[:200], response.status_code)
+        assert response.json()["error"]
+
+
+def test_collect_refuses_a_declared_length_over_64_kib_before_reading(client: Client, demo_site):
+    response = client.post(
+        "/collect/",
+        data=b"{}",
+        content_type="text/plain",
+        CONTENT_LENGTH=str(10**9),
+    )
+    assert response.status_code == 400 and response.json()["error"] == "too_large"

@@ -36,12 +36,11 @@ from tests.hostile import (
 
 def outcome(data: str | bytes) -> list[Event | ProtocolError] | ProtocolError:
     """What the decoder makes of a frame: its items, or the one error of the whole frame."""
+    error: ProtocolError | None = None
     try:
         items = decode_frame(data)
     except FrameError as exc:
         error = exc.error
-    else:
-        error = None
     if error is not None:
         assert error.code in ERROR_CODES, error
         assert isinstance(error.detail, str) and error.detail
