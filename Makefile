@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck check bench simulate clean
+.PHONY: help install run test test-fast lint typecheck check bench simulate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,11 +31,14 @@ test: install ## lint, typecheck, then the whole test suite
 	$(PY) -m mypy .
 	$(PY) -m pytest
 
+test-fast: install ## the unit tests only: no servers, no Redis or PostgreSQL, no training (under a minute)
+	$(PY) -m pytest -q -m "not e2e and not services and not slow"
+
 lint: install ## ruff lint and format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-typecheck: install ## mypy (strict on streaming/)
+typecheck: install ## mypy, strict
 	$(PY) -m mypy .
 
 check: lint typecheck ## lint and typecheck

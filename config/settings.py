@@ -21,7 +21,7 @@ if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 
-# --- Live Offers (SPEC section 2) -------------------------------------------------------------
+# --- Live Offers (README.md, "Configuration") -----------------------------------------------
 PAUSE_SECONDS = envfloat("PAUSE_SECONDS", 30.0, minimum=0.1, maximum=86400)
 OFFER_COOLDOWN_SECONDS = envfloat("OFFER_COOLDOWN_SECONDS", 600.0, minimum=0, maximum=30 * 86400)
 HOLDOUT_PERCENT = envfloat("HOLDOUT_PERCENT", 10.0, minimum=0, maximum=100)

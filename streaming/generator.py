@@ -1,7 +1,7 @@
 """Shoppers with a known intent: sessions of collector events to train on and to simulate with.
 
 Each persona is a small script over a `_Shopper`, which keeps the clock and the cart and writes
-event objects exactly as the shop's snippet sends them (SPEC section 4). Times are seconds from
+event objects exactly as the shop's snippet sends them (docs/PROTOCOL.md). Times are seconds from
 the session's start; `GeneratedSession.timed_events(start)` turns them into validated events at
 absolute times. Everything is drawn from one seeded numpy Generator, so a seed repeats a run.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from streaming.protocol import Event, ProtocolError, decode_events
 
-# The SPEC's default PAUSE_SECONDS: the comparers' and persuadables' pauses are longer than this.
+# The default PAUSE_SECONDS: the comparers' and persuadables' pauses are longer than this.
 PAUSE_SECONDS: Final = 30.0
 
 

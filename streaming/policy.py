@@ -1,4 +1,4 @@
-"""What to do with a risk: offer, hold out, or nothing (SPEC section 5).
+"""What to do with a risk: offer, hold out, or nothing (README.md, "Decisions and offers").
 
 A pure function of the risks, the sessions, the active rules and the clock, for a whole batch
 of paused sessions at once: the caller reads the rules, today's budget use and the sessions'

@@ -1,6 +1,6 @@
 """From sessions to a cart-risk model: pause examples, an XGBoost booster and its held-out figures.
 
-An example is what the live worker sees at a pause's deadline (SPEC section 5): the session's
+An example is what the live worker sees at a pause's deadline: the session's
 features `PAUSE_SECONDS` after its last activity, with a non-empty cart and no purchase yet.
 Its label is 1 when the session then ends without a purchase (abandoned), 0 when it buys.
 """

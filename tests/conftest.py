@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from offers.runtime import Runtime, reset_runtime
-from offers.sites import forget_sites
+if TYPE_CHECKING:
+    from offers.runtime import Runtime
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -20,9 +21,20 @@ def service_missing(what: str) -> None:
     pytest.skip(f"{what} does not answer")
 
 
-@pytest.fixture(autouse=True)
+def pytest_configure() -> None:
+    from django.conf import settings
+
+    # Users are made by the hundred in tests: a slow password hash there only slows the suite.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
 def runtime() -> Iterator[Runtime]:
-    """A fresh in-memory runtime (store, delivery, worker) for every test."""
+    """A fresh in-memory runtime (store, delivery, worker) and no cached sites; used automatically
+    by the tests of the Django app (tests/offers/conftest.py)."""
+    from offers.runtime import reset_runtime
+    from offers.sites import forget_sites
+
     forget_sites()
     yield reset_runtime()
     forget_sites()

@@ -41,6 +41,7 @@ def test_typed_helpers_refuse_bad_values_clearly(monkeypatch, value, reader, mes
         reader()
 
 
+@pytest.mark.slow
 def test_a_bad_setting_stops_the_server_with_a_clear_message(tmp_path):
     result = manage(
         "check", env=project_env(PAUSE_SECONDS="soon", DATABASE_URL=f"sqlite:///{tmp_path}/db")
@@ -49,6 +50,7 @@ def test_a_bad_setting_stops_the_server_with_a_clear_message(tmp_path):
     assert "PAUSE_SECONDS must be a number; got 'soon'" in result.stderr
 
 
+@pytest.mark.slow
 def test_production_settings_pass_the_deploy_check(tmp_path):
     env = project_env(
         DEBUG="0",
@@ -61,6 +63,7 @@ def test_production_settings_pass_the_deploy_check(tmp_path):
     assert "no issues" in result.stdout
 
 
+@pytest.mark.slow
 def test_production_refuses_the_development_secret_key(tmp_path):
     result = manage("check", env=project_env(DEBUG="0", DATABASE_URL=f"sqlite:///{tmp_path}/db"))
     assert result.returncode != 0
@@ -79,6 +82,7 @@ def read_settings(tmp_path, *names: str, **environ: str) -> list[str]:
     return result.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_redis_mode_takes_the_pubsub_layer_unless_told_core_with_its_capacity_and_expiry(tmp_path):
     (pubsub,) = read_settings(tmp_path, "CHANNEL_LAYERS", REDIS_URL="redis://127.0.0.1:6379/0")
     assert "channels_redis.pubsub.RedisPubSubChannelLayer" in pubsub
@@ -94,6 +98,7 @@ def test_redis_mode_takes_the_pubsub_layer_unless_told_core_with_its_capacity_an
     assert "'capacity': 500, 'expiry': 30" in core
 
 
+@pytest.mark.slow
 def test_postgresql_gets_a_pool_and_no_persistent_connections(tmp_path):
     url = "postgres://u@db.example:5432/offers"
     assert read_settings(tmp_path, "DATABASES['default']['OPTIONS']", DATABASE_URL=url) == [

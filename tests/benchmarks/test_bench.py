@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import bare
 from benchmarks.clients import load
 from benchmarks.harness import Cores
@@ -7,6 +9,7 @@ from benchmarks.ingest import IngestReport, Measurement
 from benchmarks.memory import measure_memory
 
 
+@pytest.mark.slow
 def test_a_live_session_holds_well_under_four_kib():
     figures = measure_memory(2_000)
     assert figures.events_per_session >= 15
@@ -14,6 +17,7 @@ def test_a_live_session_holds_well_under_four_kib():
     assert figures.sessions_per_gib > 250_000
 
 
+@pytest.mark.slow
 async def test_the_load_client_counts_every_id_the_bare_server_acknowledges():
     server = await bare.start("127.0.0.1", 0)
     try:

@@ -16,6 +16,8 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.conftest import LiveOffers
 from tests.subprocesses import ROOT
 
+pytestmark = pytest.mark.e2e
+
 DOCS = ROOT / "docs"
 
 

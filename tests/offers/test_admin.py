@@ -74,6 +74,7 @@ def test_decisions_and_offers_are_read_only(operator: Client):
     assert Decision.objects.count() == 1
 
 
+@pytest.mark.slow
 def test_operators_can_edit_demo_products(operator: Client):
     call_command("bootstrap_demo", stdout=io.StringIO())
     product = Product.objects.get(sku="sku-mug")
@@ -104,6 +105,7 @@ def test_allowed_origins_are_compared_in_their_normal_form():
     assert Site(key="any", name="Any", allowed_origins="*").allows_origin(None)
 
 
+@pytest.mark.slow
 def test_the_demo_and_the_staff_user_are_made_once(tmp_path, settings, capsys, monkeypatch):
     from offers.management.commands import ensure_staff
 

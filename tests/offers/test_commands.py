@@ -8,6 +8,7 @@ import pytest
 from tests.subprocesses import manage, project_env
 
 
+@pytest.mark.slow
 def test_runstream_explains_that_embedded_mode_needs_no_worker(tmp_path):
     result = manage("runstream", env=project_env(DATABASE_URL=f"sqlite:///{tmp_path}/db"))
     assert result.returncode == 2
@@ -16,6 +17,7 @@ def test_runstream_explains_that_embedded_mode_needs_no_worker(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_serve_without_a_worker_needs_redis(tmp_path):
     result = manage(
         "serve", "--no-worker", env=project_env(DATABASE_URL=f"sqlite:///{tmp_path}/db")

@@ -261,7 +261,7 @@ def one_at_a_time(
     cooldown_seconds: float,
     holdout_percent: float,
 ) -> list[tuple[str, int | None]]:
-    """The policy as the SPEC words it, a session after another: (outcome, rule id) each."""
+    """The policy as docs/PROTOCOL.md words it, a session after another: (outcome, rule id) each."""
     used = dict(used_today)
     out: list[tuple[str, int | None]] = []
     for risk, site, cart_value, last_offer_at, bucket in rows:
