@@ -17,20 +17,20 @@ MAX_MODEL_BYTES = 32 * 2**20
 
 
 @admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):
+class SiteAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
     list_display = ["key", "name", "created_at"]
     search_fields = ["key", "name"]
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
     list_display = ["name", "sku", "site", "category", "price", "active"]
     list_filter = ["site", "category", "active"]
     search_fields = ["name", "sku"]
 
 
 @admin.register(OfferRule)
-class OfferRuleAdmin(admin.ModelAdmin):
+class OfferRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
     list_display = [
         "title",
         "site",
@@ -45,7 +45,7 @@ class OfferRuleAdmin(admin.ModelAdmin):
     list_filter = ["site", "active"]
 
 
-class ScoringModelForm(forms.ModelForm):
+class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
     """Upload of an XGBoost model file: JSON or UBJSON, checked before anything is stored."""
 
     model_file = forms.FileField(
@@ -66,7 +66,7 @@ class ScoringModelForm(forms.ModelForm):
             raise forms.ValidationError("Choose a model file to upload.")
         if upload.size > MAX_MODEL_BYTES:
             raise forms.ValidationError(f"The file is over {MAX_MODEL_BYTES // 2**20} MiB.")
-        raw = upload.read()
+        raw: bytes = upload.read()
         try:
             load_model(raw, label="upload")
         except ModelError as exc:
@@ -75,7 +75,7 @@ class ScoringModelForm(forms.ModelForm):
 
 
 @admin.register(ScoringModel)
-class ScoringModelAdmin(admin.ModelAdmin):
+class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
     form = ScoringModelForm
     list_display = ["label", "state", "auc", "created_at", "activated_at"]
     list_filter = ["state", "name"]
@@ -103,7 +103,7 @@ class ScoringModelAdmin(admin.ModelAdmin):
             "", "<div><b>{}</b>: {}</div>", ((k, v) for k, v in sorted(obj.metrics.items()))
         )
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+    def get_fields(self, _request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["name", "notes", "model_file"]
         return ["name", "notes", *self.readonly_fields]
@@ -133,7 +133,7 @@ class ScoringModelAdmin(admin.ModelAdmin):
         self.message_user(request, f"{model.label} is now active.", messages.SUCCESS)
 
     @admin.action(description="Roll back to the previously active model")
-    def rollback(self, request: HttpRequest, queryset: Any) -> None:
+    def rollback(self, request: HttpRequest, _queryset: Any) -> None:
         model = model_rollback()
         if model is None:
             self.message_user(request, "No earlier active model to roll back to.", messages.ERROR)
@@ -154,21 +154,21 @@ class ScoringModelAdmin(admin.ModelAdmin):
         self.message_user(request, f"{model.label} now runs in shadow.", messages.SUCCESS)
 
     @admin.action(description="Stop the shadow model")
-    def stop_shadow(self, request: HttpRequest, queryset: Any) -> None:
+    def stop_shadow(self, request: HttpRequest, _queryset: Any) -> None:
         model_shadow(model=None)
         self.message_user(request, "No model runs in shadow now.", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
     """Records of what happened: visible to operators, changed by nobody."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002, RUF100  # ModelAdmin's signature
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002, RUF100  # ModelAdmin's signature
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002, RUF100  # ModelAdmin's signature
         return False
 
 

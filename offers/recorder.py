@@ -67,7 +67,7 @@ class Recorder:
     def pending(self) -> int:
         return len(self._decisions) + len(self._marks)
 
-    async def step(self, now: float) -> bool:
+    async def step(self, _now: float) -> bool:
         if not self._decisions and not self._marks:
             return False
         decisions = list(self._decisions)

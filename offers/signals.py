@@ -11,5 +11,5 @@ from offers.sites import forget_sites
 
 @receiver(post_save, sender=Site)
 @receiver(post_delete, sender=Site)
-def site_changed(**kwargs: Any) -> None:
+def site_changed(**_kwargs: Any) -> None:
     forget_sites()

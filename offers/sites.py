@@ -40,7 +40,7 @@ async def find_site(key: str) -> SiteInfo | None:
     cached = _cache.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
-    info = await database_sync_to_async(_load)(key)
+    info: SiteInfo | None = await database_sync_to_async(_load)(key)
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[key] = (now + CACHE_SECONDS, info)

@@ -104,7 +104,8 @@ def _database_answers() -> bool:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-            return cursor.fetchone() == (1,)
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row == (1,)
     except Exception:
         return False
 
@@ -122,7 +123,7 @@ async def _redis_answers(url: str) -> bool:
 
 
 @require_GET
-async def healthz(request: HttpRequest) -> HttpResponse:
+async def healthz(_request: HttpRequest) -> HttpResponse:
     database = await sync_to_async(_database_answers)()
     checks = {"database": "ok" if database else "down"}
     if settings.REDIS_URL:

@@ -165,9 +165,9 @@ class _RoundProgress(xgb.callback.TrainingCallback):
 
     def after_iteration(
         self,
-        model: xgb.Booster,
+        _model: xgb.Booster,
         epoch: int,
-        evals_log: dict[str, dict[str, list[float] | list[tuple[float, float]]]],
+        _evals_log: dict[str, dict[str, list[float] | list[tuple[float, float]]]],
     ) -> bool:
         self.progress(epoch + 1, self.rounds)
         return False  # never asks to stop: early stopping decides that

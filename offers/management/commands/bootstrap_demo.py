@@ -33,7 +33,7 @@ DEMO_RULES = [
 class Command(BaseCommand):
     help = "Create the demo site, products, offer rules and an active model (idempotent)."
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **_options: Any) -> None:
         self.ensure_catalogue()
         self.ensure_model()
 

@@ -15,7 +15,7 @@ PASSWORD_FILE = Path(settings.BASE_DIR) / ".admin-password"
 class Command(BaseCommand):
     help = "Make sure a staff user exists and print how to log in (idempotent)."
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **_options: Any) -> None:
         User = get_user_model()
         if not User.objects.filter(is_staff=True, is_active=True).exists():
             password = secrets.token_urlsafe(12)

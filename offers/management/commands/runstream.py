@@ -31,7 +31,7 @@ class Command(BaseCommand):
             "--metrics-host", default="127.0.0.1", help="address for --metrics-port (127.0.0.1)"
         )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **options: Any) -> None:
         if not settings.REDIS_URL:
             self.stderr.write(
                 "runstream needs REDIS_URL: in embedded mode `serve` runs the stream worker itself"

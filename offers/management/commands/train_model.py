@@ -45,7 +45,7 @@ class Command(BaseCommand):
             help="how the booster is stored (default ubj)",
         )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **options: Any) -> None:
         # Progress lines are not errors: plain text, whatever the terminal.
         self.stderr.style_func = None
 
