@@ -64,7 +64,8 @@ def fill_cart(ws: ClientConnection, prefix: str = "e") -> float:
 
 def next_frame(ws: ClientConnection, timeout: float) -> dict[str, Any] | None:
     try:
-        return json.loads(ws.recv(timeout=timeout))
+        frame: dict[str, Any] = json.loads(ws.recv(timeout=timeout))
+        return frame
     except TimeoutError:
         return None
 

@@ -129,11 +129,11 @@ async def honest_shopper(server: Server) -> dict[str, Any] | None:
         deadline = time.monotonic() + PAUSE + 8
         while time.monotonic() < deadline:
             try:
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 1))
+                message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 1))
             except TimeoutError:
                 continue
-            if frame["type"] == "offer":
-                return frame
+            if message["type"] == "offer":
+                return message
     return None
 
 

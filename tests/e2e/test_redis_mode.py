@@ -231,7 +231,7 @@ def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their
 
     async def before() -> dict[str, Any]:
         async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
-            welcome = json.loads(await ws.recv())
+            welcome: dict[str, Any] = json.loads(await ws.recv())
             for i in range(5):
                 await ws.send(
                     json.dumps(track(f"e-{i}", "add_to_cart", product_id=f"sku-{i}", price=10.0))
@@ -271,7 +271,8 @@ def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their
                     }
                 )
             )
-            return json.loads(await ws.recv())["ids"]
+            ids: list[str] = json.loads(await ws.recv())["ids"]
+            return ids
 
     try:
         welcome = asyncio.run(before())

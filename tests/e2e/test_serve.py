@@ -57,7 +57,8 @@ def shopper(
 
 
 def receive(ws: ClientConnection) -> dict[str, Any]:
-    return json.loads(ws.recv(timeout=5))
+    frame: dict[str, Any] = json.loads(ws.recv(timeout=5))
+    return frame
 
 
 def send(ws: ClientConnection, frame: Any) -> dict[str, Any]:

@@ -33,7 +33,8 @@ async def connected(
 
 async def send(ws: WebsocketCommunicator, frame: Any) -> dict[str, Any]:
     await ws.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
-    return await ws.receive_json_from()
+    reply: dict[str, Any] = await ws.receive_json_from()
+    return reply
 
 
 async def test_it_welcomes_a_shopper_with_a_session_and_signed_token(demo_site, runtime: Runtime):

@@ -54,6 +54,13 @@ def outcome(data: str | bytes) -> list[Event | ProtocolError] | ProtocolError:
     return items
 
 
+def items_of(data: str | bytes) -> list[Event | ProtocolError]:
+    """The items of a frame the decoder reads as a whole (no error of the whole frame)."""
+    result = outcome(data)
+    assert not isinstance(result, ProtocolError), result
+    return result
+
+
 def assert_within_bounds(event: Event) -> None:
     props = event.props
     if isinstance(props, AddToCart | ProductView):
@@ -105,6 +112,7 @@ def test_thousands_of_mixed_frames_get_an_answer_never_an_exception():
 )
 def test_invalid_utf8_in_a_binary_frame_is_bad_json(bad, template, expected):
     result = outcome(template.replace(b"%s", bad))
+    assert isinstance(result, ProtocolError) is (expected == "frame"), result
     error = result if isinstance(result, ProtocolError) else result[0]
     assert isinstance(error, ProtocolError)
     assert error.code == "bad_json" and "UTF-8" in error.detail
@@ -154,7 +162,7 @@ def test_numbers_past_their_bounds_are_invalid_props(field, number):
     props = '{"product_id":"a","price":%s,"quantity":%s}' % (
         (number, "1") if field == "price" else ("1", number)
     )
-    (error,) = outcome('{"type":"track","id":"e-1","event":"add_to_cart","props":' + props + "}")
+    (error,) = items_of('{"type":"track","id":"e-1","event":"add_to_cart","props":' + props + "}")
     assert isinstance(error, ProtocolError) and error.code == "invalid_props", error
     assert error.id == "e-1" and f"props.{field}" in error.detail
 
@@ -189,7 +197,7 @@ def test_prices_and_quantities_are_bounded(price, quantity, ok):
         "event": "add_to_cart",
         "props": {"product_id": "a", "price": price, "quantity": quantity},
     }
-    (item,) = outcome(json.dumps(frame))
+    (item,) = items_of(json.dumps(frame))
     assert isinstance(item, Event) is ok, item
     if not ok:
         assert isinstance(item, ProtocolError) and item.code == "invalid_props"
@@ -200,7 +208,7 @@ def test_client_time_is_bounded():
     result = outcome(json.dumps(frame))
     assert isinstance(result, ProtocolError) and result.code == "bad_frame" and result.id == "e-1"
     frame["ts"] = 1_764_000_000_000
-    (item,) = outcome(json.dumps(frame))
+    (item,) = items_of(json.dumps(frame))
     assert isinstance(item, Event) and item.ts == 1_764_000_000_000
 
 
@@ -217,13 +225,13 @@ def test_client_time_is_bounded():
     ],
 )
 def test_strings_that_reach_the_record_hold_no_nul_or_control_characters(name, props):
-    (item,) = outcome(json.dumps({"type": "track", "id": "e-1", "event": name, "props": props}))
+    (item,) = items_of(json.dumps({"type": "track", "id": "e-1", "event": name, "props": props}))
     assert isinstance(item, ProtocolError) and item.code == "invalid_props", item
 
 
 def test_a_purchase_may_name_the_offer_code_it_used():
     frame = {"type": "track", "id": "e-1", "event": "purchase", "props": {"code": "SAVE10-ABC"}}
-    (item,) = outcome(json.dumps(frame))
+    (item,) = items_of(json.dumps(frame))
     assert isinstance(item, Event) and item.props.code == "SAVE10-ABC"
 
 

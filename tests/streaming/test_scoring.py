@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import pickle
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,8 +60,9 @@ def edited(model: bytes, edit) -> bytes:
     return json.dumps(document).encode()
 
 
-def first_tree(document: dict) -> dict:
-    return document["learner"]["gradient_booster"]["model"]["trees"][0]
+def first_tree(document: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = document["learner"]["gradient_booster"]["model"]["trees"][0]
+    return tree
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def test_it_refuses_features_in_another_order() -> None:
 
 
 def test_it_refuses_a_model_without_feature_names(json_model: bytes) -> None:
-    def forget_names(document: dict) -> None:
+    def forget_names(document: dict[str, Any]) -> None:
         document["learner"]["feature_names"] = []
 
     with pytest.raises(ModelError, match="has no feature names"):
@@ -276,25 +278,25 @@ def test_it_refuses_a_model_without_feature_names(json_model: bytes) -> None:
 
 
 # XGBoost does not check these, and would crash the process (or loop forever) on them.
-def point_a_child_outside_the_tree(document: dict) -> None:
+def point_a_child_outside_the_tree(document: dict[str, Any]) -> None:
     first_tree(document)["left_children"][0] = 10**6
 
 
-def split_on_a_missing_feature(document: dict) -> None:
+def split_on_a_missing_feature(document: dict[str, Any]) -> None:
     first_tree(document)["split_indices"][0] = 10**6
 
 
-def make_a_cycle(document: dict) -> None:
+def make_a_cycle(document: dict[str, Any]) -> None:
     tree = first_tree(document)
     child = tree["left_children"][0]
     tree["left_children"][child] = tree["right_children"][child] = 0
 
 
-def add_to_a_second_output(document: dict) -> None:
+def add_to_a_second_output(document: dict[str, Any]) -> None:
     document["learner"]["gradient_booster"]["model"]["tree_info"][0] = 5
 
 
-def give_leaves_vectors(document: dict) -> None:
+def give_leaves_vectors(document: dict[str, Any]) -> None:
     first_tree(document)["tree_param"]["size_leaf_vector"] = "5"
 
 
@@ -353,7 +355,7 @@ def test_damaged_models_are_refused_or_still_score(ubj_model: bytes, json_model:
 
 
 def test_what_xgboost_itself_refuses_becomes_a_model_error(json_model: bytes) -> None:
-    def miscount_trees(document: dict) -> None:
+    def miscount_trees(document: dict[str, Any]) -> None:
         document["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"] = "99"
 
     with pytest.raises(ModelError, match=r"XGBoost could not load the model: Check failed"):

@@ -21,16 +21,18 @@ from tests.factories import T0
 PAUSE = 30.0
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
-ADD = ("add_to_cart", {"product_id": "sku-mug", "price": 14.0, "quantity": 2})
-VIEW = ("product_view", {"product_id": "sku-lamp", "price": 79.0})
-HOME = ("page_view", {"url": "/", "page_type": "home"})
-PURCHASE = ("purchase", {"total": 28.0})
-HIDDEN = ("visibility", {"state": "hidden"})
-VISIBLE = ("visibility", {"state": "visible"})
-HEARTBEAT: tuple[str, dict[str, object]] = ("heartbeat", {})
+# (event, props); the props' type is spelled out, or a dict of floats would not be accepted.
+EventStep = tuple[str, dict[str, object]]
+ADD: EventStep = ("add_to_cart", {"product_id": "sku-mug", "price": 14.0, "quantity": 2})
+VIEW: EventStep = ("product_view", {"product_id": "sku-lamp", "price": 79.0})
+HOME: EventStep = ("page_view", {"url": "/", "page_type": "home"})
+PURCHASE: EventStep = ("purchase", {"total": 28.0})
+HIDDEN: EventStep = ("visibility", {"state": "hidden"})
+VISIBLE: EventStep = ("visibility", {"state": "visible"})
+HEARTBEAT: EventStep = ("heartbeat", {})
 
 
-def session(*steps: tuple[float, tuple[str, dict[str, object]]]) -> GeneratedSession:
+def session(*steps: tuple[float, EventStep]) -> GeneratedSession:
     """A hand-built session from (seconds from start, (event, props)) steps."""
     events = [
         GeneratedEvent(at, {"id": f"e-{i}", "event": name, "props": props})
