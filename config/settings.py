@@ -27,6 +27,9 @@ OFFER_COOLDOWN_SECONDS = envfloat("OFFER_COOLDOWN_SECONDS", 600.0, minimum=0, ma
 HOLDOUT_PERCENT = envfloat("HOLDOUT_PERCENT", 10.0, minimum=0, maximum=100)
 RATE_EVENTS_PER_SECOND = envfloat("RATE_EVENTS_PER_SECOND", 50.0, minimum=0.001)
 RATE_BURST = envint("RATE_BURST", 200, minimum=1)
+# Output queued for one collector socket and not yet written; a client that lets more pile up
+# (it does not read) is closed with 1008.
+MAX_UNSENT_BYTES = envint("MAX_UNSENT_BYTES", 256 * 1024, minimum=16 * 1024)
 SESSION_IDLE_SECONDS = envfloat("SESSION_IDLE_SECONDS", 1800.0, minimum=1)
 SESSION_TOKEN_MAX_AGE = envint("SESSION_TOKEN_MAX_AGE", 86400, minimum=60)
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")

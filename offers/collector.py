@@ -60,13 +60,19 @@ async def ingest(
         metrics.EVENTS_ACCEPTED.inc(len(applied.fresh))
         if applied.duplicates:
             metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
+        ignored = 0
         for event in applied.fresh:
+            if applied.names_another_offer(event):
+                ignored += 1  # acknowledged, and nothing more: not the session's offer
+                continue
             if event.name == "offer_accepted":
                 runtime.feed.count_accepted()
             if event.name in OUTCOME_EVENTS:
                 runtime.recorder.mark(
                     ShopperMark(session_id, getattr(event.props, "offer_id", None), event.name, now)
                 )
+        if ignored:
+            metrics.OFFER_EVENTS_IGNORED.inc(ignored)
     for error in result.errors:
         metrics.EVENTS_REFUSED.labels(error.code).inc()
     return result

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,10 +38,16 @@ _SITE_KEY = re.compile(SITE_KEY_PATTERN)
 
 MAX_ERRORS = 100
 CLOSE_TOO_BIG = 1009
+# The client reads too slowly: more output is waiting to be written to it than MAX_UNSENT_BYTES.
+CLOSE_NOT_READING = 1008
 CLOSE_TOO_MANY_ERRORS = 4400
 # The session store (Redis) does not answer: nothing can be kept, so nothing is accepted.
 CLOSE_STORE_DOWN = 4503
 STORE_DOWN = (RedisError, ConnectionError, TimeoutError)
+# What a queued frame costs beyond its text, so that a flood of tiny frames is bounded too.
+FRAME_OVERHEAD = 64
+# How long a close may wait for a server that does not take it at once.
+CLOSE_WAIT_SECONDS = 5.0
 
 _encode = msgspec.json.encode
 
@@ -51,7 +59,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-class CollectorConsumer(AsyncWebsocketConsumer):
+class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc, unused-ignore]  # channels is untyped
     # Embedded mode: collector sockets take no messages from the in-process channel layer;
     # offers reach them through the runtime's delivery registry (streaming.delivery). Redis
     # mode: a worker in another process decides, so each socket joins its session's group.
@@ -67,6 +75,15 @@ class CollectorConsumer(AsyncWebsocketConsumer):
     # The server closed this socket, or a send to it failed: frames still queued go unanswered.
     closed: bool = False
     gone: bool = False
+    # Frames waiting for this socket's writer task, and what they weigh (`FRAME_OVERHEAD` each
+    # beyond their text): at most `MAX_UNSENT_BYTES`.
+    outbox: deque[str]
+    outbox_bytes: int = 0
+    wake: asyncio.Event  # set when there is something for the writer
+    writer: asyncio.Task[None] | None = None
+    stopped: asyncio.Event  # set to end the consumer from within
+    # The close to send once the frames queued before it are written.
+    close_after: dict[str, Any] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # AsyncConsumer.__call__, with a channel-layer receive that rides out Redis's read
@@ -74,7 +91,10 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
-        receivers = [receive]
+        self.outbox = deque()
+        self.wake = asyncio.Event()
+        self.stopped = asyncio.Event()
+        receivers = [receive, self.stop_receive]
         try:
             if self.channel_layer is not None:
                 # The pub/sub layer subscribes here: it may find Redis down.
@@ -84,6 +104,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         except STORE_DOWN:
+            self.stop_writer()
             # The channel layer lost Redis. Say so with a close the client understands
             # (come back later) rather than an internal error.
             log.warning("closing a collector socket: the channel layer failed", exc_info=True)
@@ -97,21 +118,42 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             # would be counted open and sent offers forever.
             with contextlib.suppress(Exception):
                 await self.leave()
+            self.stop_writer()
+
+    async def stop_receive(self) -> dict[str, Any]:
+        """Ends the consumer from within (a client that does not read, once it is let go)."""
+        await self.stopped.wait()
+        return {"type": "collector.stop"}
+
+    async def collector_stop(self, _message: dict[str, Any]) -> None:
+        raise StopConsumer()
 
     async def layer_receive(self) -> dict[str, Any]:
         while True:
             try:
-                return await self.channel_layer.receive(self.channel_name)
+                message: dict[str, Any] = await self.channel_layer.receive(self.channel_name)
+                return message
             except RedisTimeoutError:
                 continue  # a slow read, not a lost Redis: wait for the next message
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
         self.accepted = True
+        self.writer = asyncio.get_running_loop().create_task(self.write_out())
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close after the frames already queued (an error frame goes out before its close)."""
         self.closed = True
-        await super().close(code, reason)
+        if self.writer is None or self.writer.done():
+            await super().close(code, reason)  # before accept: the handshake is refused
+            return
+        message: dict[str, Any] = {"type": "websocket.close"}
+        if code is not None and code is not True:
+            message["code"] = code
+        if reason:
+            message["reason"] = reason
+        self.close_after = message
+        self.wake.set()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections around every message, a thread hop per
@@ -122,7 +164,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
+    async def websocket_connect(self, _message: dict[str, Any]) -> None:
         params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         key = params.get("site", [""])[0]
         # A key no site can have is refused without a query (a NUL would fail in PostgreSQL).
@@ -168,7 +210,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         # An offer made while the shopper's page was closed is shown when they come back.
         offer = state.live_offer(now)
         if offer is not None:
-            await self.push(offer)
+            self.push(offer)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         if self.closed or self.gone:
@@ -238,15 +280,15 @@ class CollectorConsumer(AsyncWebsocketConsumer):
         metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_STORE_DOWN)).inc()
         await self.close(code=CLOSE_STORE_DOWN, reason="session store unavailable, try again")
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, _message: dict[str, Any]) -> None:
         await self.leave()
         raise StopConsumer()
 
     async def leave(self) -> None:
         """Leave delivery and the session's group, once, however the socket ends."""
-        if self.attached:
-            self.attached = False
-            get_runtime().delivery.detach(self.session_id, self)
+        self.outbox.clear()
+        self.outbox_bytes = 0
+        self.detach()
         if self.grouped:
             self.grouped = False
             # Redis gone as well: the membership goes with the layer's connection (pubsub) or
@@ -264,21 +306,86 @@ class CollectorConsumer(AsyncWebsocketConsumer):
 
     async def offer_push(self, message: dict[str, Any]) -> None:
         """An offer from a worker in another process (Redis mode)."""
-        await self.push(message["text"])
+        self.push(message["text"])
 
     async def push_frame(self, frame: dict[str, Any]) -> None:
-        await self.push(_encode(frame).decode())
+        self.push(_encode(frame).decode())
 
-    async def push(self, data: str) -> None:
-        """Delivery's entry point: send one encoded frame to this socket."""
+    def push(self, data: str) -> None:
+        """Delivery's entry point: queue one encoded frame for this socket's writer.
+
+        Never waits on the network. A client whose unsent output would pass `MAX_UNSENT_BYTES`
+        does not read what it is sent: it is closed with 1008 and leaves delivery.
+        """
+        if self.closed or self.gone or self.writer is None:
+            return
+        self.outbox_bytes += len(data) + FRAME_OVERHEAD
+        self.outbox.append(data)
+        if self.outbox_bytes > settings.MAX_UNSENT_BYTES and len(self.outbox) > 1:
+            self.let_go()
+            return
+        self.wake.set()
+
+    async def write_out(self) -> None:
+        """The socket's writer: sends queued frames in order, then the close asked for, if any."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.outbox:
+                data = self.outbox[0]
+                try:
+                    await self.base_send({"type": "websocket.send", "text": data})
+                except Exception:
+                    # The connection closed under us: nothing more can reach it.
+                    self.gone = True
+                    self.detach()
+                    return
+                if self.outbox:  # `leave` may have emptied it meanwhile
+                    self.outbox.popleft()
+                    self.outbox_bytes -= len(data) + FRAME_OVERHEAD
+            if self.close_after is not None:
+                with contextlib.suppress(Exception):
+                    await self.base_send(self.close_after)
+                return
+
+    def let_go(self) -> None:
+        """A client that does not read: drop what it was not sent, leave delivery, close 1008."""
+        log.warning(
+            "closing a collector socket that does not read (%d bytes unsent)", self.outbox_bytes
+        )
+        metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_NOT_READING)).inc()
+        self.closed = True
+        self.outbox.clear()
+        self.outbox_bytes = 0
+        self.detach()
+        # The writer may be waiting on the stalled connection itself: the close skips it.
+        self.stop_writer()
+        self.writer = asyncio.get_running_loop().create_task(self.close_stalled())
+
+    async def close_stalled(self) -> None:
         try:
-            await self.base_send({"type": "websocket.send", "text": data})
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.base_send(
+                    {"type": "websocket.close", "code": CLOSE_NOT_READING, "reason": "not reading"}
+                )
         except Exception:
-            self.gone = True  # the connection is closed under us; the caller hears why
-            raise
+            # A server that waits for the client to read before closing: the consumer ends
+            # without it, and the server drops the connection when the consumer is gone.
+            self.gone = True
+            self.stopped.set()
+
+    def detach(self) -> None:
+        """Leave delivery now (the session's group is left when the consumer ends)."""
+        if self.attached:
+            self.attached = False
+            get_runtime().delivery.detach(self.session_id, self)
+
+    def stop_writer(self) -> None:
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):
+class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc, unused-ignore]  # channels is untyped
     """`/ws/dashboard/`: live stats and decisions for staff; anyone else is refused with 403."""
 
     async def connect(self) -> None:
@@ -290,7 +397,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.send(text_data=await get_runtime().feed.snapshot())
 
-    async def disconnect(self, code: int) -> None:
+    async def disconnect(self, _code: int) -> None:
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -59,3 +59,13 @@ FRAME_CRASHES = Counter(
     "Collector frames whose handling failed unexpectedly; each was answered with an error frame "
     "and its socket kept open. Any count here is a bug to look into.",
 )
+DELIVERIES_FAILED = Counter(
+    "liveoffers_deliveries_failed",
+    "Frames a collector socket of this process failed to take (it had closed or broke); the "
+    "socket is skipped and its offer recorded all the same, shown again on reconnect.",
+)
+OFFER_EVENTS_IGNORED = Counter(
+    "liveoffers_offer_events_ignored",
+    "offer_shown, offer_accepted and offer_dismissed events naming an offer that is not their "
+    "session's: acknowledged and ignored (never recorded, never counted on the dashboard).",
+)

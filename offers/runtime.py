@@ -89,7 +89,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         layer_reports.on_receive_failure(delivery.layer_lost)
     else:
         store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
-        delivery = LocalDelivery()
+        delivery = LocalDelivery(on_failure=metrics.DELIVERIES_FAILED.inc)
         layer_reports.on_receive_failure(None)
     models = ModelSlot()
     budget = Budget()

@@ -211,7 +211,12 @@ class Decider:
                 frames.append((state.session_id, frame))
                 offered.append(made)
         await self.store.note_offers(notes)
-        await self.delivery.deliver_many(frames)
+        try:
+            await self.delivery.deliver_many(frames)
+        except Exception:
+            # The offers are durable in the store (shown again on reconnect): what failed to go
+            # out is recorded all the same, since a code may have reached a browser.
+            log.exception("could not deliver %d offers; recording them all the same", len(frames))
         sent_at = self.clock()
         for made in offered:
             made.sent_at = sent_at

@@ -1,13 +1,18 @@
 """How frames reach a session's open sockets.
 
-Embedded mode keeps a registry of the sockets open in this process and writes to them directly
-(`LocalDelivery`), one write per socket. Redis mode reaches them through the channel layer
-(`LayerDelivery`), since a session's sockets may be held by any server.
+Embedded mode keeps a registry of the sockets open in this process and hands frames to them
+directly (`LocalDelivery`). Redis mode reaches them through the channel layer (`LayerDelivery`),
+since a session's sockets may be held by any server.
+
+A socket's `push` only queues the frame for that socket's own writer and returns: it never waits
+on the network, so a shopper who stops reading holds up nobody else's offer. A socket that fails
+is counted and skipped; the others of the batch still get their frames.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -16,8 +21,12 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 
+log = logging.getLogger(__name__)
+
+
 class Socket(Protocol):
-    async def push(self, data: str) -> None: ...
+    def push(self, data: str) -> None:
+        """Queue one encoded frame for sending, and return at once (never waits on the network)."""
 
 
 class Delivery(ABC):
@@ -43,9 +52,11 @@ class Delivery(ABC):
 
 
 class LocalDelivery(Delivery):
-    def __init__(self) -> None:
+    def __init__(self, *, on_failure: Callable[[], None] | None = None) -> None:
         self._sockets: dict[str, set[Socket]] = {}
         self._count = 0
+        # Called once a socket that failed to take a frame (to count it).
+        self._on_failure = on_failure
 
     def attach(self, session_id: str, socket: Socket) -> None:
         sockets = self._sockets.setdefault(session_id, set())
@@ -63,10 +74,31 @@ class LocalDelivery(Delivery):
             del self._sockets[session_id]
 
     async def deliver(self, session_id: str, data: str) -> int:
-        sockets = list(self._sockets.get(session_id, ()))
-        for socket in sockets:
-            await socket.push(data)
-        return len(sockets)
+        return self._hand(session_id, data)
+
+    async def deliver_many(self, frames: Sequence[tuple[str, str]]) -> int:
+        reached = 0
+        for session_id, data in frames:
+            reached += self._hand(session_id, data)
+        return reached
+
+    def _hand(self, session_id: str, data: str) -> int:
+        """Queue the frame on each of the session's sockets; a socket that fails is detached."""
+        sockets = self._sockets.get(session_id)
+        if not sockets:
+            return 0
+        reached = 0
+        for socket in list(sockets):
+            try:
+                socket.push(data)
+            except Exception:
+                log.warning("a socket of session %s failed; detached", session_id, exc_info=True)
+                self.detach(session_id, socket)
+                if self._on_failure is not None:
+                    self._on_failure()
+            else:
+                reached += 1
+        return reached
 
     def open_sockets(self) -> int:
         return self._count
@@ -98,10 +130,10 @@ class LayerDelivery(Delivery):
         self._channel_layer = channel_layer
         self._publisher = publisher
 
-    def attach(self, session_id: str, socket: Socket) -> None:
+    def attach(self, session_id: str, socket: Socket) -> None:  # noqa: ARG002, RUF100  # Delivery's signature
         self._sockets.add(socket)
 
-    def detach(self, session_id: str, socket: Socket) -> None:
+    def detach(self, session_id: str, socket: Socket) -> None:  # noqa: ARG002, RUF100  # Delivery's signature
         self._sockets.discard(socket)
 
     async def deliver(self, session_id: str, data: str) -> int:

@@ -51,7 +51,7 @@ from streaming.state import (
     RECENT_IDS,
     SessionState,
 )
-from streaming.store import Applied, OfferNote, SessionStore
+from streaming.store import Applied, OfferNote, SessionStore, has_offer_events
 
 CART_FULL: Final = f"the cart already holds {MAX_CART_LINES} different products"
 # The largest value that keeps a hash in listpack encoding with Redis's default settings.
@@ -340,8 +340,14 @@ class RedisStore(SessionStore):
     async def apply(
         self, *, session_id: str, site: str, events: Sequence[Event], now: float
     ) -> Applied:
-        status = await self._run_apply(session_id, site, now, events, want_state=False)
-        return _applied(events, status)
+        if not has_offer_events(events):
+            status = await self._run_apply(session_id, site, now, events, want_state=False)
+            return _applied(events, status)
+        # Offer events count only for the session's own offer: read its id in the same call.
+        status, packed, _ = await self._run_apply(session_id, site, now, events, want_state=True)
+        applied = _applied(events, status)
+        applied.offer_id = _offer_id_of(packed)
+        return applied
 
     async def _run_apply(
         self,
@@ -484,6 +490,15 @@ class RedisStore(SessionStore):
     def __len__(self) -> int:
         """Sessions seen within `idle_seconds`, as of the last `refresh_counts`."""
         return self._live_count
+
+
+def _offer_id_of(packed: bytes) -> str | None:
+    """The session's offer id (`oi`) in a script's snapshot of the hash."""
+    flat: list[bytes] = msgpack.unpackb(packed, raw=True)
+    for i in range(0, len(flat), 2):
+        if flat[i] == b"oi":
+            return flat[i + 1].decode()
+    return None
 
 
 def _applied(events: Sequence[Event], status: bytes) -> Applied:

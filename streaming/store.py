@@ -11,10 +11,14 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
-from streaming.protocol import Event, ProtocolError
+from streaming.protocol import Event, OfferRef, ProtocolError
 from streaming.state import CartFull, SessionState
 from streaming.timers import PauseTimers
+
+# Events that name one of the session's offers.
+OFFER_EVENTS: Final = frozenset({"offer_shown", "offer_accepted", "offer_dismissed"})
 
 
 @dataclass(slots=True)
@@ -26,6 +30,22 @@ class Applied:
     errors: list[ProtocolError] = field(default_factory=list)
     # Events applied now for the first time (duplicates excluded), in order.
     fresh: list[Event] = field(default_factory=list)
+    # The session's offer (its last: a session keeps only its latest offer's id), read only
+    # when the events include OFFER_EVENTS.
+    offer_id: str | None = None
+
+    def names_another_offer(self, event: Event) -> bool:
+        """An offer event whose offer is not the session's: to acknowledge and ignore."""
+        props = event.props
+        return (
+            event.name in OFFER_EVENTS
+            and isinstance(props, OfferRef)
+            and props.offer_id != self.offer_id
+        )
+
+
+def has_offer_events(events: Sequence[Event]) -> bool:
+    return any(event.name in OFFER_EVENTS for event in events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +166,8 @@ class MemoryStore(SessionStore):
             result.acked.append(event.id)
         self._timers.schedule(session_id, state.pause_deadline(self.pause_seconds))
         self._open_carts += state.cart_open - was_open
+        if has_offer_events(events):
+            result.offer_id = state.offer_id
         return result
 
     def open_carts(self) -> int:

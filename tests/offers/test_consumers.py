@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ from channels.testing import WebsocketCommunicator
 from config.asgi import application
 from offers.runtime import Runtime
 from offers.tokens import issue_token
-from tests.factories import track
+from tests.factories import T0, track
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -299,3 +300,99 @@ async def test_frames_read_after_the_server_closed_are_neither_applied_nor_answe
     state = await runtime.store.get(welcome["session"])
     assert state is not None and state.cart == {}
     assert crashes() == before
+
+
+class StalledOutput(asyncio.Queue[dict[str, Any]]):
+    """A connection whose client stops reading: once stalled, a send never completes; a close
+    is let through, as the server cuts such a connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = False
+
+    async def put(self, item: dict[str, Any]) -> None:
+        if self.stalled and item["type"] == "websocket.send":
+            await asyncio.Event().wait()
+        await super().put(item)
+
+
+async def test_a_client_that_does_not_read_is_closed_and_delays_nobody(
+    demo_site, runtime: Runtime, settings
+):
+    settings.MAX_UNSENT_BYTES = 16 * 1024
+    stalled = shopper()
+    output = stalled._output_queue = StalledOutput()
+    ok, _ = await stalled.connect()
+    assert ok
+    stalled_session = (await stalled.receive_json_from())["session"]
+    good, welcome = await connected()
+    output.stalled = True
+    frame = json.dumps({"type": "offer", "padding": "x" * 1000})
+    for _ in range(40):
+        await runtime.delivery.deliver(stalled_session, frame)
+        assert await runtime.delivery.deliver(welcome["session"], '{"type":"offer"}') == 1
+    for _ in range(40):
+        assert await good.receive_json_from() == {"type": "offer"}
+    assert await stalled.receive_output() == {
+        "type": "websocket.close",
+        "code": 1008,
+        "reason": "not reading",
+    }
+    assert runtime.delivery.open_sockets() == 1
+    assert await send(good, ADD) == {"type": "ack", "ids": ["e-1"]}
+    await stalled.disconnect()
+    await good.disconnect()
+
+
+async def test_frames_are_written_in_order_and_an_error_goes_out_before_its_close(
+    demo_site, runtime: Runtime
+):
+    ws, welcome = await connected()
+    for i in range(5):
+        await runtime.delivery.deliver(welcome["session"], json.dumps({"type": "offer", "n": i}))
+    await ws.send_to(text_data="x" * (17 * 1024))
+    assert [(await ws.receive_json_from())["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert (await ws.receive_output())["code"] == 1009
+    await ws.disconnect()
+
+
+def _ignored_offer_events() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("liveoffers_offer_events_ignored_total") or 0.0
+
+
+async def test_offer_events_count_only_for_the_sessions_own_offer(demo_site, runtime: Runtime):
+    from asgiref.sync import sync_to_async
+
+    from offers import services
+    from offers.models import Offer
+    from tests.offers.test_recorder import decision
+
+    runtime.burst = 5000
+    ws, welcome = await connected()
+    session = welcome["session"]
+    made = decision(f"{session}:1")
+    assert made.offer is not None
+    await sync_to_async(services.decision_record_batch)(decisions=[made])
+    await runtime.store.note_offer(
+        session, at=T0, offer_id=made.offer.offer_id, frame="{}", expires_at=T0 + 1800
+    )
+    ignored = _ignored_offer_events()
+    for start in range(0, 1500, 100):
+        made_up = [
+            {"id": f"f-{i}", "event": "offer_accepted", "props": {"offer_id": f"o-made-up-{i}"}}
+            for i in range(start, start + 100)
+        ]
+        ack = await send(ws, {"type": "batch", "events": made_up})
+        assert len(ack["ids"]) == 100
+    assert _ignored_offer_events() - ignored == 1500
+    assert runtime.feed.counted.offers_accepted == 0
+    assert runtime.recorder.pending() == 0
+    real = track("e-real", "offer_accepted", offer_id=made.offer.offer_id)
+    assert await send(ws, real) == {"type": "ack", "ids": ["e-real"]}
+    assert runtime.feed.counted.offers_accepted == 1 and runtime.recorder.pending() == 1
+    await runtime.recorder.step(T0)
+    offer = await Offer.objects.aget(public_id=made.offer.offer_id)
+    assert offer.accepted_at is not None and runtime.recorder.pending() == 0
+    await ws.disconnect()

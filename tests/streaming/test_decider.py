@@ -30,7 +30,7 @@ class Tab:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
 
-    async def push(self, data: str) -> None:
+    def push(self, data: str) -> None:
         self.frames.append(json.loads(data))
 
 
@@ -256,3 +256,43 @@ async def test_reasons_that_waited_a_second_are_worked_out_even_when_pauses_keep
     world.decider.explain_within = 1.0
     assert await world.decider.explain(near) is True  # s1 has waited far more than a second
     assert [d.session_id for d in world.recorded] == ["s1"]
+
+
+class BrokenTab:
+    """A socket whose connection is gone: every push raises."""
+
+    def push(self, data: str) -> None:
+        raise ConnectionResetError("the client disconnected")
+
+
+class BrokenDelivery(LocalDelivery):
+    """A delivery that fails outright (a channel layer that lost Redis)."""
+
+    async def deliver_many(self, frames: Any) -> int:
+        raise ConnectionError("the channel layer is down")
+
+
+async def test_a_broken_socket_harms_no_other_offer_and_the_whole_batch_is_recorded(
+    scorer: Scorer,
+):
+    world = World(scorer)
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    world.delivery.attach("s1", BrokenTab())
+    others = [await world.shopper(f"s{i}", T0, comparing_shopper(f"s{i}")) for i in range(2, 5)]
+    assert await world.tick(T0 + PAUSE) is True
+    assert [f["type"] for f in tab.frames] == ["offer"]
+    assert all([f["type"] for f in other.frames] == ["offer"] for other in others)
+    assert sorted(d.session_id for d in world.recorded) == ["s1", "s2", "s3", "s4"]
+    assert world.delivery.open_sockets() == 4  # the broken one was let go
+
+
+async def test_a_delivery_that_fails_loses_no_decision(scorer: Scorer):
+    world = World(scorer)
+    world.delivery = world.decider.delivery = BrokenDelivery()
+    for i in range(3):
+        await world.shopper(f"s{i}", T0, comparing_shopper(f"s{i}"))
+    assert await world.tick(T0 + PAUSE) is True
+    assert len(world.recorded) == 3
+    assert all(d.offer is not None and d.sent_at is not None for d in world.recorded)
+    live = [await world.store.get(f"s{i}") for i in range(3)]
+    assert all(s is not None and s.live_offer(T0 + PAUSE + 1) for s in live)

@@ -7,7 +7,7 @@ class FakeSocket:
     def __init__(self) -> None:
         self.frames: list[str] = []
 
-    async def push(self, data: str) -> None:
+    def push(self, data: str) -> None:
         self.frames.append(data)
 
 
@@ -32,3 +32,21 @@ async def test_a_detached_socket_gets_nothing():
     delivery.detach("s1", tab)
     assert await delivery.deliver("s1", "x") == 0
     assert delivery.open_sockets() == 0
+
+
+class BrokenSocket:
+    def push(self, data: str) -> None:
+        raise ConnectionResetError("the client disconnected")
+
+
+async def test_a_socket_that_fails_is_counted_and_let_go_and_the_others_get_their_frames():
+    failures: list[int] = []
+    delivery = LocalDelivery(on_failure=lambda: failures.append(1))
+    broken, tab, stranger = BrokenSocket(), FakeSocket(), FakeSocket()
+    delivery.attach("s1", broken)
+    delivery.attach("s1", tab)
+    delivery.attach("s2", stranger)
+    assert await delivery.deliver_many([("s1", "a"), ("s2", "b"), ("s1", "c")]) == 3
+    assert tab.frames == ["a", "c"] and stranger.frames == ["b"]
+    assert failures == [1] and delivery.open_sockets() == 2
+    assert await delivery.deliver("s1", "d") == 1

@@ -541,3 +541,28 @@ async def test_a_burst_of_due_pauses_is_claimed_in_chunks_up_to_the_limit(
     first = await store.claim_due(T0 + 100, 7)
     assert [s.session_id for s in first] == [f"s{i}" for i in range(7)]
     assert [s.session_id for s in await store.claim_due(T0 + 100, 7)] == ["s7"]
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+async def test_offer_events_tell_whether_they_name_the_sessions_own_offer(
+    store: RedisStore, kind: str
+):
+    shared = store if kind == "redis" else MemoryStore()
+    calls = 0
+
+    async def applied(*events: Event) -> Applied:
+        nonlocal calls
+        calls += 1
+        return await shared.apply(
+            session_id="s-1", site="demo", events=list(events), now=T0 + calls
+        )
+
+    made_up = event("m1", "offer_accepted", offer_id="o-made-up")
+    before = await applied(made_up, event("h1", "heartbeat"))
+    assert before.offer_id is None and before.names_another_offer(made_up)
+    await shared.note_offer("s-1", at=T0 + 10, offer_id="o-1", frame="{}", expires_at=T0 + 900)
+    own = event("k1", "offer_accepted", offer_id="o-1")
+    after = await applied(event("m2", "offer_shown", offer_id="o-made-up"), own)
+    assert after.offer_id == "o-1"
+    assert [after.names_another_offer(e) for e in after.fresh] == [True, False]
+    assert (await applied(event("h2", "heartbeat"))).offer_id is None  # not read without need
