@@ -164,8 +164,9 @@ def test_do_not_track_sends_nothing(
     assert wire.requests == [f"{live_offers.url}/static/liveoffers.js"]
 
 
+@pytest.mark.usefixtures("live_offers")
 def test_withdrawn_consent_sends_nothing_until_it_is_given_again(
-    shopper: Shopper, third_party_shop: ThirdPartyShop, live_offers: LiveOffers
+    shopper: Shopper, third_party_shop: ThirdPartyShop
 ):
     page, wire = shopper.page, shopper.wire
     page.goto(third_party_shop.page("consent", calls="liveoffers('consent', false);"))

@@ -106,7 +106,7 @@ def test_allowed_origins_are_compared_in_their_normal_form():
 
 
 @pytest.mark.slow
-def test_the_demo_and_the_staff_user_are_made_once(tmp_path, settings, capsys, monkeypatch):
+def test_the_demo_and_the_staff_user_are_made_once(tmp_path, capsys, monkeypatch):
     from offers.management.commands import ensure_staff
 
     monkeypatch.setattr(ensure_staff, "PASSWORD_FILE", tmp_path / ".admin-password")

@@ -113,7 +113,8 @@ def test_a_decision_shows_its_shadow_conversion_and_what_became_of_its_offer(
     }
 
 
-def test_since_and_limit_page_through_decisions(staff: Client, decisions):
+@pytest.mark.usefixtures("decisions")
+def test_since_and_limit_page_through_decisions(staff: Client):
     body = staff.get("/api/decisions/", {"since": "2026-11-24T18:01:00Z", "limit": "1"}).json()
     assert [d["session"] for d in body["decisions"]] == ["s1"]
     body = staff.get("/api/decisions/", {"since": "2026-11-24T18:01:00+00:00"}).json()
@@ -153,14 +154,16 @@ def test_next_pages_through_decisions_that_share_a_moment_once_each(staff: Clien
     ]
 
 
-def test_next_is_a_full_url_that_keeps_the_query(staff: Client, decisions):
+@pytest.mark.usefixtures("decisions")
+def test_next_is_a_full_url_that_keeps_the_query(staff: Client):
     body = staff.get("/api/decisions/", {"limit": "2", "since": "2026-11-24T18:00:00Z"}).json()
     assert body["next"].startswith("http://testserver/api/decisions/?")
     assert "limit=2" in body["next"] and "since=2026-11-24T18" in body["next"]
     assert "cursor=" in body["next"]
 
 
-def test_a_full_last_page_has_no_next(staff: Client, decisions):
+@pytest.mark.usefixtures("decisions")
+def test_a_full_last_page_has_no_next(staff: Client):
     assert staff.get("/api/decisions/", {"limit": "3"}).json()["next"] is None
 
 
@@ -199,7 +202,8 @@ def test_bad_parameters_get_a_clear_400(staff: Client, params, error):
     assert response.status_code == 400 and response.json()["error"] == error
 
 
-def test_generated_query_strings_never_get_a_500(staff: Client, decisions):
+@pytest.mark.usefixtures("decisions")
+def test_generated_query_strings_never_get_a_500(staff: Client):
     rng = random.Random(6)
     alphabet = "0123456789-:+.TZ _%x\x00\u00e9\u00b2"
     for _ in range(300):
@@ -212,7 +216,8 @@ def test_generated_query_strings_never_get_a_500(staff: Client, decisions):
         assert "decisions" in response.json() or "error" in response.json()
 
 
-def test_only_staff_may_read_decisions(client: Client, decisions):
+@pytest.mark.usefixtures("decisions")
+def test_only_staff_may_read_decisions(client: Client):
     assert client.get("/api/decisions/").status_code == 403
     client.force_login(User.objects.create_user("shopper", password="x"))
     assert client.get("/api/decisions/").status_code == 403

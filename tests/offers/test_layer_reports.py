@@ -104,8 +104,9 @@ async def connected() -> tuple[WebsocketCommunicator, dict[str, object]]:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("demo_site")
 async def test_an_offer_sent_while_the_socket_opens_comes_after_the_welcome(
-    demo_site, layered: Runtime, monkeypatch
+    layered: Runtime, monkeypatch
 ):
     store_open = layered.store.open
 
@@ -125,9 +126,8 @@ async def test_an_offer_sent_while_the_socket_opens_comes_after_the_welcome(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_lost_subscriber_closes_the_sockets_with_4503_to_reconnect(
-    demo_site, layered: Runtime
-):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_lost_subscriber_closes_the_sockets_with_4503_to_reconnect(layered: Runtime):
     sockets = [await connected() for _ in range(2)]
     assert layered.delivery.open_sockets() == 2
     closed = "liveoffers_connections_closed_by_server_total"

@@ -46,7 +46,8 @@ def decision(pause_key: str, *, outcome: str = "offer", with_offer: bool = True)
     return made
 
 
-async def test_the_recorder_writes_decisions_offers_and_their_outcomes(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_the_recorder_writes_decisions_offers_and_their_outcomes():
     from asgiref.sync import sync_to_async
 
     await sync_to_async(stored_model)(1)
@@ -81,9 +82,8 @@ async def test_the_recorder_writes_decisions_offers_and_their_outcomes(demo_site
     assert recorder.pending() == 1  # s2's event waits for an offer of its own, a while
 
 
-async def test_an_offer_written_while_its_event_is_applied_is_marked_on_the_next_try(
-    demo_site, monkeypatch
-):
+@pytest.mark.usefixtures("demo_site")
+async def test_an_offer_written_while_its_event_is_applied_is_marked_on_the_next_try(monkeypatch):
     from django.db.models import QuerySet
 
     worker, front_end = Recorder(), Recorder()
@@ -106,7 +106,8 @@ async def test_an_offer_written_while_its_event_is_applied_is_marked_on_the_next
     assert front_end.pending() == 0
 
 
-async def test_a_pause_is_recorded_once_even_when_written_twice(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_pause_is_recorded_once_even_when_written_twice():
     from asgiref.sync import sync_to_async
 
     recorder = Recorder()
@@ -118,14 +119,15 @@ async def test_a_pause_is_recorded_once_even_when_written_twice(demo_site):
     assert count == (2, 2)
 
 
-async def test_a_database_hiccup_keeps_decisions_queued_until_it_passes(demo_site, monkeypatch):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_database_hiccup_keeps_decisions_queued_until_it_passes(monkeypatch):
     from asgiref.sync import sync_to_async
 
     recorder = Recorder()
     await recorder.record([decision("s1:3")])
     real = services.decision_record_batch
 
-    def down(*, decisions):
+    def down(*, decisions):  # noqa: ARG001, RUF100  # the real one's keyword
         from django.db import OperationalError
 
         raise OperationalError("database is locked")
@@ -139,7 +141,8 @@ async def test_a_database_hiccup_keeps_decisions_queued_until_it_passes(demo_sit
     assert recorder.pending() == 0
 
 
-def test_an_offer_code_is_used_once_and_not_after_it_expires(demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_an_offer_code_is_used_once_and_not_after_it_expires():
     from asgiref.sync import async_to_sync
 
     from offers.services import offer_redeem

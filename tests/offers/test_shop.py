@@ -35,7 +35,8 @@ def catalogue(demo_site) -> list[Product]:
     ]
 
 
-def test_every_page_embeds_the_snippet_as_the_readme_says(client: Client, catalogue):
+@pytest.mark.usefixtures("catalogue")
+def test_every_page_embeds_the_snippet_as_the_readme_says(client: Client):
     for url in ["/", "/product/sku-espresso/", "/cart/", "/checkout/"]:
         page = client.get(url).content.decode()
         assert EMBED in page, url
@@ -45,14 +46,16 @@ def test_every_page_embeds_the_snippet_as_the_readme_says(client: Client, catalo
         )
 
 
-def test_the_catalogue_has_add_buttons_that_autocapture_reads(client: Client, catalogue):
+@pytest.mark.usefixtures("catalogue")
+def test_the_catalogue_has_add_buttons_that_autocapture_reads(client: Client):
     page = client.get("/").content.decode()
     assert 'data-lo-event="add_to_cart" data-lo-product="sku-espresso"' in page
     assert 'data-lo-price="249.00" data-lo-quantity="1"' in page
     assert 'data-lo-page-type="home"' in page
 
 
-def test_a_product_page_tracks_its_product_view(client: Client, catalogue):
+@pytest.mark.usefixtures("catalogue")
+def test_a_product_page_tracks_its_product_view(client: Client):
     response = client.get("/product/sku-espresso/")
     page = response.content.decode()
     view = json.loads(

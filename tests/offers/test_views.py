@@ -39,9 +39,8 @@ async def _state(runtime: Runtime, session: str):
     return await runtime.store.get(session)
 
 
-def test_collect_applies_the_last_events_and_answers_202(
-    client: Client, demo_site, runtime: Runtime
-):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_applies_the_last_events_and_answers_202(client: Client, runtime: Runtime):
     response = post(client, beacon(), origin="https://anywhere.example")
     assert response.status_code == 202
     assert response.json() == {"ack": ["e-1", "e-2"], "errors": []}
@@ -55,7 +54,8 @@ def test_collect_applies_the_last_events_and_answers_202(
     assert async_to_sync(_state)(runtime, "s-1").cart_value == 10
 
 
-def test_collect_reports_bad_events_and_keeps_the_good_ones(client: Client, demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_reports_bad_events_and_keeps_the_good_ones(client: Client):
     events = [
         {"id": "e-1", "event": "search", "props": {"query": "x"}},
         {"id": "e-2", "event": "search", "props": {"query": 1}},
@@ -80,22 +80,23 @@ def test_collect_reports_bad_events_and_keeps_the_good_ones(client: Client, demo
         ({"site": "demo", "token": "t", "events": [], "extra": 1}, "bad_frame"),
     ],
 )
-def test_collect_refuses_malformed_bodies_with_400(client: Client, demo_site, body, error):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_refuses_malformed_bodies_with_400(client: Client, body, error):
     response = post(client, body)
     assert response.status_code == 400
     assert response.json()["error"] == error
 
 
-def test_collect_refuses_a_body_over_64_kib(client: Client, demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_refuses_a_body_over_64_kib(client: Client):
     body = beacon(events=[{"id": "e", "event": "search", "props": {"query": "x" * 70_000}}])
     response = post(client, body)
     assert response.status_code == 400
     assert response.json()["error"] == "too_large"
 
 
-def test_collect_refuses_an_unknown_site_a_bad_origin_and_a_forged_token(
-    client: Client, demo_site, strict_site
-):
+@pytest.mark.usefixtures("demo_site", "strict_site")
+def test_collect_refuses_an_unknown_site_a_bad_origin_and_a_forged_token(client: Client):
     assert post(client, beacon(site="nope")).status_code == 403
     strict = beacon(site="strict")
     assert post(client, strict, origin="https://evil.example").json()["error"] == "origin"
@@ -107,11 +108,13 @@ def test_collect_refuses_an_unknown_site_a_bad_origin_and_a_forged_token(
     assert post(client, other_site).status_code == 403
 
 
-def test_collect_takes_only_post(client: Client, demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_takes_only_post(client: Client):
     assert client.get("/collect/").status_code == 405
 
 
-def test_collect_rate_limits_each_session(client: Client, demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_rate_limits_each_session(client: Client, runtime: Runtime):
     runtime.burst, runtime.rate = 2, 0.001
     events = [{"id": f"e-{i}", "event": "heartbeat"} for i in range(3)]
     body = post(client, beacon(events=events)).json()
@@ -125,7 +128,8 @@ def test_healthz_answers_200_when_the_database_does(client: Client):
     assert response.json() == {"status": "ok", "mode": "embedded", "database": "ok"}
 
 
-def test_metrics_counts_events_by_outcome(client: Client, demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_metrics_counts_events_by_outcome(client: Client):
     post(
         client, beacon(events=[{"id": "e-1", "event": "heartbeat"}, {"id": "e-2", "event": "nope"}])
     )
@@ -171,13 +175,15 @@ def test_the_demo_shop_lists_products(client: Client, demo_site):
         b"\x00\x01\x02",
     ],
 )
-def test_collect_answers_any_bad_body_with_a_4xx_json_error(client: Client, demo_site, body):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_answers_any_bad_body_with_a_4xx_json_error(client: Client, body):
     response = post(client, body)
     assert 400 <= response.status_code < 500, response.content
     assert response.json()["error"]
 
 
-def test_collect_answers_generated_garbage_with_4xx(client: Client, demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_answers_generated_garbage_with_4xx(client: Client):
     import random
 
     from tests.hostile import hostile_bodies
@@ -188,7 +194,8 @@ def test_collect_answers_generated_garbage_with_4xx(client: Client, demo_site):
         assert response.json()["error"]
 
 
-def test_collect_refuses_a_declared_length_over_64_kib_before_reading(client: Client, demo_site):
+@pytest.mark.usefixtures("demo_site")
+def test_collect_refuses_a_declared_length_over_64_kib_before_reading(client: Client):
     response = client.post(
         "/collect/",
         data=b"{}",

@@ -30,7 +30,7 @@ def test_a_deadline_moved_later_is_looked_at_again_then():
 def test_a_session_that_no_longer_pauses_is_dropped():
     timers = PauseTimers()
     timers.schedule("bought", T0 + 30)
-    assert timers.pop_due(T0 + 31, lambda session_id: None, 100) == []
+    assert timers.pop_due(T0 + 31, lambda _session_id: None, 100) == []
     assert len(timers) == 0
 
 
