@@ -38,7 +38,8 @@ async def send(ws: WebsocketCommunicator, frame: Any) -> dict[str, Any]:
     return reply
 
 
-async def test_it_welcomes_a_shopper_with_a_session_and_signed_token(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_it_welcomes_a_shopper_with_a_session_and_signed_token(runtime: Runtime):
     ws, welcome = await connected()
     assert welcome["type"] == "welcome"
     assert welcome["pause_seconds"] == 30.0
@@ -48,7 +49,8 @@ async def test_it_welcomes_a_shopper_with_a_session_and_signed_token(demo_site, 
     await ws.disconnect()
 
 
-async def test_it_acknowledges_and_applies_each_valid_event(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_it_acknowledges_and_applies_each_valid_event(runtime: Runtime):
     ws, welcome = await connected()
     assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
     batch = {
@@ -65,7 +67,8 @@ async def test_it_acknowledges_and_applies_each_valid_event(demo_site, runtime: 
     await ws.disconnect()
 
 
-async def test_a_repeated_id_is_acknowledged_again_and_applied_once(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_repeated_id_is_acknowledged_again_and_applied_once(runtime: Runtime):
     ws, welcome = await connected()
     await send(ws, ADD)
     assert await send(ws, ADD) == {"type": "ack", "ids": ["e-1"]}
@@ -83,9 +86,8 @@ async def test_a_repeated_id_is_acknowledged_again_and_applied_once(demo_site, r
         (track("e-9", "add_to_cart", product_id="sku-1", price=-3), "invalid_props"),
     ],
 )
-async def test_bad_frames_get_an_error_and_the_socket_stays_open(
-    demo_site, runtime: Runtime, frame, code
-):
+@pytest.mark.usefixtures("demo_site")
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(runtime: Runtime, frame, code):
     ws, welcome = await connected()
     error = await send(ws, frame)
     assert error["type"] == "error" and error["code"] == code and error["detail"]
@@ -95,7 +97,8 @@ async def test_bad_frames_get_an_error_and_the_socket_stays_open(
     await ws.disconnect()
 
 
-async def test_a_frame_over_16_kib_closes_with_1009(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_frame_over_16_kib_closes_with_1009():
     ws, _ = await connected()
     await ws.send_to(text_data=json.dumps(track("e-1", "search", query="q")) + " " * 16 * 1024)
     assert await ws.receive_output() == {
@@ -105,7 +108,8 @@ async def test_a_frame_over_16_kib_closes_with_1009(demo_site):
     }
 
 
-async def test_more_than_a_hundred_errors_close_with_4400(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_more_than_a_hundred_errors_close_with_4400():
     ws, _ = await connected()
     for _ in range(100):
         assert (await send(ws, "nope"))["code"] == "bad_json"
@@ -114,7 +118,8 @@ async def test_more_than_a_hundred_errors_close_with_4400(demo_site):
     assert (await ws.receive_output())["code"] == 4400
 
 
-async def test_rate_limited_events_are_refused_and_not_acknowledged(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_rate_limited_events_are_refused_and_not_acknowledged(runtime: Runtime):
     runtime.burst, runtime.rate = 3, 0.001
     ws, welcome = await connected()
     events = [{"id": f"e-{i}", "event": "search", "props": {"query": "x"}} for i in range(5)]
@@ -129,30 +134,35 @@ async def test_rate_limited_events_are_refused_and_not_acknowledged(demo_site, r
     await ws.disconnect()
 
 
-async def test_an_unknown_site_is_refused_at_the_handshake(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_an_unknown_site_is_refused_at_the_handshake():
     ok, code = await shopper("site=nope").connect()
     assert not ok and code == 1000  # daphne answers a close before accept with HTTP 403
 
 
-async def test_a_missing_site_key_is_refused(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_missing_site_key_is_refused():
     ok, _ = await shopper("").connect()
     assert not ok
 
 
-async def test_an_origin_the_site_does_not_allow_is_refused(strict_site):
+@pytest.mark.usefixtures("strict_site")
+async def test_an_origin_the_site_does_not_allow_is_refused():
     ok, _ = await shopper("site=strict", origin="https://evil.example").connect()
     assert not ok
     ok, _ = await shopper("site=strict").connect()  # no Origin at all
     assert not ok
 
 
-async def test_an_allowed_origin_is_accepted(strict_site):
+@pytest.mark.usefixtures("strict_site")
+async def test_an_allowed_origin_is_accepted():
     ws, welcome = await connected("site=strict", origin="https://www.shop.example")
     assert welcome["type"] == "welcome"
     await ws.disconnect()
 
 
-async def test_a_valid_token_resumes_the_same_session_and_state(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_valid_token_resumes_the_same_session_and_state(runtime: Runtime):
     ws, welcome = await connected()
     await send(ws, ADD)
     await ws.disconnect()
@@ -165,7 +175,8 @@ async def test_a_valid_token_resumes_the_same_session_and_state(demo_site, runti
     await ws.disconnect()
 
 
-async def test_a_forged_token_starts_a_new_session(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_forged_token_starts_a_new_session():
     _, welcome = await connected()
     forged = welcome["token"][:-2] + ("AA" if not welcome["token"].endswith("AA") else "BB")
     ws, again = await connected(f"site=demo&token={forged}")
@@ -173,14 +184,16 @@ async def test_a_forged_token_starts_a_new_session(demo_site):
     await ws.disconnect()
 
 
-async def test_a_token_for_another_site_starts_a_new_session(demo_site, strict_site):
+@pytest.mark.usefixtures("demo_site", "strict_site")
+async def test_a_token_for_another_site_starts_a_new_session():
     token = issue_token("someone-elses", "strict")
     ws, welcome = await connected(f"site=demo&token={token}")
     assert welcome["session"] != "someone-elses"
     await ws.disconnect()
 
 
-async def test_one_bad_client_never_harms_another_session(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_one_bad_client_never_harms_another_session(runtime: Runtime):
     good, good_welcome = await connected()
     bad, _ = await connected()
     for _ in range(101):
@@ -192,7 +205,8 @@ async def test_one_bad_client_never_harms_another_session(demo_site, runtime: Ru
     await bad.disconnect()
 
 
-async def test_sockets_are_registered_for_delivery_while_open(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_sockets_are_registered_for_delivery_while_open(runtime: Runtime):
     tab1, welcome = await connected()
     tab2, _ = await connected(f"site=demo&token={welcome['token']}")
     assert runtime.delivery.open_sockets() == 2
@@ -204,9 +218,8 @@ async def test_sockets_are_registered_for_delivery_while_open(demo_site, runtime
     assert runtime.delivery.open_sockets() == 0
 
 
-async def test_hostile_binary_frames_get_errors_and_the_socket_stays_open(
-    demo_site, runtime: Runtime
-):
+@pytest.mark.usefixtures("demo_site")
+async def test_hostile_binary_frames_get_errors_and_the_socket_stays_open(runtime: Runtime):
     ws, _ = await connected()
     frames = [
         b'{"type":"track","id":"e-\xff","event":"heartbeat"}',
@@ -233,8 +246,9 @@ async def test_hostile_binary_frames_get_errors_and_the_socket_stays_open(
     assert runtime.delivery.open_sockets() == 0
 
 
+@pytest.mark.usefixtures("demo_site")
 async def test_a_frame_that_fails_unexpectedly_gets_an_error_frame_and_is_counted(
-    demo_site, runtime: Runtime, monkeypatch
+    runtime: Runtime, monkeypatch
 ):
     from prometheus_client import REGISTRY
 
@@ -243,7 +257,7 @@ async def test_a_frame_that_fails_unexpectedly_gets_an_error_frame_and_is_counte
     def crashes() -> float:
         return REGISTRY.get_sample_value("liveoffers_frame_crashes_total") or 0.0
 
-    def broken(data):
+    def broken(_data):
         raise ZeroDivisionError("a bug in a future decoder")
 
     ws, _ = await connected()
@@ -259,12 +273,13 @@ async def test_a_frame_that_fails_unexpectedly_gets_an_error_frame_and_is_counte
     assert runtime.delivery.open_sockets() == 0
 
 
+@pytest.mark.usefixtures("demo_site")
 async def test_a_socket_whose_consumer_dies_is_detached_from_delivery(
-    demo_site, runtime: Runtime, monkeypatch
+    runtime: Runtime, monkeypatch
 ):
     from offers import consumers
 
-    async def broken(self, message):
+    async def broken(_self, _message):
         raise ZeroDivisionError("a bug outside the frame guard")
 
     ws, _ = await connected()
@@ -276,15 +291,17 @@ async def test_a_socket_whose_consumer_dies_is_detached_from_delivery(
     assert runtime.delivery.open_sockets() == 0
 
 
-async def test_a_site_key_no_site_can_have_is_refused_without_a_query(demo_site):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_site_key_no_site_can_have_is_refused_without_a_query():
     for key in ("demo%00", "%00", "de mo", "d%C3%A9mo", "x" * 65):
         ws = shopper(f"site={key}")
         ok, _ = await ws.connect()
         assert not ok, key
 
 
+@pytest.mark.usefixtures("demo_site")
 async def test_frames_read_after_the_server_closed_are_neither_applied_nor_answered(
-    demo_site, runtime: Runtime
+    runtime: Runtime,
 ):
     from prometheus_client import REGISTRY
 
@@ -316,9 +333,8 @@ class StalledOutput(asyncio.Queue[dict[str, Any]]):
         await super().put(item)
 
 
-async def test_a_client_that_does_not_read_is_closed_and_delays_nobody(
-    demo_site, runtime: Runtime, settings
-):
+@pytest.mark.usefixtures("demo_site")
+async def test_a_client_that_does_not_read_is_closed_and_delays_nobody(runtime: Runtime, settings):
     settings.MAX_UNSENT_BYTES = 16 * 1024
     stalled = shopper()
     output = stalled._output_queue = StalledOutput()
@@ -344,9 +360,8 @@ async def test_a_client_that_does_not_read_is_closed_and_delays_nobody(
     await good.disconnect()
 
 
-async def test_frames_are_written_in_order_and_an_error_goes_out_before_its_close(
-    demo_site, runtime: Runtime
-):
+@pytest.mark.usefixtures("demo_site")
+async def test_frames_are_written_in_order_and_an_error_goes_out_before_its_close(runtime: Runtime):
     ws, welcome = await connected()
     for i in range(5):
         await runtime.delivery.deliver(welcome["session"], json.dumps({"type": "offer", "n": i}))
@@ -362,7 +377,8 @@ def _ignored_offer_events() -> float:
     return REGISTRY.get_sample_value("liveoffers_offer_events_ignored_total") or 0.0
 
 
-async def test_offer_events_count_only_for_the_sessions_own_offer(demo_site, runtime: Runtime):
+@pytest.mark.usefixtures("demo_site")
+async def test_offer_events_count_only_for_the_sessions_own_offer(runtime: Runtime):
     from asgiref.sync import sync_to_async
 
     from offers import services

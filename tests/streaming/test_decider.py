@@ -210,11 +210,11 @@ async def test_an_offer_made_while_away_waits_for_the_shopper(scorer: Scorer):
     assert state.live_offer(T0 + 41) is None
 
 
-async def test_a_model_that_fails_decides_no_offer_and_the_worker_goes_on(scorer: Scorer):
+async def test_a_model_that_fails_decides_no_offer_and_the_worker_goes_on() -> None:
     class Broken:
         label = "broken@1"
 
-        def predict_proba(self, matrix: Any) -> Any:
+        def predict_proba(self, _matrix: Any) -> Any:
             raise RuntimeError("corrupt trees")
 
     world = World(Broken())  # type: ignore[arg-type]
@@ -261,14 +261,14 @@ async def test_reasons_that_waited_a_second_are_worked_out_even_when_pauses_keep
 class BrokenTab:
     """A socket whose connection is gone: every push raises."""
 
-    def push(self, data: str) -> None:
+    def push(self, _data: str) -> None:
         raise ConnectionResetError("the client disconnected")
 
 
 class BrokenDelivery(LocalDelivery):
     """A delivery that fails outright (a channel layer that lost Redis)."""
 
-    async def deliver_many(self, frames: Any) -> int:
+    async def deliver_many(self, _frames: Any) -> int:
         raise ConnectionError("the channel layer is down")
 
 

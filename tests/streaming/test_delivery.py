@@ -35,7 +35,7 @@ async def test_a_detached_socket_gets_nothing():
 
 
 class BrokenSocket:
-    def push(self, data: str) -> None:
+    def push(self, _data: str) -> None:
         raise ConnectionResetError("the client disconnected")
 
 
