@@ -17,7 +17,7 @@ from benchmarks.bare import ack
 from streaming.protocol import MAX_FRAME_BYTES
 
 
-class FloorConsumer(AsyncWebsocketConsumer):
+class FloorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     # Like the collector, it takes nothing from the channel layer: the floor measures per-frame
     # work, not a layer subscription per socket.
     channel_layer_alias = "__floor_has_no_layer__"

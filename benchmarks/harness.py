@@ -352,7 +352,7 @@ def stopped_by_sigterm() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM)
     restore = signal.SIG_DFL if previous is None else previous
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, restore)
         raise BenchError("stopped by SIGTERM")
 

@@ -17,20 +17,20 @@ MAX_MODEL_BYTES = 32 * 2**20
 
 
 @admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
+class SiteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     list_display = ["key", "name", "created_at"]
     search_fields = ["key", "name"]
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
+class ProductAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     list_display = ["name", "sku", "site", "category", "price", "active"]
     list_filter = ["site", "category", "active"]
     search_fields = ["name", "sku"]
 
 
 @admin.register(OfferRule)
-class OfferRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
+class OfferRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     list_display = [
         "title",
         "site",
@@ -45,7 +45,7 @@ class OfferRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]
     list_filter = ["site", "active"]
 
 
-class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
+class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg]  # generic only in django-stubs
     """Upload of an XGBoost model file: JSON or UBJSON, checked before anything is stored."""
 
     model_file = forms.FileField(
@@ -75,7 +75,7 @@ class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg, unused-ignore
 
 
 @admin.register(ScoringModel)
-class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
+class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     form = ScoringModelForm
     list_display = ["label", "state", "auc", "created_at", "activated_at"]
     list_filter = ["state", "name"]
@@ -159,16 +159,16 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-igno
         self.message_user(request, "No model runs in shadow now.", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg, unused-ignore]  # generic only in django-stubs
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     """Records of what happened: visible to operators, changed by nobody."""
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002, RUF100  # ModelAdmin's signature
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002, RUF100  # ModelAdmin's signature
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002, RUF100  # ModelAdmin's signature
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
         return False
 
 

@@ -59,7 +59,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc, unused-ignore]  # channels is untyped
+class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     # Embedded mode: collector sockets take no messages from the in-process channel layer;
     # offers reach them through the runtime's delivery registry (streaming.delivery). Redis
     # mode: a worker in another process decides, so each socket joins its session's group.
@@ -385,7 +385,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc, unused-ig
             self.writer.cancel()
 
 
-class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc, unused-ignore]  # channels is untyped
+class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     """`/ws/dashboard/`: live stats and decisions for staff; anyone else is refused with 403."""
 
     async def connect(self) -> None:

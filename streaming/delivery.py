@@ -130,10 +130,10 @@ class LayerDelivery(Delivery):
         self._channel_layer = channel_layer
         self._publisher = publisher
 
-    def attach(self, session_id: str, socket: Socket) -> None:  # noqa: ARG002, RUF100  # Delivery's signature
+    def attach(self, session_id: str, socket: Socket) -> None:  # noqa: ARG002  # Delivery's signature
         self._sockets.add(socket)
 
-    def detach(self, session_id: str, socket: Socket) -> None:  # noqa: ARG002, RUF100  # Delivery's signature
+    def detach(self, session_id: str, socket: Socket) -> None:  # noqa: ARG002  # Delivery's signature
         self._sockets.discard(socket)
 
     async def deliver(self, session_id: str, data: str) -> int:

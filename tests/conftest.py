@@ -41,14 +41,14 @@ def runtime() -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def demo_site(db):  # noqa: ARG001, RUF100  # db: for database access
+def demo_site(db):  # noqa: ARG001  # db: for database access
     from offers.models import Site
 
     return Site.objects.create(key="demo", name="Demo shop", allowed_origins="*")
 
 
 @pytest.fixture
-def strict_site(db):  # noqa: ARG001, RUF100  # db: for database access
+def strict_site(db):  # noqa: ARG001  # db: for database access
     """A shop that accepts events only from its own pages."""
     from offers.models import Site
 

@@ -13,6 +13,7 @@ from benchmarks import Benchmark, decisions, detector, scoring
 from benchmarks.harness import Cores
 from benchmarks.management.commands import bench
 from benchmarks.management.commands.bench import BENCHMARKS, defaults
+from streaming import generator
 
 
 def test_the_detector_finds_exactly_the_due_sessions_and_times_each_tick():
@@ -47,7 +48,7 @@ def test_the_shoppers_are_paused_at_the_deadline_with_a_cart(tiny_workload):
     assert len(tiny_workload.states) == 20
     for state in tiny_workload.states:
         assert state.cart
-        deadline = state.pause_deadline(scoring.PAUSE_SECONDS)
+        deadline = state.pause_deadline(generator.PAUSE_SECONDS)
         assert deadline == pytest.approx(scoring.DEADLINE)
         assert deadline <= scoring.NOW
 
@@ -177,7 +178,7 @@ def _fake(count: int) -> Benchmark:
         parser.add_argument("--count", type=int, default=count)
 
     return Benchmark(
-        help="fake", add_arguments=add_arguments, run=lambda options, progress: _Figures(options)
+        help="fake", add_arguments=add_arguments, run=lambda options, _progress: _Figures(options)
     )
 
 

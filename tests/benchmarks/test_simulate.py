@@ -177,7 +177,7 @@ def offer_decisions(server: Server, cookie: str, *, at_least: int, timeout: floa
             f"{server.url}/api/decisions/?limit=1000", headers={"Cookie": f"sessionid={cookie}"}
         )
         with urllib.request.urlopen(request) as response:
-            decisions = json.load(response)["decisions"]
+            decisions: list[dict[str, object]] = json.load(response)["decisions"]
         found = sum(d["outcome"] == "offer" for d in decisions)
         if found >= at_least or time.monotonic() > deadline:
             return found

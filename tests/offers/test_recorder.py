@@ -127,7 +127,7 @@ async def test_a_database_hiccup_keeps_decisions_queued_until_it_passes(monkeypa
     await recorder.record([decision("s1:3")])
     real = services.decision_record_batch
 
-    def down(*, decisions):  # noqa: ARG001, RUF100  # the real one's keyword
+    def down(*, decisions):  # noqa: ARG001  # the real one's keyword
         from django.db import OperationalError
 
         raise OperationalError("database is locked")

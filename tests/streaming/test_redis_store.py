@@ -43,7 +43,7 @@ async def client() -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def other_client(client: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:  # noqa: ARG001, RUF100  # after client's flush
+async def other_client(client: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:  # noqa: ARG001  # after client's flush
     """A second connection, as another worker process would have."""
     other = await _client()
     yield other

@@ -74,7 +74,7 @@ class Command(BaseCommand):
         sub = which.add_parser(ALL, help=every, description=every)
         sub.add_argument("--json", type=Path, help="also write the figures as JSON here")
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **options: Any) -> None:
         name = options["which"]
         # Progress lines are not errors: plain text, whatever the terminal.
         self.stderr.style_func = None

@@ -51,7 +51,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--origin", help="An Origin header to send, for sites that check it.")
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **options: Any) -> None:
         interactive = self.stderr.isatty()
         try:
             report = asyncio.run(self.simulate(options, self.progress_writer(interactive)))
