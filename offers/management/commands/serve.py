@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from offers.consumers import CLOSE_TOO_BIG
+from offers import metrics
+from offers.consumers import CLOSE_NOT_READING, CLOSE_TOO_BIG
 from offers.runtime import Runtime, configure_runtime
 from streaming.protocol import MAX_FRAME_BYTES
 from streaming.worker import IdleCollector
@@ -42,7 +43,7 @@ class Command(BaseCommand):
             help="The ASGI server: daphne (default) or uvicorn (faster ingest, see docs/BENCHMARKS.md).",
         )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *_args: Any, **options: Any) -> None:
         if options["no_worker"] and not settings.REDIS_URL:
             self.stderr.write(
                 "--no-worker needs REDIS_URL: in embedded mode the worker runs in this process"
@@ -52,9 +53,9 @@ class Command(BaseCommand):
         runtime = configure_runtime(decides=with_worker)
         settle_garbage_collector(runtime)
         if options["server"] == "uvicorn":
-            asyncio.run(self.serve_uvicorn(runtime, options["host"], options["port"], with_worker))
+            asyncio.run(self.serve_uvicorn(runtime, options["host"], options["port"]))
         else:
-            self.serve_daphne(runtime, options["host"], options["port"], with_worker)
+            self.serve_daphne(runtime, options["host"], options["port"])
         self.stdout.write("Live Offers stopped")
 
     def announce(self, host: str, port: int, server: str) -> None:
@@ -64,7 +65,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  shop {base}/   dashboard {base}/dashboard/   admin {base}/admin/")
         self.stdout.flush()
 
-    def serve_daphne(self, runtime: Runtime, host: str, port: int, with_worker: bool) -> None:
+    def serve_daphne(self, runtime: Runtime, host: str, port: int) -> None:
         # daphne.server installs Twisted's asyncio reactor on import: import it first.
         from daphne.server import Server
         from twisted.internet import defer, reactor
@@ -103,9 +104,7 @@ class Command(BaseCommand):
         )
         server.run()
 
-    async def serve_uvicorn(
-        self, runtime: Runtime, host: str, port: int, with_worker: bool
-    ) -> None:
+    async def serve_uvicorn(self, runtime: Runtime, host: str, port: int) -> None:
         import uvicorn
 
         from config.asgi import application
@@ -114,7 +113,7 @@ class Command(BaseCommand):
             application,
             host=host,
             port=port,
-            ws="websockets-sansio",
+            ws=_uvicorn_ws_protocol_class(),
             ws_max_size=MAX_FRAME_BYTES,
             lifespan="off",
             log_level="warning",
@@ -134,7 +133,7 @@ class Command(BaseCommand):
 def _daphne_protocol_class() -> type[Any]:
     from daphne.ws_protocol import WebSocketProtocol
 
-    class CollectorWebSocketProtocol(WebSocketProtocol):
+    class CollectorWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]  # daphne is untyped
         def serverClose(self, code: int | None = None) -> None:
             # autobahn lets an application close only with 1000 or 3000-4999, but 1009
             # ("message too big") is what the collector answers an oversized frame with.
@@ -143,7 +142,49 @@ def _daphne_protocol_class() -> type[Any]:
             else:
                 super().serverClose(code)
 
+        def handle_reply(self, message: dict[str, Any]) -> None:
+            super().handle_reply(message)
+            # Twisted buffers whatever the client does not read, without bound: a client that
+            # lets more than MAX_UNSENT_BYTES pile up is cut off here.
+            if message["type"] == "websocket.send" and (
+                _unsent_bytes(self.transport) > settings.MAX_UNSENT_BYTES
+            ):
+                log.warning("closing a socket that does not read")
+                metrics.CONNECTIONS_CLOSED.labels(str(CLOSE_NOT_READING)).inc()
+                self.sendCloseFrame(code=CLOSE_NOT_READING, isReply=False)
+                self.dropConnection(abort=True)
+
     return CollectorWebSocketProtocol
+
+
+def _unsent_bytes(transport: Any) -> int:
+    """What a Twisted transport holds that the kernel has not taken yet."""
+    try:
+        unsent: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return unsent
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _uvicorn_ws_protocol_class() -> type[Any]:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class CollectorWebSocketsProtocol(WebSocketsSansIOProtocol):
+        async def send(self, message: Any) -> None:
+            if (
+                message["type"] == "websocket.close"
+                and self.handshake_complete
+                and not self.close_sent
+                and not self.writable.is_set()
+            ):
+                # The client reads nothing, so the transport's buffer never drains and the
+                # close frame would wait behind it for ever: the connection is cut instead.
+                self.close_sent = True
+                self.transport.abort()
+                return
+            await super().send(message)
+
+    return CollectorWebSocketsProtocol
 
 
 def _uvicorn_server_class() -> type[Any]:
