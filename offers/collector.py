@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from offers import metrics
 from offers.recorder import ShopperMark
 from offers.runtime import Runtime
-from streaming.protocol import Event, ProtocolError
+from streaming.protocol import OFFER_EVENTS, Event, ProtocolError
 from streaming.ratelimit import TokenBucket
 
 # Events that record what became of an offer or of the session, in the database.
-OUTCOME_EVENTS = frozenset({"offer_shown", "offer_accepted", "offer_dismissed", "purchase"})
+OUTCOME_EVENTS = OFFER_EVENTS | {"purchase"}
 
 
 @dataclass(slots=True)

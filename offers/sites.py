@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 
-from offers.models import Site, origin_allowed
+from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Site, origin_allowed
 
 CACHE_SECONDS = 10.0
+_SITE_KEY = re.compile(SITE_KEY_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,9 @@ def _load(key: str) -> SiteInfo | None:
 
 
 async def find_site(key: str) -> SiteInfo | None:
-    if not key or len(key) > 64:
+    # A key no site can have is refused without a query, and never cached (a NUL would even
+    # fail in PostgreSQL).
+    if len(key) > SITE_KEY_MAX_LENGTH or not _SITE_KEY.fullmatch(key):
         return None
     now = time.monotonic()
     cached = _cache.get(key)

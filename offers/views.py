@@ -51,15 +51,12 @@ def _json_error(status: int, code: str, detail: str) -> JsonResponse:
 @require_POST
 async def collect(request: HttpRequest) -> HttpResponse:
     """`POST /collect/`: the snippet's last events, sent by `navigator.sendBeacon` on page hide."""
-    too_large = _json_error(400, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
-    if _declared_length(request) > MAX_COLLECT_BYTES:
-        return too_large
     try:
-        raw = request.body
+        raw = request.body if _declared_length(request) <= MAX_COLLECT_BYTES else None
     except RequestDataTooBig:
-        return too_large
-    if len(raw) > MAX_COLLECT_BYTES:
-        return too_large
+        raw = None
+    if raw is None or len(raw) > MAX_COLLECT_BYTES:
+        return _json_error(400, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
     try:
         body = _collect_decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -278,8 +275,7 @@ def _limit(raw: str) -> int:
 
 
 def _cursor_of(decision: Decision) -> str:
-    elapsed = decision.at - _EPOCH
-    micros = (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+    micros = (decision.at - _EPOCH) // dt.timedelta(microseconds=1)
     return f"{micros}.{decision.pk}"
 
 

@@ -109,6 +109,11 @@ EVENT_KINDS: Final[dict[str, EventKind]] = {
     "offer_dismissed": EventKind(OfferRef, activity=False),
 }
 
+# Events that name one of the session's offers.
+OFFER_EVENTS: Final = frozenset(
+    name for name, kind in EVENT_KINDS.items() if kind.props is OfferRef
+)
+
 ERROR_CODES: Final = ("bad_json", "bad_frame", "unknown_event", "invalid_props", "rate_limited")
 
 

@@ -42,7 +42,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming import lua
-from streaming.protocol import Event, ProtocolError
+from streaming.protocol import MAX_QUANTITY, Event, ProtocolError
 from streaming.state import (
     _ID_BYTES,
     _PRODUCT_BYTES,
@@ -95,6 +95,7 @@ _APPLY_LUA: Final = lua.script(
     products=MAX_DISTINCT_PRODUCTS,
     product_bytes=_PRODUCT_BYTES,
     cart_lines=MAX_CART_LINES,
+    max_quantity=MAX_QUANTITY,
 )
 _CLAIM_LUA: Final = lua.script("claim", helpers=True)
 _FINISH_LUA: Final = lua.script("finish")

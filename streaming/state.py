@@ -19,6 +19,7 @@ from typing import Final, Generic, TypeVar, overload
 
 from streaming.policy import holdout_bucket
 from streaming.protocol import (
+    MAX_QUANTITY,
     AddToCart,
     Event,
     OfferRef,
@@ -288,7 +289,7 @@ class SessionState:
             line = self.cart.get(props.product_id)
             if line is None and len(self.cart) >= MAX_CART_LINES:
                 raise CartFull(f"the cart already holds {MAX_CART_LINES} different products")
-            quantity = min((line[0] if line else 0) + props.quantity, 999)
+            quantity = min((line[0] if line else 0) + props.quantity, MAX_QUANTITY)
             self.cart[props.product_id] = (quantity, props.price)
             self._count_cart()
             self._see_product(props.product_id)

@@ -11,14 +11,10 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
 
-from streaming.protocol import Event, OfferRef, ProtocolError
+from streaming.protocol import OFFER_EVENTS, Event, OfferRef, ProtocolError
 from streaming.state import CartFull, SessionState
 from streaming.timers import PauseTimers
-
-# Events that name one of the session's offers.
-OFFER_EVENTS: Final = frozenset({"offer_shown", "offer_accepted", "offer_dismissed"})
 
 
 @dataclass(slots=True)

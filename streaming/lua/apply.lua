@@ -82,7 +82,7 @@ local function apply_event(name, ref, price, qty, crc)
     else
       nc = nc + 1
     end
-    put(f, math.min(have + tonumber(qty), 999) .. '|' .. price)
+    put(f, math.min(have + tonumber(qty), $max_quantity) .. '|' .. price)
     see_product(crc)
     bump('ad')
     put('tc', now_s)
