@@ -304,7 +304,10 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         self.push(message["text"])
 
     async def push_frame(self, frame: dict[str, Any]) -> None:
+        """Queue a frame of this socket's own (an ack, an error), and let the writer send it
+        before this handler goes on."""
         self.push(_encode(frame).decode())
+        await asyncio.sleep(0)
 
     def push(self, data: str) -> None:
         """Delivery's entry point: queue one encoded frame for this socket's writer.

@@ -74,12 +74,16 @@ class LocalDelivery(Delivery):
             del self._sockets[session_id]
 
     async def deliver(self, session_id: str, data: str) -> int:
-        return self._hand(session_id, data)
+        return await self.deliver_many(((session_id, data),))
 
     async def deliver_many(self, frames: Sequence[tuple[str, str]]) -> int:
         reached = 0
         for session_id, data in frames:
             reached += self._hand(session_id, data)
+        # One turn of the loop for the sockets' writers, so that the frames are on their way
+        # when this returns, before whatever the caller does next (reasons, a garbage
+        # collection between pauses) holds the loop.
+        await asyncio.sleep(0)
         return reached
 
     def _hand(self, session_id: str, data: str) -> int:
