@@ -114,7 +114,7 @@ async def measure(rate: int, seconds: int, *, sampled: bool) -> dict[str, float]
 
 
 def _decision(i: int, now: float) -> Any:
-    from streaming.decider import DecisionMade
+    from streaming.records import DecisionMade
 
     return DecisionMade(
         session_id=f"s{i}",

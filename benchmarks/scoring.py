@@ -34,19 +34,15 @@ from benchmarks import Benchmark, Progress, bounded_float, bounded_int, bounded_
 from benchmarks.harness import figure, row
 from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
-from streaming.decider import (
-    Budget,
-    Decider,
-    DecisionMade,
-    ModelSlot,
-    decide_batch,
-    resumed_pauses,
-)
+from streaming.budget import Budget
+from streaming.decider import Decider, ModelSlot, decide_batch, resumed_pauses
 from streaming.delivery import LocalDelivery
 from streaming.features import feature_matrix, features_of, session_numbers
 from streaming.generator import PAUSE_SECONDS, GeneratedSession, generate_sessions
+from streaming.journal import FileJournal
 from streaming.policy import Rule, Verdicts
 from streaming.protocol import Event
+from streaming.records import DecisionMade
 from streaming.scoring import Scorer, load_model
 from streaming.state import (
     SessionState,
@@ -323,6 +319,7 @@ async def decider_steps(
             models=ModelSlot(active=workload.scorer),
             rules=lambda: workload.rules,
             budget=Budget(),
+            journal=FileJournal(),  # in memory: the records are not what is measured
             record=record,
             pause_seconds=PAUSE_SECONDS,
             cooldown_seconds=COOLDOWN_SECONDS,

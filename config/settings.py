@@ -36,6 +36,9 @@ METRICS_TOKEN = envstr("METRICS_TOKEN", "")
 REDIS_URL = envstr("REDIS_URL", "")
 # Redis mode: how long a worker holds a pause it claimed before another may take it over.
 CLAIM_LEASE_SECONDS = envfloat("CLAIM_LEASE_SECONDS", 5.0, minimum=0.5, maximum=60)
+# Records (decisions, marks, purchases) waiting for the database, past which no new pause is
+# claimed: pauses wait rather than memory growing while the database is away.
+RECORD_BACKLOG_MAX = envint("RECORD_BACKLOG_MAX", 50_000, minimum=100)
 
 INSTALLED_APPS = [
     "daphne",
@@ -90,6 +93,18 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Embedded mode: the directory of the journal that holds what is decided, and what shoppers did
+# with it, until it is in the database (replayed after a restart). Beside the SQLite database by
+# default; "off" keeps it in memory only (a crash then loses what was not yet written).
+_DEFAULT_JOURNAL = (
+    f"{DATABASES['default']['NAME']}.records"
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    and DATABASES["default"]["NAME"] not in ("", ":memory:")
+    else str(BASE_DIR / "var" / "records")
+)
+RECORD_JOURNAL: str | None = envstr("RECORD_JOURNAL", _DEFAULT_JOURNAL)
+if RECORD_JOURNAL == "off":
+    RECORD_JOURNAL = None
 # PostgreSQL: the connections one process may hold at once, shared by its threads; 0: no pool
 # (e.g. behind PgBouncer), one connection per request.
 DATABASE_POOL_SIZE = envint("DATABASE_POOL_SIZE", 4, minimum=0, maximum=100)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from offers import metrics
-from offers.recorder import ShopperMark
 from offers.runtime import Runtime
 from streaming.protocol import OFFER_EVENTS, Event, ProtocolError
 from streaming.ratelimit import TokenBucket
+from streaming.records import MarkMade
 
 # Events that record what became of an offer or of the session, in the database.
 OUTCOME_EVENTS = OFFER_EVENTS | {"purchase"}
@@ -61,6 +61,7 @@ async def ingest(
         if applied.duplicates:
             metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
         ignored = 0
+        marks: list[MarkMade] = []
         for event in applied.fresh:
             if applied.names_another_offer(event):
                 ignored += 1  # acknowledged, and nothing more: not the session's offer
@@ -68,11 +69,22 @@ async def ingest(
             if event.name == "offer_accepted":
                 runtime.feed.count_accepted()
             if event.name in OUTCOME_EVENTS:
-                runtime.recorder.mark(
-                    ShopperMark(session_id, getattr(event.props, "offer_id", None), event.name, now)
-                )
+                marks.append(_mark(session_id, event, now))
+        # A mark sent again is journaled again (the record makes it once): its first ack may
+        # have been lost with a process killed between applying it and journaling it.
+        marks += [
+            _mark(session_id, event, now)
+            for event in applied.repeated
+            if event.name in OUTCOME_EVENTS and not applied.names_another_offer(event)
+        ]
+        # Into the journal before the acknowledgement goes out: acknowledged is never lost.
+        await runtime.journal.append(marks)
         if ignored:
             metrics.OFFER_EVENTS_IGNORED.inc(ignored)
     for error in result.errors:
         metrics.EVENTS_REFUSED.labels(error.code).inc()
     return result
+
+
+def _mark(session_id: str, event: Event, now: float) -> MarkMade:
+    return MarkMade(session_id, getattr(event.props, "offer_id", None), event.name, now)

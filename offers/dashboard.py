@@ -28,9 +28,10 @@ from django.utils import timezone
 
 from offers.models import Decision
 from streaming import lua
-from streaming.decider import DecisionMade, ModelSlot
+from streaming.decider import ModelSlot
 from streaming.policy import OUTCOMES, Outcome
 from streaming.ratelimit import TokenBucket
+from streaming.records import DecisionMade
 from streaming.store import SessionStore
 from streaming.uplift import Group, uplift
 

@@ -69,3 +69,18 @@ OFFER_EVENTS_IGNORED = Counter(
     "offer_shown, offer_accepted and offer_dismissed events naming an offer that is not their "
     "session's: acknowledged and ignored (never recorded, never counted on the dashboard).",
 )
+RECORDS_WRITTEN = Counter(
+    "liveoffers_records_written", "Journal records written to the database (or set aside)."
+)
+RECORDS_DEAD = Counter(
+    "liveoffers_records_dead",
+    "Records that could not be written, set aside in the dead-letter table, by kind.",
+    ["kind"],
+)
+RECORD_BACKLOG = Gauge(
+    "liveoffers_record_backlog", "Journal records waiting to be written to the database."
+)
+RECORD_HELD_BACK = Counter(
+    "liveoffers_record_held_back",
+    "Worker steps that claimed no pause because the record's backlog was over its limit.",
+)

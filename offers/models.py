@@ -171,6 +171,14 @@ class Decision(models.Model):
         ScoringModel, on_delete=models.PROTECT, null=True, blank=True, related_name="decisions"
     )
     model_label = models.CharField(max_length=80, blank=True)
+    rule = models.ForeignKey(
+        OfferRule,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="decisions",
+        help_text="The rule of an offer or a holdout: what spent its daily budget.",
+    )
     risk = models.FloatField(null=True, blank=True)
     shadow_risk = models.FloatField(null=True, blank=True)
     shadow_model = models.CharField(max_length=80, blank=True)
@@ -209,3 +217,52 @@ class Offer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} ({self.discount_percent}%)"
+
+
+class Mark(models.Model):
+    """What a shopper did with an offer (saw, took, closed it) or with the cart (bought it).
+
+    Kept whether or not the decision it belongs to is written yet, and applied to it once it is
+    (`applied`): the record ends the same whichever arrives first. One row per session, offer and
+    kind: a mark sent again changes nothing.
+    """
+
+    class Kind(models.TextChoices):
+        SHOWN = "offer_shown", "Offer shown"
+        ACCEPTED = "offer_accepted", "Offer accepted"
+        DISMISSED = "offer_dismissed", "Offer dismissed"
+        PURCHASE = "purchase", "Purchase"
+
+    session = models.CharField(max_length=64, db_index=True)
+    offer_public_id = models.CharField("offer id", max_length=40, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    applied = models.BooleanField(default=False, db_index=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "offer_public_id", "kind"], name="one_mark_per_kind"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class DeadRecord(models.Model):
+    """A record that could not be written (a constraint it breaks, a site deleted since): set
+    aside so that the records after it go on, and kept here for an operator to look at."""
+
+    kind = models.CharField(max_length=16)
+    payload = models.JSONField()
+    error = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} set aside at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -1,53 +1,54 @@
-"""The record: decisions, their offers, and what shoppers did with them, written to the database.
+"""The record: what the journal holds, written to the database in bulk.
 
-A worker step that writes in batches, off the event loop (`database_sync_to_async`), through the
-services `decision_record_batch`, `offer_mark` and `session_convert`. A batch that fails (a
-database hiccup) stays queued and is tried again on the next tick, so nothing decided is lost
-while the process lives.
+A worker step that takes the journal's oldest entries, writes them off the event loop
+(`database_sync_to_async`, `services.record_write`) and only then tells the journal they are
+done. A database that is away leaves them in the journal (a file in embedded mode, a Redis stream
+in Redis mode) to be tried again, a little later each time; a record that cannot be written is set
+aside in the dead-letter table and the others go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from offers import metrics, services
-from streaming.decider import DecisionMade
-from streaming.store import SessionStore
+from streaming.journal import Entry, Journal
+from streaming.records import DecisionMade, ReasonsMade, Record, as_json, kind_of
 
 log = logging.getLogger(__name__)
 
+# Reasons whose decision another recorder is still writing are tried again this many times.
+_REASON_TRIES = 40
+_MAX_BACKOFF = 5.0
+
 
 @dataclass(slots=True)
-class ShopperMark:
-    """What a shopper did after a decision: saw, took or closed an offer, or bought."""
-
-    session_id: str
-    offer_id: str | None
-    kind: str  # offer_shown, offer_accepted, offer_dismissed, purchase
-    at: float
+class _Late:
+    reasons: ReasonsMade
     tries: int = 0
 
 
 class Recorder:
-    MAX_MARK_TRIES = 50
-
-    def __init__(self, *, store: SessionStore | None = None) -> None:
-        self.store = store
+    def __init__(
+        self, journal: Journal, *, batch_size: int = 2000, sweep_every: float = 5.0
+    ) -> None:
+        self.journal = journal
+        self.batch_size = batch_size
+        self.sweep_every = sweep_every
         self._writing: asyncio.Task[bool] | None = None
-        self._decisions: deque[DecisionMade] = deque()
-        self._marks: deque[ShopperMark] = deque()
-
-    async def record(self, decisions: list[DecisionMade]) -> None:
-        self._decisions.extend(decisions)
-        for decision in decisions:
-            metrics.DECISIONS.labels(decision.outcome).inc()
-            done = decision.sent_at if decision.sent_at is not None else decision.at
-            metrics.DECISION_DELAY.observe(max(0.0, done - decision.deadline))
+        self._late: list[_Late] = []
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._next_sweep = 0.0
+        self._next_refresh = 0.0
+        self.written = 0
 
     async def step_in_background(self, now: float) -> bool:
         """The worker's step: write in a task of its own, so that no pause waits for the database."""
@@ -55,59 +56,95 @@ class Recorder:
             self._writing = asyncio.create_task(self.step(now))
         return False
 
-    async def flush(self) -> None:
-        """Everything queued, written (at shutdown)."""
+    async def step(self, now: float) -> bool:
+        """Write one batch of the journal; returns whether there was one."""
+        if now >= self._next_refresh:
+            self._next_refresh = now + 1.0
+            await self.journal.refresh()
+        if now < self._retry_at:
+            return False
+        try:
+            entries = await self.journal.take(self.batch_size)
+            wrote = await self._write(entries) if entries or self._late else False
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.sweep_every
+                await database_sync_to_async(_sweep)()
+        except Exception:
+            # The database (or Redis) is away: everything stays in the journal, tried again later.
+            metrics.RECORD_FAILURES.inc()
+            self._backoff = min(_MAX_BACKOFF, max(0.25, self._backoff * 2))
+            self._retry_at = now + self._backoff
+            log.exception("could not write the record; trying again in %.2f s", self._backoff)
+            return False
+        self._backoff = 0.0
+        return wrote
+
+    async def _write(self, entries: Sequence[Entry]) -> bool:
+        records: list[Record] = []
+        dead: list[tuple[Record, str]] = []
+        unreadable: list[Entry] = []
+        for entry in entries:
+            if entry.record is None:
+                unreadable.append(entry)
+            else:
+                records.append(entry.record)
+        late, self._late = self._late, []
+        records.extend(item.reasons for item in late)
+        written = await database_sync_to_async(services.record_write)(records=records)
+        dead = written.dead
+        tries = {id(item.reasons): item.tries for item in late}
+        for reasons in written.unmatched:
+            count = tries.get(id(reasons), 0) + 1
+            if count < _REASON_TRIES:
+                self._late.append(_Late(reasons, count))
+            else:
+                log.warning("reasons of %s: no such decision; dropped", reasons.pause_key)
+        if dead or unreadable:
+            await database_sync_to_async(_set_aside)(dead, unreadable)
+        await self.journal.done(entries)
+        self.written += len(entries)
+        metrics.RECORDS_WRITTEN.inc(len(entries))
+        return bool(entries)
+
+    async def flush(self, within: float = 30.0) -> bool:
+        """Write everything the journal holds (at shutdown), for at most `within` seconds;
+        returns whether it is all written. What is not stays in the journal for later."""
         if self._writing is not None:
             await asyncio.gather(self._writing, return_exceptions=True)
-        await self.step(0.0)
+        deadline = time.monotonic() + within
+        self._retry_at = 0.0
+        while time.monotonic() < deadline:
+            entries = await self.journal.take(self.batch_size)
+            if not entries:
+                return True
+            try:
+                await self._write(entries)
+            except Exception:
+                log.exception("could not write the record before stopping; trying again")
+                await asyncio.sleep(0.5)
+        log.error("stopping with records not yet written: they wait in the journal")
+        return False
 
-    def mark(self, mark: ShopperMark) -> None:
-        self._marks.append(mark)
 
-    def pending(self) -> int:
-        return len(self._decisions) + len(self._marks)
+def record_decisions(decisions: Sequence[DecisionMade]) -> None:
+    """Count decisions made and how late each was (the journal has the records themselves)."""
+    for decision in decisions:
+        metrics.DECISIONS.labels(decision.outcome).inc()
+        done = decision.sent_at if decision.sent_at is not None else decision.at
+        metrics.DECISION_DELAY.observe(max(0.0, done - decision.deadline))
 
-    async def step(self, _now: float) -> bool:
-        if not self._decisions and not self._marks:
-            return False
-        decisions = list(self._decisions)
-        marks = list(self._marks)
-        try:
-            retry = await database_sync_to_async(self._write)(decisions, marks)
-        except Exception:
-            metrics.RECORD_FAILURES.inc()
-            log.exception("could not record %d decisions; trying again", len(decisions))
-            return False
-        # Marks may have been queued while writing: drop exactly what was written.
-        for _ in range(len(decisions)):
-            self._decisions.popleft()
-        if self.store is not None:
-            # Only now, with the decisions in the database, are their pauses done for good.
-            for decision in decisions:
-                await self.store.finish(decision.session_id, decision.pause_key)
-        for _ in range(len(marks)):
-            self._marks.popleft()
-        self._marks.extend(retry)
-        return True
 
-    def _write(self, decisions: list[DecisionMade], marks: list[ShopperMark]) -> list[ShopperMark]:
-        if decisions:
-            services.decision_record_batch(decisions=decisions)
-        retry = []
-        for mark in marks:
-            if not self._apply(mark):
-                mark.tries += 1
-                if mark.tries < self.MAX_MARK_TRIES:
-                    retry.append(mark)
-        return retry
+def _sweep() -> None:
+    services.marks_sweep(now=timezone.now())
 
-    @staticmethod
-    def _apply(mark: ShopperMark) -> bool:
-        at = services.utc(mark.at)
-        if mark.kind == "purchase":
-            services.session_convert(session_id=mark.session_id, at=at)
-            return True
-        assert mark.offer_id is not None
-        return services.offer_mark(
-            session_id=mark.session_id, offer_id=mark.offer_id, kind=mark.kind, at=at
-        )
+
+def _set_aside(dead: list[tuple[Record, str]], unreadable: list[Entry]) -> None:
+    rows = [(kind_of(record), as_json(record), error) for record, error in dead]
+    rows += [
+        ("unreadable", {"bytes": entry.raw[:4000].hex()}, entry.error) for entry in unreadable
+    ]
+    for kind, _, error in rows:
+        log.error("%s record set aside (dead letter): %s", kind, error)
+    services.record_set_aside(rows=rows)
+    for kind, _, _ in rows:
+        metrics.RECORDS_DEAD.labels(kind).inc()

@@ -9,21 +9,24 @@ from __future__ import annotations
 import datetime as dt
 
 from channels.db import database_sync_to_async
-from django.db.models import Count
+from django.db.models import Count, Q
 
-from offers.models import Offer, OfferRule
-from streaming.decider import Budget
+from offers.models import Decision, Offer, OfferRule
+from streaming.budget import Budget, day_of
 from streaming.policy import Rule
 
 
 class RuleBook:
-    """The active offer rules, reloaded every few seconds; seeds today's budget use once a day."""
+    """The active offer rules, reloaded every few seconds; what the record says each spent today,
+    every `seed_every` seconds (a budget's count only goes up from it)."""
 
-    def __init__(self, budget: Budget, *, every: float = 2.0) -> None:
+    def __init__(self, budget: Budget, *, every: float = 2.0, seed_every: float = 30.0) -> None:
         self.budget = budget
         self.every = every
+        self.seed_every = seed_every
         self._rules: list[Rule] = []
         self._next = 0.0
+        self._next_seed = 0.0
         self._seeded_day = ""
 
     def rules(self) -> list[Rule]:
@@ -34,10 +37,11 @@ class RuleBook:
             return False
         self._next = now + self.every
         self._rules = await database_sync_to_async(_load_rules)()
-        day = Budget.day_of(now)
-        if day != self._seeded_day:
-            self.budget.seed(day, await database_sync_to_async(_offers_made_on)(day))
+        day = day_of(now)
+        if day != self._seeded_day or now >= self._next_seed:
+            await self.budget.seed(day, await database_sync_to_async(spent_on)(day))
             self._seeded_day = day
+            self._next_seed = now + self.seed_every
         return False
 
 
@@ -59,12 +63,22 @@ def _load_rules() -> list[Rule]:
     ]
 
 
-def _offers_made_on(day: str) -> dict[int, int]:
+def spent_on(day: str) -> dict[int, int]:
+    """Offers and holdouts each rule made on `day` (UTC), as recorded."""
     start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=1)
+    spending = Q(outcome__in=["offer", "holdout"], at__gte=start, at__lt=end)
     rows = (
-        Offer.objects.filter(created_at__gte=start, created_at__lt=start + dt.timedelta(days=1))
+        Decision.objects.filter(spending).exclude(rule=None).values("rule").annotate(n=Count("id"))
+    )
+    spent = {row["rule"]: row["n"] for row in rows}
+    # Offers recorded before decisions named their rule count too.
+    older = (
+        Offer.objects.filter(created_at__gte=start, created_at__lt=end, decision__rule=None)
         .exclude(rule=None)
         .values("rule")
         .annotate(n=Count("id"))
     )
-    return {row["rule"]: row["n"] for row in rows}
+    for row in older:
+        spent[row["rule"]] = spent.get(row["rule"], 0) + row["n"]
+    return spent

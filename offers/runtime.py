@@ -13,12 +13,15 @@ from django.conf import settings
 
 from offers import layer_reports, metrics
 from offers.dashboard import DashboardFeed, SharedBoard
-from offers.recorder import Recorder
+from offers.recorder import Recorder, record_decisions
 from offers.registry import RegistryWatcher
 from offers.rulebook import RuleBook
-from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
+from streaming.budget import Budget, RedisBudget
+from streaming.decider import Decider, ModelSlot
 from streaming.delivery import Delivery, LayerDelivery, LocalDelivery
+from streaming.journal import FileJournal, Journal, RedisJournal
 from streaming.ratelimit import TokenBucket
+from streaming.records import DecisionMade
 from streaming.redis_store import CLAIM_CHUNK, RedisStore
 from streaming.store import MemoryStore, SessionStore
 from streaming.worker import StreamWorker
@@ -36,6 +39,7 @@ class Runtime:
     rulebook: RuleBook
     decider: Decider
     recorder: Recorder
+    journal: Journal
     feed: DashboardFeed
     rate: float
     burst: int
@@ -78,6 +82,8 @@ def build_runtime(*, decides: bool = True) -> Runtime:
     pause_seconds = settings.PAUSE_SECONDS
     store: SessionStore
     delivery: Delivery
+    journal: Journal
+    budget: Budget
     if settings.REDIS_URL:
         store = RedisStore(
             settings.REDIS_URL,
@@ -87,20 +93,23 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         )
         delivery = LayerDelivery(get_channel_layer, publisher=store.redis)
         layer_reports.on_receive_failure(delivery.layer_lost)
+        journal = RedisJournal(store.redis)
+        budget = RedisBudget(store.redis)
     else:
         store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
         delivery = LocalDelivery(on_failure=metrics.DELIVERIES_FAILED.inc)
         layer_reports.on_receive_failure(None)
+        journal = FileJournal(settings.RECORD_JOURNAL or None)
+        budget = Budget()
     models = ModelSlot()
-    budget = Budget()
     watcher = RegistryWatcher(models)
     rulebook = RuleBook(budget)
-    recorder = Recorder(store=store)
+    recorder = Recorder(journal)
     shared = SharedBoard(store.redis) if isinstance(store, RedisStore) else None
     feed = DashboardFeed(store=store, models=models, shared=shared, publishes=decides)
 
     async def record(decisions: list[DecisionMade]) -> None:
-        await recorder.record(decisions)
+        record_decisions(decisions)
         await feed.on_decisions(decisions)
 
     decider = Decider(
@@ -109,12 +118,15 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         models=models,
         rules=rulebook.rules,
         budget=budget,
+        journal=journal,
         record=record,
         pause_seconds=pause_seconds,
         cooldown_seconds=settings.OFFER_COOLDOWN_SECONDS,
         holdout_percent=settings.HOLDOUT_PERCENT,
         # Redis mode: claims the size of one claim script, so that the workers share a burst
         batch_size=CLAIM_CHUNK if isinstance(store, RedisStore) else 5000,
+        backlog_limit=settings.RECORD_BACKLOG_MAX,
+        on_held_back=metrics.RECORD_HELD_BACK.inc,
     )
     worker = StreamWorker(
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
@@ -133,7 +145,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         ]
     else:
         # A front end of Redis mode: decisions are the `runstream` workers' job; this process
-        # still records what shoppers did with their offers.
+        # still writes the record (what any process put in the journal).
         worker.steps = [recorder.step_in_background, feed.step, counts.step]
 
     async def finish() -> None:
@@ -141,6 +153,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         await recorder.flush()
 
     worker.finishers.append(finish)
+    worker.finishers.append(journal.aclose)
     closer = getattr(store, "aclose", None)
     if closer is not None:
         worker.finishers.append(closer)
@@ -153,6 +166,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         rulebook=rulebook,
         decider=decider,
         recorder=recorder,
+        journal=journal,
         feed=feed,
         rate=settings.RATE_EVENTS_PER_SECOND,
         burst=settings.RATE_BURST,
@@ -161,6 +175,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
     )
     metrics.LIVE_SESSIONS.set_function(lambda: len(runtime.store))
     metrics.OPEN_SOCKETS.set_function(lambda: runtime.delivery.open_sockets())
+    metrics.RECORD_BACKLOG.set_function(lambda: runtime.journal.waiting())
     return runtime
 
 
@@ -170,6 +185,8 @@ _runtime: Runtime | None = None
 def configure_runtime(*, decides: bool) -> Runtime:
     """Build this process's runtime: with the decision steps (a worker) or without (a front end)."""
     global _runtime
+    if _runtime is not None:
+        _runtime.journal.close()  # a journal file is this process's: let the new one have it
     _runtime = build_runtime(decides=decides)
     return _runtime
 

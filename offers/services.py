@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from offers.models import Decision, Offer, ScoringModel, Site
-from streaming.decider import DecisionMade
+from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, ScoringModel, Site
+from streaming.records import DecisionMade, MarkMade, ReasonsMade, Record, kind_of
 
 MODEL_NAME = "cart-risk"
 
@@ -95,29 +97,183 @@ def utc(at: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
 
 
-def decision_record_batch(*, decisions: Sequence[DecisionMade]) -> None:
-    """Write decisions and their offers, one row a pause.
+# Errors of one record's data, not of the database: the record is set aside, the others go on.
+_RECORD_ERRORS = (IntegrityError, DataError, ValueError, TypeError, KeyError, ArithmeticError)
 
-    One bulk insert; when a pause is already recorded (a retry after a partial failure), one by
-    one, skipping what is there, so that each pause keeps exactly one decision.
+
+def record_write(*, records: Sequence[Record]) -> RecordsWritten:
+    """Write journal records to the database: decisions with their offers, reasons, marks.
+
+    Idempotent: a decision whose pause is already recorded, or a mark already made, changes
+    nothing, so a record handed out twice (a recorder killed before it said done) is written
+    once. A record that cannot be written is returned in `dead` (with why), and the others are
+    written; a database that is away raises, and nothing of the batch is lost.
     """
-    site_ids = dict(
-        Site.objects.filter(key__in={d.site for d in decisions}).values_list("key", "id")
+    written = RecordsWritten()
+    decisions = [r for r in records if isinstance(r, DecisionMade)]
+    if decisions:
+        written.dead += _decisions_write(decisions)
+    reasons = [r for r in records if isinstance(r, ReasonsMade)]
+    if reasons:
+        written.unmatched += _reasons_write(reasons)
+    marks = [r for r in records if isinstance(r, MarkMade)]
+    if marks:
+        written.dead += _marks_write(marks)
+    return written
+
+
+@dataclass
+class RecordsWritten:
+    # records that could not be written, and why
+    dead: list[tuple[Record, str]] = field(default_factory=list)
+    # reasons whose decision is not (yet) in the database
+    unmatched: list[ReasonsMade] = field(default_factory=list)
+
+
+def _decisions_write(decisions: Sequence[DecisionMade]) -> list[tuple[Record, str]]:
+    keys = [d.pause_key for d in decisions]
+    recorded = set(Decision.objects.filter(pause_key__in=keys).values_list("pause_key", flat=True))
+    fresh: dict[str, DecisionMade] = {}
+    for d in decisions:
+        if d.pause_key not in recorded:
+            fresh.setdefault(d.pause_key, d)
+    if not fresh:
+        return []
+    todo = list(fresh.values())
+    site_ids = dict(Site.objects.filter(key__in={d.site for d in todo}).values_list("key", "id"))
+    model_ids = _model_ids({d.model for d in todo if d.model})
+    rule_ids = set(
+        OfferRule.objects.filter(id__in={d.rule_id for d in todo if d.rule_id}).values_list(
+            "id", flat=True
+        )
     )
-    model_ids = _model_ids({d.model for d in decisions if d.model})
-    rows = [_decision_row(d, site_ids, model_ids) for d in decisions]
+    dead: list[tuple[Record, str]] = []
+    pairs: list[tuple[DecisionMade, Decision]] = []
+    for d in todo:
+        if d.site not in site_ids:
+            dead.append((d, f"site {d.site!r} does not exist (deleted?)"))
+            continue
+        try:
+            pairs.append((d, _decision_row(d, site_ids, model_ids, rule_ids)))
+        except _RECORD_ERRORS as exc:
+            dead.append((d, f"{type(exc).__name__}: {exc}"))
     try:
         with transaction.atomic():
-            Decision.objects.bulk_create(rows)
-            _offer_create_batch(decisions, rows)
-    except IntegrityError:
-        for decision, row in zip(decisions, rows, strict=True):
+            Decision.objects.bulk_create([row for _, row in pairs])
+            _offer_create_batch(pairs, rule_ids)
+    except (IntegrityError, DataError):
+        # One of them breaks a constraint (or another recorder wrote one meanwhile): one by one.
+        for d, row in pairs:
             row.pk = None
-            with transaction.atomic():
-                if Decision.objects.filter(pause_key=decision.pause_key).exists():
+            try:
+                with transaction.atomic():
+                    if Decision.objects.filter(pause_key=d.pause_key).exists():
+                        continue
+                    row.save()
+                    _offer_create_batch([(d, row)], rule_ids)
+            except _RECORD_ERRORS as exc:
+                dead.append((d, f"{type(exc).__name__}: {exc}"))
+    # Marks and purchases that came before their decisions: applied now.
+    sessions = {d.session_id for d, _ in pairs}
+    marks_apply(list(Mark.objects.filter(session__in=sessions)))
+    return dead
+
+
+def _reasons_write(reasons: Sequence[ReasonsMade]) -> list[ReasonsMade]:
+    by_key = {r.pause_key: r for r in reasons}
+    rows = list(Decision.objects.filter(pause_key__in=by_key).only("id", "pause_key"))
+    for row in rows:
+        row.reasons = by_key[row.pause_key].reasons
+    Decision.objects.bulk_update(rows, ["reasons"], batch_size=500)
+    found = {row.pause_key for row in rows}
+    return [r for r in reasons if r.pause_key not in found]
+
+
+def _marks_write(marks: Sequence[MarkMade]) -> list[tuple[Record, str]]:
+    dead: list[tuple[Record, str]] = []
+    rows = []
+    for m in marks:
+        if m.kind not in MARK_KINDS or (m.kind != "purchase" and not m.offer_id):
+            dead.append((m, f"not a mark: {m.kind!r} for offer {m.offer_id!r}"))
+            continue
+        rows.append(
+            Mark(session=m.session_id, offer_public_id=m.offer_id or "", kind=m.kind, at=utc(m.at))
+        )
+    # One mark of a kind per session and offer: sent again, it changes nothing.
+    Mark.objects.bulk_create(rows, ignore_conflicts=True)
+    sessions = {row.session for row in rows}
+    marks_apply(list(Mark.objects.filter(session__in=sessions, applied=False)))
+    return dead
+
+
+MARK_KINDS = frozenset(Mark.Kind.values)
+
+
+def marks_apply(marks: Sequence[Mark]) -> int:
+    """Apply marks to what they mark: an offer shown, accepted or dismissed (once, the first
+    time), a session's decisions converted by its purchase. A mark whose offer or decision is
+    not written yet stays unapplied, for `marks_sweep` or the decision's own write. Returns how
+    many were applied now."""
+    if not marks:
+        return 0
+    offer_ids = {m.offer_public_id for m in marks if m.kind != Mark.Kind.PURCHASE}
+    offers = {
+        o.public_id: o
+        for o in Offer.objects.filter(public_id__in=offer_ids).only("id", "public_id", "session")
+    }
+    buying = {m.session for m in marks if m.kind == Mark.Kind.PURCHASE}
+    decided = set(
+        Decision.objects.filter(session__in=buying).values_list("session", flat=True).distinct()
+    )
+    applied = []
+    with transaction.atomic():
+        for m in marks:
+            if m.kind == Mark.Kind.PURCHASE:
+                if m.session not in decided:
                     continue
-                row.save()
-                _offer_create_batch([decision], [row])
+                Decision.objects.filter(session=m.session, converted_at=None).update(
+                    converted_at=m.at
+                )
+            else:
+                offer = offers.get(m.offer_public_id)
+                if offer is None or offer.session != m.session:
+                    continue
+                name = OFFER_MARKS[m.kind]
+                Offer.objects.filter(pk=offer.pk, **{f"{name}__isnull": True}).update(
+                    **{name: m.at}
+                )
+            if not m.applied:
+                applied.append(m.pk)
+        Mark.objects.filter(pk__in=applied).update(applied=True)
+    return len(applied)
+
+
+def marks_sweep(*, now: datetime.datetime, limit: int = 2000) -> int:
+    """Apply again the marks of the last hour still waiting for their decision, and the last
+    two minutes' purchases (a decision written at the same moment by another process may have
+    missed them). Returns how many were applied."""
+    waiting = Mark.objects.filter(applied=False, recorded_at__gte=now - datetime.timedelta(hours=1))
+    recent = Mark.objects.filter(
+        kind=Mark.Kind.PURCHASE, recorded_at__gte=now - datetime.timedelta(minutes=2)
+    )
+    marks = {m.pk: m for m in waiting.order_by("id")[:limit]}
+    marks.update({m.pk: m for m in recent.order_by("id")[:limit]})
+    return marks_apply(list(marks.values()))
+
+
+def record_set_aside(*, rows: Sequence[tuple[str, dict[str, Any], str]]) -> None:
+    """Keep records that could not be written (kind, fields, why) in the dead-letter table."""
+    DeadRecord.objects.bulk_create(
+        [DeadRecord(kind=kind, payload=payload, error=error[:2000]) for kind, payload, error in rows]
+    )
+
+
+def decision_record_batch(*, decisions: Sequence[DecisionMade]) -> None:
+    """Write decisions and their offers (a batch of `record_write`); raises when one cannot be."""
+    written = record_write(records=decisions)
+    if written.dead:
+        record, error = written.dead[0]
+        raise IntegrityError(f"{kind_of(record)} could not be written: {error}")
 
 
 def _model_ids(labels: set[str]) -> dict[str, int]:
@@ -131,14 +287,17 @@ def _model_ids(labels: set[str]) -> dict[str, int]:
     return found
 
 
-def _decision_row(d: DecisionMade, site_ids: dict[str, int], model_ids: dict[str, int]) -> Decision:
-    return Decision(
+def _decision_row(
+    d: DecisionMade, site_ids: dict[str, int], model_ids: dict[str, int], rule_ids: set[int]
+) -> Decision:
+    row = Decision(
         site_id=site_ids[d.site],
         session=d.session_id,
         pause_key=d.pause_key,
         at=utc(d.at),
         model_id=model_ids.get(d.model),
         model_label=d.model,
+        rule_id=d.rule_id if d.rule_id in rule_ids else None,
         risk=d.risk,
         shadow_risk=d.shadow_risk,
         shadow_model=d.shadow_model,
@@ -147,15 +306,21 @@ def _decision_row(d: DecisionMade, site_ids: dict[str, int], model_ids: dict[str
         outcome=d.outcome,
         cart_value=Decimal(str(round(d.cart_value, 2))),
     )
+    if abs(row.cart_value) >= _MAX_CART_VALUE:
+        raise ValueError(f"cart value {row.cart_value} does not fit the record")
+    return row
 
 
-def _offer_create_batch(decisions: Sequence[DecisionMade], rows: Sequence[Decision]) -> None:
+_MAX_CART_VALUE = Decimal(10) ** 12
+
+
+def _offer_create_batch(pairs: Sequence[tuple[DecisionMade, Decision]], rule_ids: set[int]) -> None:
     offers = [
         Offer(
             decision=row,
             public_id=d.offer.offer_id,
             session=d.session_id,
-            rule_id=d.offer.rule_id,
+            rule_id=d.offer.rule_id if d.offer.rule_id in rule_ids else None,
             code=d.offer.code,
             title=d.offer.title,
             message=d.offer.message,
@@ -163,7 +328,7 @@ def _offer_create_batch(decisions: Sequence[DecisionMade], rows: Sequence[Decisi
             created_at=utc(d.offer.created_at),
             expires_at=utc(d.offer.expires_at),
         )
-        for d, row in zip(decisions, rows, strict=True)
+        for d, row in pairs
         if d.offer is not None
     ]
     if offers:

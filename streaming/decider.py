@@ -11,15 +11,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from streaming.budget import Budget
 from streaming.delivery import Delivery
 from streaming.features import as_dicts, features_of, session_numbers
+from streaming.journal import Journal
 from streaming.policy import (
     HOLDOUT,
     NO_OFFER,
@@ -31,9 +32,10 @@ from streaming.policy import (
     new_offer_id,
     offer_expires_at,
 )
+from streaming.records import DecisionMade, OfferMade, ReasonsMade
 from streaming.scoring import Scorer
 from streaming.state import CART_VALUE, HOLDOUT_BUCKET, LAST_ACTIVITY, LAST_OFFER_AT, SessionState
-from streaming.store import OfferNote, SessionStore
+from streaming.store import OfferNote, SessionStore, Settled
 
 log = logging.getLogger(__name__)
 
@@ -43,38 +45,6 @@ _THREAD_ROWS = 64
 # within this many seconds.
 _EXPLAIN_CHUNK = 32
 _EXPLAIN_MARGIN = 0.02
-
-
-@dataclass(slots=True)
-class OfferMade:
-    offer_id: str
-    code: str
-    rule_id: int | None
-    title: str
-    message: str
-    discount_percent: int
-    created_at: float
-    expires_at: float
-
-
-@dataclass(slots=True)
-class DecisionMade:
-    session_id: str
-    site: str
-    pause_key: str
-    deadline: float
-    at: float
-    outcome: Outcome
-    risk: float | None
-    shadow_risk: float | None
-    model: str
-    shadow_model: str
-    features: dict[str, float]
-    cart_value: float
-    offer: OfferMade | None = None
-    reasons: list[dict[str, Any]] = field(default_factory=list)
-    # When the offer frame went out (wall clock), for the deadline-to-offer delay.
-    sent_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -101,32 +71,6 @@ class ModelSlot:
     shadow: Scorer | None = None
 
 
-class Budget:
-    """Offers made per rule today (UTC), for the rules' daily budgets."""
-
-    def __init__(self) -> None:
-        self._day = ""
-        self._used: dict[int, int] = {}
-
-    @staticmethod
-    def day_of(now: float) -> str:
-        return time.strftime("%Y-%m-%d", time.gmtime(now))
-
-    def seed(self, day: str, used: Mapping[int, int]) -> None:
-        self._day, self._used = day, dict(used)
-
-    def used(self, now: float) -> Mapping[int, int]:
-        if self.day_of(now) != self._day:
-            self.seed(self.day_of(now), {})
-        return self._used
-
-    def spend(self, spent: Mapping[int, int], now: float) -> None:
-        """Count offers (and holdouts) made: rule id -> how many."""
-        used = self.used(now)
-        for rule_id, count in spent.items():
-            self._used[rule_id] = used.get(rule_id, 0) + count
-
-
 OnDecided = Callable[[list[DecisionMade]], Awaitable[None]]
 
 
@@ -143,12 +87,15 @@ class Decider:
         models: ModelSlot,
         rules: Callable[[], Sequence[Rule]],
         budget: Budget,
+        journal: Journal,
         record: OnDecided,
         pause_seconds: float,
         cooldown_seconds: float,
         holdout_percent: float,
         batch_size: int = 5000,
         explain_within: float = 1.0,
+        backlog_limit: int = 50_000,
+        on_held_back: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
@@ -157,7 +104,10 @@ class Decider:
         self.models = models
         self.rules = rules
         self.budget = budget
+        self.journal = journal
         self.record = record
+        self.backlog_limit = backlog_limit
+        self.on_held_back = on_held_back
         self.pause_seconds = pause_seconds
         self.cooldown_seconds = cooldown_seconds
         self.holdout_percent = holdout_percent
@@ -166,7 +116,17 @@ class Decider:
         self._unexplained: deque[_Unexplained] = deque()
 
     async def step(self, now: float) -> bool:
-        """Decide every pause that is due; returns whether there were any."""
+        """Decide every pause that is due; returns whether there were any.
+
+        Each decision goes into the journal, stored with its pause, before its offer is sent: a
+        code that reaches a browser is always on its way to the database. While the journal
+        holds more than `backlog_limit` records (the database is away or slow), no pause is
+        claimed: pauses wait, and memory does not grow.
+        """
+        if self.journal.waiting() > self.backlog_limit:
+            if self.on_held_back is not None:
+                self.on_held_back()
+            return False
         states = await self.store.claim_due(now, self.batch_size)
         if not states:
             return False
@@ -178,53 +138,71 @@ class Decider:
         risks = await _predict(active, matrix)
         shadow_risks = await _predict(shadow, matrix)
         resumed = resumed_pauses(numbers, self.pause_seconds)
+        rules = self.rules()
         verdicts = decide_batch(
             states,
             numbers,
             risks,
-            rules=self.rules(),
+            rules=rules,
             used_today=self.budget.used(now),
             now=now,
             cooldown_seconds=self.cooldown_seconds,
             holdout_percent=self.holdout_percent,
             resumed=resumed,
         )
-        self.budget.spend(verdicts.spent, now)
-        # one decision a session; the offers and holdouts noted on their sessions (one call),
-        # then the offers sent (one call): a shared store and a channel layer are a round trip
-        # a batch, not one a decision
+        if verdicts.spent:
+            # Other workers spend the same budgets: what this batch may spend has the last word.
+            limits = {rule.id: rule.daily_budget for rule in rules}
+            verdicts.keep_within(await self.budget.reserve(verdicts.spent, limits, now))
+        # one decision a session; stored with their pauses (one call), then the offers sent
+        # (one call): a shared store and a channel layer are a round trip a batch, not one a
+        # decision
         rows = as_dicts(matrix)
         risk_of = [None] * len(states) if risks is None else risks.tolist()
         shadow_of = [None] * len(states) if shadow_risks is None else shadow_risks.tolist()
         decisions: list[DecisionMade] = []
-        notes: list[OfferNote] = []
-        frames: list[tuple[str, str]] = []
-        offered: list[DecisionMade] = []
+        settled: list[Settled] = []
+        frames: list[str | None] = []
         for i, state in enumerate(states):
             made = self._made(state, now, rows[i], risk_of[i], shadow_of[i])
             decisions.append(made)
+            note: OfferNote | None
             if resumed[i]:
-                frame = self._resume(made, state)
+                frame, note = self._resume(made, state), None
             else:
-                frame = self._act(made, verdicts.outcome[i], verdicts.rule_of(i), notes)
-            if frame is not None:
-                frames.append((state.session_id, frame))
-                offered.append(made)
-        await self.store.note_offers(notes)
+                frame, note = self._act(made, verdicts.outcome[i], verdicts.rule_of(i))
+            settled.append(Settled(made, state.activity_seq, note))
+            frames.append(frame)
+        stored = await self.store.settle(settled, self.journal)
+        kept = [d for d, ok in zip(decisions, stored, strict=True) if ok]
+        if len(kept) < len(decisions):
+            log.warning(
+                "%d pauses were taken over by another worker before they were stored; "
+                "that worker decides them",
+                len(decisions) - len(kept),
+            )
+        out = [
+            (d.session_id, frame)
+            for d, frame, ok in zip(decisions, frames, stored, strict=True)
+            if ok and frame is not None
+        ]
         try:
-            await self.delivery.deliver_many(frames)
+            await self.delivery.deliver_many(out)
         except Exception:
-            # The offers are durable in the store (shown again on reconnect): what failed to go
-            # out is recorded all the same, since a code may have reached a browser.
-            log.exception("could not deliver %d offers; recording them all the same", len(frames))
+            # The offers are in the journal and on their sessions (shown again on reconnect).
+            log.exception("could not deliver %d offers; they are recorded all the same", len(out))
         sent_at = self.clock()
-        for made in offered:
-            made.sent_at = sent_at
-        explained = [i for i, d in enumerate(decisions) if d.outcome != Outcome.NO_OFFER]
+        for d, frame, ok in zip(decisions, frames, stored, strict=True):
+            if ok and frame is not None:
+                d.sent_at = sent_at
+        explained = [i for i, d in enumerate(kept) if d.outcome != Outcome.NO_OFFER]
         if active is None or not explained:
-            await self.record(decisions)
+            await self.record(kept)
         else:
-            self._unexplained.append(_Unexplained(active, matrix, decisions, explained, now))
+            kept_rows = [i for i, ok in enumerate(stored) if ok]
+            self._unexplained.append(
+                _Unexplained(active, matrix[kept_rows], kept, explained, now)
+            )
         return True
 
     async def explain(self, now: float) -> bool:
@@ -247,8 +225,19 @@ class Decider:
         await self._explain_chunk(oldest)
         if oldest.done:
             self._unexplained.popleft()
-            await self.record(oldest.decisions)
+            await self._explained(oldest)
         return True
+
+    async def _explained(self, batch: _Unexplained) -> None:
+        """The reasons of a batch, into the record after its decisions; then the feed."""
+        await self.journal.append(
+            [
+                ReasonsMade(batch.decisions[i].pause_key, batch.decisions[i].reasons)
+                for i in batch.explained
+                if batch.decisions[i].reasons
+            ]
+        )
+        await self.record(batch.decisions)
 
     async def _explain_chunk(self, batch: _Unexplained) -> None:
         rows = batch.explained[batch.next : batch.next + _EXPLAIN_CHUNK]
@@ -289,16 +278,17 @@ class Decider:
         )
 
     def _act(
-        self, decision: DecisionMade, outcome: int, rule: Rule | None, notes: list[OfferNote]
-    ) -> str | None:
-        """Carry out the policy's verdict: a holdout, or an offer; returns the frame to send."""
+        self, decision: DecisionMade, outcome: int, rule: Rule | None
+    ) -> tuple[str | None, OfferNote | None]:
+        """Carry out the policy's verdict: a holdout, or an offer; returns the frame to send and
+        what to note on the session."""
         if rule is None or outcome == NO_OFFER:
-            return None
+            return None, None
         now = decision.at
+        decision.rule_id = rule.id
         if outcome == HOLDOUT:
             decision.outcome = Outcome.HOLDOUT
-            notes.append(OfferNote(decision.session_id, now))
-            return None
+            return None, OfferNote(decision.session_id, now)
         decision.outcome = Outcome.OFFER
         offer = OfferMade(
             offer_id=new_offer_id(),
@@ -312,8 +302,7 @@ class Decider:
         )
         decision.offer = offer
         frame = offer_frame(offer, risk=decision.risk, model=decision.model)
-        notes.append(OfferNote(decision.session_id, now, offer.offer_id, frame, offer.expires_at))
-        return frame
+        return frame, OfferNote(decision.session_id, now, offer.offer_id, frame, offer.expires_at)
 
     def _resume(self, decision: DecisionMade, state: SessionState) -> str | None:
         """What a worker that died decided for this pause; returns its offer's frame, to send
@@ -344,7 +333,7 @@ class Decider:
             while not batch.done:
                 await self._explain_chunk(batch)
             self._unexplained.popleft()
-            await self.record(batch.decisions)
+            await self._explained(batch)
 
 
 def resumed_pauses(numbers: npt.NDArray[np.float64], pause_seconds: float) -> npt.NDArray[np.bool_]:

@@ -117,6 +117,22 @@ class Verdicts:
     def __len__(self) -> int:
         return len(self.outcome)
 
+    def keep_within(self, granted: Mapping[int, int]) -> int:
+        """Take back, from the end of the batch, each rule's offers and holdouts beyond what
+        its shared budget `granted` (rule id -> how many); returns how many were taken back."""
+        taken = 0
+        for index, rule in enumerate(self.rules):
+            over = self.spent.get(rule.id, 0) - granted.get(rule.id, 0)
+            if over <= 0:
+                continue
+            rows = np.flatnonzero(self.rule == index)[-over:]
+            self.outcome[rows] = NO_OFFER
+            self.rule[rows] = -1
+            self.why[rows] = NO_BUDGET
+            self.spent[rule.id] -= len(rows)
+            taken += len(rows)
+        return taken
+
     def rule_of(self, i: int) -> Rule | None:
         index = int(self.rule[i])
         return None if index < 0 else self.rules[index]

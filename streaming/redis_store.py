@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 import zlib
 from collections.abc import Sequence
 from typing import Any, Final
@@ -42,7 +43,9 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming import lua
+from streaming.journal import Journal, RedisJournal
 from streaming.protocol import MAX_QUANTITY, Event, ProtocolError
+from streaming.records import encode
 from streaming.state import (
     _ID_BYTES,
     _PRODUCT_BYTES,
@@ -51,7 +54,7 @@ from streaming.state import (
     RECENT_IDS,
     SessionState,
 )
-from streaming.store import Applied, OfferNote, SessionStore, has_offer_events
+from streaming.store import Applied, OfferNote, SessionStore, Settled, has_offer_events
 
 CART_FULL: Final = f"the cart already holds {MAX_CART_LINES} different products"
 # The largest value that keeps a hash in listpack encoding with Redis's default settings.
@@ -98,7 +101,7 @@ _APPLY_LUA: Final = lua.script(
     max_quantity=MAX_QUANTITY,
 )
 _CLAIM_LUA: Final = lua.script("claim", helpers=True)
-_FINISH_LUA: Final = lua.script("finish")
+_SETTLE_LUA: Final = lua.script("settle")
 _NOTE_OFFER_LUA: Final = lua.script("note_offer")
 _SNAPSHOT_LUA: Final = lua.script("snapshot", helpers=True)
 
@@ -269,11 +272,10 @@ class RedisStore(SessionStore):
     """Session state and pause timers in Redis, shared by any number of processes.
 
     Exactly once: `claim_due` hands a pause to one worker under a lease of `lease_seconds`;
-    the worker calls `finish` once the decision is durably recorded. A worker that dies before
-    that loses its lease, and another worker claims the same pause (same `pause_key`) again.
-    A worker that wrote the decision but died before `finish` makes the next one decide a
-    pause that is already recorded: the database's unique `pause_key` recognises it, which
-    completes exactly-once across crashes.
+    the worker stores its decision with `settle`, which, in one script, puts it in the record
+    stream and ends the pause. A worker that dies before that loses its lease, and another
+    worker claims the same pause (same `pause_key`) and decides it: nothing of the first was
+    stored or sent. A worker whose lease expired meanwhile stores nothing and sends nothing.
 
     `__len__`, `open_carts` and `next_deadline` are sync in the interface: they answer from
     values cached by `refresh_counts` (call it about once a second) and `claim_due`.
@@ -308,6 +310,8 @@ class RedisStore(SessionStore):
         self.pause_seconds = pause_seconds
         self.lease_seconds = lease_seconds
         self.prefix = prefix
+        # The holder of this store's leases: only it may store the decisions of its pauses.
+        self.worker_id = uuid.uuid4().hex
         self._pauses = f"{prefix}pauses"
         self._leases = f"{prefix}leases"
         self._live = f"{prefix}live"
@@ -315,7 +319,7 @@ class RedisStore(SessionStore):
         self._idle_ms = str(max(1, round(idle_seconds * 1000)))
         self._apply = Coalescer(client, client.register_script(_APPLY_LUA))
         self._claim = client.register_script(_CLAIM_LUA)
-        self._finish = client.register_script(_FINISH_LUA)
+        self._settle = client.register_script(_SETTLE_LUA)
         self._note_offer = client.register_script(_NOTE_OFFER_LUA)
         self._snapshot = client.register_script(_SNAPSHOT_LUA)
         self._live_count = 0
@@ -398,7 +402,13 @@ class RedisStore(SessionStore):
     async def _claim_chunk(self, now: float, limit: int) -> list[SessionState]:
         claimed, first_pause, first_lease = await self._claim(
             keys=[self._pauses, self._leases],
-            args=[_num(now), limit, _num(now + self.lease_seconds), f"{self.prefix}s:"],
+            args=[
+                _num(now),
+                limit,
+                _num(now + self.lease_seconds),
+                f"{self.prefix}s:",
+                self.worker_id,
+            ],
         )
         deadlines = [float(d) for d in (first_pause, first_lease) if d]
         self._next_deadline = min(deadlines) if deadlines else None
@@ -415,18 +425,41 @@ class RedisStore(SessionStore):
                 state.offer_frame = frame.decode() if isinstance(frame, bytes) else frame
         return states
 
-    async def finish(self, session_id: str, pause_key: str) -> None:
-        """The decision of `pause_key` is durably recorded: that pause is decided, for good.
-
-        Call it after the decision is written, never before: a worker that dies in between
-        leaves the lease to expire and the pause to be claimed again, and the database's unique
-        `pause_key` then refuses the second record.
-        """
-        _, _, seq = pause_key.rpartition(":")
-        await self._finish(
-            keys=[self.session_key(session_id), self._pauses, self._leases],
-            args=[session_id, seq],
-        )
+    async def settle(self, settled: Sequence[Settled], journal: Journal) -> list[bool]:
+        """Each decision stored with its pause in one script (`settle.lua`), all in one pipeline:
+        into the journal's stream, noted on its session, the pause decided and its lease given
+        back, only while the lease is still this store's."""
+        if not isinstance(journal, RedisJournal):
+            return await super().settle(settled, journal)
+        if not settled:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in settled:
+                note = item.note
+                offer = note if note is not None and note.frame is not None else None
+                session_id = item.decision.session_id
+                await self._settle(
+                    keys=[
+                        self.session_key(session_id),
+                        self.offer_key(session_id),
+                        self._pauses,
+                        self._leases,
+                        journal.stream,
+                    ],
+                    args=[
+                        session_id,
+                        str(item.seq),
+                        self.worker_id,
+                        encode(item.decision),
+                        "" if note is None else _num(note.at),
+                        "" if offer is None else (offer.offer_id or ""),
+                        "" if offer is None else (offer.frame or ""),
+                        "" if offer is None else _num(offer.expires_at),
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [reply == 1 for reply in replies]
 
     async def note_offer(
         self,
@@ -510,6 +543,7 @@ def _applied(events: Sequence[Event], status: bytes) -> Applied:
             continue
         if outcome == "d":
             result.duplicates += 1
+            result.repeated.append(event)
         else:
             result.fresh.append(event)
         result.acked.append(event.id)

@@ -11,10 +11,15 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from streaming.protocol import OFFER_EVENTS, Event, OfferRef, ProtocolError
 from streaming.state import CartFull, SessionState
 from streaming.timers import PauseTimers
+
+if TYPE_CHECKING:
+    from streaming.journal import Journal
+    from streaming.records import DecisionMade
 
 
 @dataclass(slots=True)
@@ -26,6 +31,8 @@ class Applied:
     errors: list[ProtocolError] = field(default_factory=list)
     # Events applied now for the first time (duplicates excluded), in order.
     fresh: list[Event] = field(default_factory=list)
+    # Events seen before, acknowledged again.
+    repeated: list[Event] = field(default_factory=list)
     # The session's offer (its last: a session keeps only its latest offer's id), read only
     # when the events include OFFER_EVENTS.
     offer_id: str | None = None
@@ -53,6 +60,16 @@ class OfferNote:
     offer_id: str | None = None
     frame: str | None = None
     expires_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A decision to store with its pause (`activity_seq` when claimed), and, for an offer or a
+    holdout, what to note on its session."""
+
+    decision: DecisionMade
+    seq: int
+    note: OfferNote | None
 
 
 class SessionStore(ABC):
@@ -101,6 +118,14 @@ class SessionStore(ABC):
                 frame=note.frame,
                 expires_at=note.expires_at,
             )
+
+    async def settle(self, settled: Sequence[Settled], journal: Journal) -> list[bool]:
+        """Store a batch's decisions with their pauses: each into the journal, its offer or
+        holdout noted on its session, its pause done for good. Returns, for each, whether it was
+        stored: only those may be sent (False: the pause went to another worker meanwhile)."""
+        await self.note_offers([s.note for s in settled if s.note is not None])
+        await journal.append([s.decision for s in settled])
+        return [True] * len(settled)
 
     async def finish(self, session_id: str, pause_key: str) -> None:  # noqa: B027
         """The pause's decision is durably recorded: it is never handed out again.
@@ -151,6 +176,7 @@ class MemoryStore(SessionStore):
         for event in events:
             if state.has_seen(event.id):
                 result.duplicates += 1
+                result.repeated.append(event)
             else:
                 try:
                     state.apply(event, now)

@@ -26,6 +26,9 @@ def pytest_configure() -> None:
 
     # Users are made by the hundred in tests: a slow password hash there only slows the suite.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Runtimes built inside the test process keep their journal in memory (the servers that
+    # tests start keep theirs beside their own database).
+    settings.RECORD_JOURNAL = None
 
 
 @pytest.fixture

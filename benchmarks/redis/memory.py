@@ -13,9 +13,10 @@ from benchmarks import BenchError
 from benchmarks.memory import shopper_frames
 from benchmarks.redis.figures import RedisMemory
 from offers.tokens import new_session_id
-from streaming.decider import OfferMade, offer_frame
+from streaming.decider import offer_frame
 from streaming.policy import new_offer_code, new_offer_id
 from streaming.protocol import Event, decode_frame
+from streaming.records import OfferMade
 from streaming.redis_store import RedisStore
 
 # Sessions filled at once for the memory figure: their calls go out pipelined.

@@ -1,15 +1,16 @@
 -- Workers take due pauses here, each under a lease: two workers never get the same pause, and
 -- the pause of a worker that died mid-decision goes to another once its lease has expired.
--- KEYS: pauses, leases. ARGV: now, limit, lease expiry, session hash key prefix.
+-- KEYS: pauses, leases. ARGV: now, limit, lease expiry, session hash key prefix, worker (the
+-- lease's holder: only it may store the pause's decision).
 -- Returns {sid, snapshot, sid, snapshot, ...}, the earliest pause deadline and the earliest
 -- lease expiry ('' when none).
 -- Needs helpers.lua.
 local pauses, leases = KEYS[1], KEYS[2]
-local now_s, limit, until_s, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now_s, limit, until_s, prefix, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local claimed, n = {}, 0
 
 local function lease(sid, key, sq)
-  redis.call('HSET', key, 'lq', sq)
+  redis.call('HSET', key, 'lq', sq, 'lw', worker)
   redis.call('ZADD', leases, until_s, sid)
   claimed[#claimed + 1] = sid
   claimed[#claimed + 1] = snapshot(key)
@@ -27,7 +28,7 @@ for _, sid in ipairs(redis.call('ZRANGE', leases, '-inf', now_s, 'BYSCORE', 'LIM
     lease(sid, key, sq)
   else
     redis.call('ZREM', leases, sid)
-    if lq then redis.call('HDEL', key, 'lq') end
+    if lq then redis.call('HDEL', key, 'lq', 'lw') end
   end
 end
 

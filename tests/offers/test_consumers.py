@@ -404,11 +404,11 @@ async def test_offer_events_count_only_for_the_sessions_own_offer(runtime: Runti
         assert len(ack["ids"]) == 100
     assert _ignored_offer_events() - ignored == 1500
     assert runtime.feed.counted.offers_accepted == 0
-    assert runtime.recorder.pending() == 0
+    assert runtime.journal.waiting() == 0
     real = track("e-real", "offer_accepted", offer_id=made.offer.offer_id)
     assert await send(ws, real) == {"type": "ack", "ids": ["e-real"]}
-    assert runtime.feed.counted.offers_accepted == 1 and runtime.recorder.pending() == 1
+    assert runtime.feed.counted.offers_accepted == 1 and runtime.journal.waiting() == 1
     await runtime.recorder.step(T0)
     offer = await Offer.objects.aget(public_id=made.offer.offer_id)
-    assert offer.accepted_at is not None and runtime.recorder.pending() == 0
+    assert offer.accepted_at is not None and runtime.journal.waiting() == 0
     await ws.disconnect()

@@ -19,8 +19,9 @@ from config.asgi import application
 from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.dashboard import DashboardFeed, SharedBoard
 from offers.runtime import Runtime
-from streaming.decider import DecisionMade, ModelSlot
+from streaming.decider import ModelSlot
 from streaming.policy import Outcome
+from streaming.records import DecisionMade
 from streaming.store import MemoryStore
 from tests.conftest import service_missing
 from tests.factories import T0

@@ -4,7 +4,7 @@ import pytest
 
 from offers.models import OfferRule
 from offers.rulebook import RuleBook
-from streaming.decider import Budget
+from streaming.budget import Budget
 from tests.factories import T0
 
 pytestmark = pytest.mark.django_db(transaction=True)

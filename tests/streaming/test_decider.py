@@ -5,9 +5,12 @@ from typing import Any
 
 import pytest
 
-from streaming.decider import Budget, Decider, DecisionMade, ModelSlot
+from streaming.budget import Budget
+from streaming.decider import Decider, ModelSlot
 from streaming.delivery import LocalDelivery
+from streaming.journal import FileJournal
 from streaming.policy import Rule
+from streaming.records import DecisionMade
 from streaming.scoring import Scorer, load_model
 from streaming.store import MemoryStore
 from tests.factories import T0, comparing_shopper, event, small_model
@@ -48,6 +51,7 @@ class World:
         self.store = MemoryStore(pause_seconds=PAUSE)
         self.delivery = LocalDelivery()
         self.recorded: list[DecisionMade] = []
+        self.journal = FileJournal()
         self.tabs: dict[str, Tab] = {}
         self.rules = [RULE] if rules is None else rules
         self.decider = Decider(
@@ -56,6 +60,7 @@ class World:
             models=ModelSlot(active=scorer),
             rules=lambda: self.rules,
             budget=Budget(),
+            journal=self.journal,
             record=self._record,
             pause_seconds=PAUSE,
             cooldown_seconds=600,

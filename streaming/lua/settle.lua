@@ -1,0 +1,29 @@
+-- A decision, stored with its pause: into the record stream, its offer or holdout noted on the
+-- session, the pause decided for good and its lease given back. All or nothing, and only while
+-- the lease is still this worker's: a worker whose lease expired and was taken over stores
+-- nothing (and sends nothing); the worker that took it over decides.
+-- KEYS: session hash, offer frame, pauses, leases, record stream.
+-- ARGV: session id, seq, worker, record, at ('' for no note), offer id, frame, expires at
+-- (offer id, frame and expires at '' for a holdout).
+-- Returns 1 when stored, 0 when the pause is no longer this worker's.
+local key, offer_key, pauses, leases, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sid, seq, worker, record = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local at, offer_id, frame, expires = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local sq, lq, lw = unpack(redis.call('HMGET', key, 'sq', 'lq', 'lw'))
+if lq ~= seq or lw ~= worker then return 0 end
+redis.call('XADD', stream, '*', 'r', record)
+local ttl = redis.call('PTTL', key)
+if at ~= '' and ttl > 0 then
+  redis.call('HSET', key, 'to', at)
+  if frame ~= '' then
+    redis.call('HSET', key, 'oi', offer_id, 'ox', expires)
+    redis.call('SET', offer_key, frame, 'PX', ttl)
+  end
+end
+redis.call('HDEL', key, 'lq', 'lw')
+redis.call('ZREM', leases, sid)
+if (sq or '0') == seq then
+  redis.call('HSET', key, 'dq', seq)
+  redis.call('ZREM', pauses, sid)
+end
+return 1
