@@ -140,9 +140,7 @@ def _sweep() -> None:
 
 def _set_aside(dead: list[tuple[Record, str]], unreadable: list[Entry]) -> None:
     rows = [(kind_of(record), as_json(record), error) for record, error in dead]
-    rows += [
-        ("unreadable", {"bytes": entry.raw[:4000].hex()}, entry.error) for entry in unreadable
-    ]
+    rows += [("unreadable", {"bytes": entry.raw[:4000].hex()}, entry.error) for entry in unreadable]
     for kind, _, error in rows:
         log.error("%s record set aside (dead letter): %s", kind, error)
     services.record_set_aside(rows=rows)

@@ -264,7 +264,10 @@ def marks_sweep(*, now: datetime.datetime, limit: int = 2000) -> int:
 def record_set_aside(*, rows: Sequence[tuple[str, dict[str, Any], str]]) -> None:
     """Keep records that could not be written (kind, fields, why) in the dead-letter table."""
     DeadRecord.objects.bulk_create(
-        [DeadRecord(kind=kind, payload=payload, error=error[:2000]) for kind, payload, error in rows]
+        [
+            DeadRecord(kind=kind, payload=payload, error=error[:2000])
+            for kind, payload, error in rows
+        ]
     )
 
 

@@ -200,9 +200,7 @@ class Decider:
             await self.record(kept)
         else:
             kept_rows = [i for i, ok in enumerate(stored) if ok]
-            self._unexplained.append(
-                _Unexplained(active, matrix[kept_rows], kept, explained, now)
-            )
+            self._unexplained.append(_Unexplained(active, matrix[kept_rows], kept, explained, now))
         return True
 
     async def explain(self, now: float) -> bool:

@@ -108,38 +108,18 @@ class FileJournal(Journal):
 
     def _replay(self) -> None:
         """Hand out again what a previous process appended and did not see written."""
-        data = self._path.read_bytes()
-        start = self._read_checkpoint()
-        if start > len(data):
-            start = 0
-        offset = start
-        while offset + _LENGTH <= len(data):
-            size = int.from_bytes(data[offset : offset + _LENGTH], "little")
-            end = offset + _LENGTH + size
-            if end > len(data):
-                break
-            raw = data[offset + _LENGTH : end]
-            try:
-                self._entries.append(Entry(end, decode(raw)))
-            except RecordError as exc:
-                self._entries.append(Entry(end, None, raw, str(exc)))
-            offset = end
-        if offset < len(data):
+        entries, end = _read(self._path, self._checkpoint)
+        if end < os.fstat(self._fd or 0).st_size:
             # A record cut short by a crash mid-write: never acknowledged, so dropped.
-            os.ftruncate(self._fd or 0, offset)
-        self._offset = offset
-        if self._entries:
+            os.ftruncate(self._fd or 0, end)
+        self._entries.extend(entries)
+        self._offset = end
+        if entries:
             log.warning(
                 "record journal %s: %d records to write from before a restart",
                 self.directory,
-                len(self._entries),
+                len(entries),
             )
-
-    def _read_checkpoint(self) -> int:
-        try:
-            return int(self._checkpoint.read_text() or 0)
-        except (FileNotFoundError, ValueError):
-            return 0
 
     def _write_checkpoint(self, offset: int) -> None:
         temporary = self._checkpoint.with_suffix(".tmp")
@@ -199,27 +179,36 @@ class FileJournal(Journal):
         self._fd = self._lock = None
 
 
-def pending_in_directory(directory: Path | str) -> int:
-    """How many records a file journal holds that are not yet written (for `reconcile`)."""
-    path = Path(directory)
+def _read(path: Path, checkpoint: Path) -> tuple[list[Entry], int]:
+    """The entries of a journal file past its checkpoint, and where the last whole one ends."""
     try:
-        data = (path / "records").read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
-        return 0
+        return [], 0
     try:
-        offset = int((path / "checkpoint").read_text() or 0)
+        offset = int(checkpoint.read_text() or 0)
     except (FileNotFoundError, ValueError):
         offset = 0
     if offset > len(data):
-        offset = 0
-    count = 0
+        offset = 0  # the file was started again after everything in it was written
+    entries = []
     while offset + _LENGTH <= len(data):
         end = offset + _LENGTH + int.from_bytes(data[offset : offset + _LENGTH], "little")
         if end > len(data):
             break
-        count += 1
+        raw = data[offset + _LENGTH : end]
+        try:
+            entries.append(Entry(end, decode(raw)))
+        except RecordError as exc:
+            entries.append(Entry(end, None, raw, str(exc)))
         offset = end
-    return count
+    return entries, offset
+
+
+def read_directory(directory: Path | str) -> list[Entry]:
+    """What a file journal holds that is not yet written (for `reconcile`; read only)."""
+    path = Path(directory)
+    return _read(path / "records", path / "checkpoint")[0]
 
 
 RECORDERS: Final = "recorders"

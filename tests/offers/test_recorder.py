@@ -3,7 +3,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -11,8 +10,8 @@ from prometheus_client import REGISTRY
 from offers import services
 from offers.models import DeadRecord, Decision, Mark, Offer
 from offers.recorder import Recorder
-from streaming.journal import FileJournal
 from streaming.features import FEATURE_NAMES
+from streaming.journal import FileJournal
 from streaming.policy import Outcome
 from streaming.records import DecisionMade, MarkMade, OfferMade, ReasonsMade, Record
 from tests.factories import T0, stored_model

@@ -10,10 +10,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streaming.generator import generate_sessions
+from streaming.journal import RedisJournal
+from streaming.policy import Outcome
 from streaming.protocol import Event
+from streaming.records import DecisionMade
 from streaming.redis_store import RedisStore
 from streaming.state import FIELDS, MAX_CART_LINES, MAX_DISTINCT_PRODUCTS, RECENT_IDS, SessionState
-from streaming.store import Applied, MemoryStore, OfferNote
+from streaming.store import Applied, MemoryStore, OfferNote, Settled
 from tests.conftest import service_missing
 from tests.factories import T0, event
 
@@ -336,10 +339,43 @@ async def test_an_expired_lease_goes_to_another_worker(
     assert await store.claim_due(T0 + 46, 10) == []
 
 
+async def test_a_worker_whose_lease_was_taken_over_stores_nothing(
+    store: RedisStore, other_client: aioredis.Redis
+):
+    other = RedisStore(other_client, pause_seconds=PAUSE, lease_seconds=5)
+    journal = RedisJournal(store.redis)
+    await shopper_with_full_cart(store)
+    (slow,) = await store.claim_due(T0 + 40, 10)
+    (taken,) = await other.claim_due(T0 + 45, 10)  # the first worker stalled past its lease
+    assert not await settle(store, slow, journal)  # so it sends nothing
+    assert await store.redis.xlen(journal.stream) == 0
+    assert await settle(other, taken, journal)
+    (entry,) = await journal.take(10)
+    assert isinstance(entry.record, DecisionMade) and entry.record.pause_key == "s-1:4"
+    assert await store.claim_due(T0 + 100, 10) == []
+
+
+async def test_a_decision_is_stored_with_its_offer_noted(store: RedisStore):
+    journal = RedisJournal(store.redis)
+    await shopper_with_full_cart(store)
+    (claimed,) = await store.claim_due(T0 + 40, 10)
+    note = OfferNote("s-1", T0 + 40, "o-1", '{"type":"offer"}', T0 + 900)
+    made = decided(claimed)
+    assert await store.settle([Settled(made, claimed.activity_seq, note)], journal) == [True]
+    state = await state_of(store)
+    assert (state.offer_id, state.offer_frame, state.last_offer_at) == (
+        "o-1",
+        '{"type":"offer"}',
+        T0 + 40,
+    )
+    assert state.decided_seq == 4
+    assert [e.record for e in await journal.take(10)] == [made]
+
+
 async def test_a_finished_pause_is_not_claimed_again(store: RedisStore):
     await shopper_with_full_cart(store)
     (claimed,) = await store.claim_due(T0 + 40, 10)
-    await store.finish("s-1", claimed.pause_key)
+    assert await settle(store, claimed)
     assert await store.claim_due(T0 + 100, 10) == []
     state = await state_of(store)
     assert state.decided_seq == state.activity_seq == 4
@@ -353,8 +389,8 @@ async def test_new_activity_during_a_decision_starts_a_new_pause(store: RedisSto
     await shopper_with_full_cart(store)
     (claimed,) = await store.claim_due(T0 + 40, 10)
     await apply(store, T0 + 41, event("v", "product_view", product_id="sku-3", price=5))
-    # the old decision is finished late: it must not mark the new pause decided
-    await store.finish("s-1", claimed.pause_key)
+    # the old decision is stored late: it must not mark the new pause decided
+    assert await settle(store, claimed)
     assert (await state_of(store)).decided_seq == -1
     (again,) = await store.claim_due(T0 + 71, 10)
     assert again.pause_key == "s-1:5"
@@ -369,7 +405,7 @@ async def test_an_expired_lease_of_a_pause_that_ended_is_dropped(
     # the worker died; the shopper came back, so only the new pause is decided
     (claimed,) = await store.claim_due(T0 + 71, 10)
     assert claimed.pause_key == "s-1:5"
-    await store.finish("s-1", claimed.pause_key)
+    assert await settle(store, claimed)
     assert await store.claim_due(T0 + 200, 10) == []
     assert await client.zcard("lo:leases") == 0
 
@@ -379,8 +415,36 @@ async def test_a_timer_of_an_expired_session_is_dropped(store: RedisStore, clien
     await client.delete(store.session_key("s-1"))
     assert await store.claim_due(T0 + 100, 10) == []
     assert await client.zcard("lo:pauses") == 0
-    await store.finish("s-1", "s-1:4")
+    gone = SessionState("s-1", "demo", started_at=T0, last_seen=T0, last_activity=T0)
+    gone.activity_seq = 4
+    assert not await settle(store, gone)
     assert not await client.exists(store.session_key("s-1"))
+
+
+def decided(state: SessionState) -> DecisionMade:
+    return DecisionMade(
+        session_id=state.session_id,
+        site=state.site,
+        pause_key=state.pause_key,
+        deadline=state.last_activity + PAUSE,
+        at=state.last_activity + PAUSE,
+        outcome=Outcome.NO_OFFER,
+        risk=None,
+        shadow_risk=None,
+        model="",
+        shadow_model="",
+        features={},
+        cart_value=state.cart_value,
+    )
+
+
+async def settle(
+    store: RedisStore, state: SessionState, journal: RedisJournal | None = None
+) -> bool:
+    """Store a no_offer decision of the claimed `state` as a worker does; whether it was."""
+    journal = journal or RedisJournal(store.redis)
+    (stored,) = await store.settle([Settled(decided(state), state.activity_seq, None)], journal)
+    return stored
 
 
 # --- offers -----------------------------------------------------------------------------------
@@ -476,7 +540,7 @@ async def test_it_holds_the_same_state_as_the_memory_store(store: RedisStore, ba
             s.pause_key for s in await memory.claim_due(now, 100)
         }
         for state in claimed:
-            await store.finish(state.session_id, state.pause_key)
+            assert await settle(store, state)
         decided += len(claimed)
     assert decided > 0
     for i in range(20):
