@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
-from offers.models import Decision, Offer, OfferRule, Product, ScoringModel, Site
+from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, Product, ScoringModel, Site
 from offers.services import model_activate, model_create, model_rollback, model_shadow
 from streaming.features import FEATURE_NAMES
 from streaming.model_file import ModelError, sniff_format
@@ -201,3 +202,36 @@ class OfferAdmin(ReadOnlyAdmin):
     ]
     search_fields = ["code", "session", "public_id"]
     date_hierarchy = "created_at"
+
+
+@admin.register(Mark)
+class MarkAdmin(ReadOnlyAdmin):
+    """What shoppers did with offers and carts; `applied` once its decision is written."""
+
+    list_display = ["at", "session", "kind", "offer_public_id", "applied"]
+    list_filter = ["kind", "applied"]
+    search_fields = ["session", "offer_public_id"]
+    date_hierarchy = "at"
+
+
+@admin.register(DeadRecord)
+class DeadRecordAdmin(ReadOnlyAdmin):
+    """Records that could not be written, set aside: an operator looks, fixes the cause, and
+    deletes them once dealt with."""
+
+    list_display = ["created_at", "kind", "short_error"]
+    list_filter = ["kind"]
+    readonly_fields = ["kind", "created_at", "error", "record"]
+    exclude = ["payload"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="error")
+    def short_error(self, obj: DeadRecord) -> str:
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
+
+    @admin.display(description="record")
+    def record(self, obj: DeadRecord) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
+        return bool(request.user.is_superuser)

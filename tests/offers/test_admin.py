@@ -8,12 +8,21 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from offers.models import Decision, Offer, Product, Site
+from offers.models import DeadRecord, Decision, Offer, Product, Site
 from streaming.policy import Outcome
 
 pytestmark = pytest.mark.django_db
 
-MODELS = ["site", "product", "offerrule", "scoringmodel", "decision", "offer"]
+MODELS = [
+    "site",
+    "product",
+    "offerrule",
+    "scoringmodel",
+    "decision",
+    "offer",
+    "mark",
+    "deadrecord",
+]
 
 
 @pytest.fixture
@@ -75,6 +84,21 @@ def test_decisions_and_offers_are_read_only(operator: Client):
 
 
 @pytest.mark.slow
+def test_records_set_aside_are_shown_to_operators_and_only_deleted(operator: Client):
+    dead = DeadRecord.objects.create(
+        kind="decision",
+        payload={"pause_key": "s-9:4", "site": "gone"},
+        error="site 'gone' does not exist (deleted?)",
+    )
+    listing = operator.get("/admin/offers/deadrecord/")
+    assert b"does not exist" in listing.content
+    page = operator.get(f"/admin/offers/deadrecord/{dead.pk}/change/")
+    assert b"s-9:4" in page.content and b'name="_save"' not in page.content
+    assert operator.get("/admin/offers/deadrecord/add/").status_code == 403
+    operator.post(f"/admin/offers/deadrecord/{dead.pk}/delete/", {"post": "yes"})
+    assert not DeadRecord.objects.exists()
+
+
 def test_operators_can_edit_demo_products(operator: Client):
     call_command("bootstrap_demo", stdout=io.StringIO())
     product = Product.objects.get(sku="sku-mug")

@@ -10,7 +10,7 @@ from streaming.decider import Decider, ModelSlot
 from streaming.delivery import LocalDelivery
 from streaming.journal import FileJournal
 from streaming.policy import Rule
-from streaming.records import DecisionMade
+from streaming.records import DecisionMade, ReasonsMade
 from streaming.scoring import Scorer, load_model
 from streaming.store import MemoryStore
 from tests.factories import T0, comparing_shopper, event, small_model
@@ -301,3 +301,47 @@ async def test_a_delivery_that_fails_loses_no_decision(scorer: Scorer):
     assert all(d.offer is not None and d.sent_at is not None for d in world.recorded)
     live = [await world.store.get(f"s{i}") for i in range(3)]
     assert all(s is not None and s.live_offer(T0 + PAUSE + 1) for s in live)
+
+
+class JournalingTab(Tab):
+    """A tab that, when an offer reaches it, looks at what the journal already holds."""
+
+    def __init__(self, journal: FileJournal) -> None:
+        super().__init__()
+        self.journal = journal
+        self.journaled_first: list[bool] = []
+
+    def push(self, data: str) -> None:
+        code = json.loads(data)["code"]
+        held = [e.record for e in self.journal._entries]  # what it holds now
+        self.journaled_first.append(
+            any(isinstance(r, DecisionMade) and r.offer and r.offer.code == code for r in held)
+        )
+        super().push(data)
+
+
+async def test_a_decision_is_in_the_journal_before_its_offer_is_sent(scorer: Scorer):
+    world = World(scorer)
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    tab = JournalingTab(world.journal)
+    world.delivery.attach("s1", tab)
+    assert await world.tick(T0 + PAUSE) is True
+    assert tab.journaled_first == [True]
+    (decision,) = [
+        e.record for e in await world.journal.take(10) if isinstance(e.record, DecisionMade)
+    ]
+    assert decision.outcome == "offer"
+    reasons = [e.record for e in await world.journal.take(10) if isinstance(e.record, ReasonsMade)]
+    assert [r.pause_key for r in reasons] == [decision.pause_key] and reasons[0].reasons
+
+
+async def test_a_full_backlog_holds_pauses_back_until_the_record_catches_up(scorer: Scorer):
+    world = World(scorer)
+    world.decider.backlog_limit = 2
+    await world.journal.append([ReasonsMade(f"x:{i}", []) for i in range(3)])
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    assert await world.tick(T0 + PAUSE) is False
+    assert tab.frames == []
+    await world.journal.done(await world.journal.take(3))
+    assert await world.tick(T0 + PAUSE + 1) is True
+    assert [f["type"] for f in tab.frames] == ["offer"]
