@@ -26,9 +26,10 @@ from channels.layers import get_channel_layer
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from offers.models import Decision
+from offers.models import DeadRecord, Decision
 from streaming import lua
 from streaming.decider import ModelSlot
+from streaming.journal import Journal
 from streaming.policy import OUTCOMES, Outcome
 from streaming.ratelimit import TokenBucket
 from streaming.records import DecisionMade
@@ -43,6 +44,8 @@ DECISION_FRAMES_PER_SECOND = 50
 RECENT_DECISIONS = 50
 RISK_BINS = 10
 UPLIFT_EVERY = 5.0
+# Records waiting for the database past which the dashboard says the record is behind.
+RECORD_BEHIND = 1000
 UPLIFT_WINDOW = dt.timedelta(hours=24)
 PUBLISHER_LEASE_MS = 3000
 
@@ -166,8 +169,11 @@ class DashboardFeed:
         models: ModelSlot,
         shared: SharedBoard | None = None,
         publishes: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
+        self.journal = journal
+        self._set_aside = 0
         self.models = models
         self.shared = shared
         self.publishes = publishes  # a Redis-mode front end only adds its counts
@@ -234,6 +240,7 @@ class DashboardFeed:
             self._next_uplift = now + UPLIFT_EVERY
             try:
                 self._uplift = await database_sync_to_async(_uplift_now)()
+                self._set_aside = await DeadRecord.objects.acount()
             except Exception:
                 log.exception("could not work out the uplift; showing the last figures")
         stats = self.stats(now, totals)
@@ -280,8 +287,18 @@ class DashboardFeed:
             "risk_histogram": list(totals.risk_bins),
             "model": self.models.active.label if self.models.active else None,
             "shadow_model": self.models.shadow.label if self.models.shadow else None,
+            "record": self._record_status(),
         }
         return self.last_stats
+
+    def _record_status(self) -> dict[str, Any]:
+        """Records on their way to the database, and set aside: the record's health."""
+        waiting = self.journal.waiting() if self.journal is not None else 0
+        return {
+            "waiting": waiting,
+            "set_aside": self._set_aside,
+            "behind": waiting >= RECORD_BEHIND,
+        }
 
     async def snapshot(self) -> str:
         """What a dashboard gets on (re)connect: the last 15 minutes and the latest decisions."""

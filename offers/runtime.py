@@ -106,7 +106,9 @@ def build_runtime(*, decides: bool = True) -> Runtime:
     rulebook = RuleBook(budget)
     recorder = Recorder(journal)
     shared = SharedBoard(store.redis) if isinstance(store, RedisStore) else None
-    feed = DashboardFeed(store=store, models=models, shared=shared, publishes=decides)
+    feed = DashboardFeed(
+        store=store, models=models, shared=shared, publishes=decides, journal=journal
+    )
 
     async def record(decisions: list[DecisionMade]) -> None:
         record_decisions(decisions)

@@ -57,8 +57,23 @@
     $('[data-tile=offers]').textContent = number(stats.offers_sent) + ' / ' + number(stats.offers_accepted);
     $('[data-tile=model]').textContent = stats.model || 'none';
     $('[data-tile=shadow_model]').textContent = stats.shadow_model ? 'shadow: ' + stats.shadow_model : '';
+    showRecord(stats.record);
     showUplift(stats.conversion);
     showRisk(stats.risk_histogram);
+  }
+
+  // Records on their way to the database and records set aside: an alert when either is off.
+  function showRecord(record) {
+    if (!record) return;
+    var alert = record.behind || record.set_aside > 0;
+    $('[data-tile=record]').textContent = alert ? (record.behind ? 'behind' : 'check') : 'ok';
+    $('[data-tile=record_detail]').textContent =
+      number(record.waiting) + ' waiting · ' + number(record.set_aside) + ' set aside';
+    $('[data-tile-box=record]').classList.toggle('alert', alert);
+    $('[data-tile-box=record]').title = alert
+      ? (record.behind ? 'Records wait for the database: new pauses are held back above the limit.'
+                       : 'Some records could not be written: see Dead records in the admin.')
+      : '';
   }
 
   function showUplift(c) {

@@ -124,6 +124,23 @@ async def test_stats_go_out_once_a_second_with_what_happened_in_it(runtime: Runt
     await ws.disconnect()
 
 
+async def test_stats_say_when_the_record_is_behind_or_has_records_set_aside(runtime: Runtime):
+    from offers.dashboard import RECORD_BEHIND
+    from offers.models import DeadRecord
+    from streaming.records import MarkMade
+
+    await runtime.journal.append([MarkMade(f"s-{i}", None, "purchase", T0) for i in range(5)])
+    assert runtime.feed.stats(T0)["record"] == {"waiting": 5, "set_aside": 0, "behind": False}
+    await DeadRecord.objects.acreate(kind="decision", payload={}, error="site 'x' is gone")
+    await runtime.journal.append(
+        [MarkMade(f"s-{i}", None, "purchase", T0) for i in range(RECORD_BEHIND)]
+    )
+    await runtime.feed.step(T0 + 10)  # counts what was set aside with the uplift
+    stats = runtime.feed.last_stats
+    assert stats is not None
+    assert stats["record"] == {"waiting": RECORD_BEHIND + 5, "set_aside": 1, "behind": True}
+
+
 async def test_above_fifty_decisions_a_second_the_feed_samples_and_says_how_many_it_left_out(
     runtime: Runtime,
 ):
