@@ -69,13 +69,21 @@ class Recorder:
             if now >= self._next_sweep:
                 self._next_sweep = now + self.sweep_every
                 await database_sync_to_async(_sweep)()
-        except Exception:
+        except Exception as exc:
             # The database (or Redis) is away: everything stays in the journal, tried again later.
             metrics.RECORD_FAILURES.inc()
+            first = self._backoff == 0.0
             self._backoff = min(_MAX_BACKOFF, max(0.25, self._backoff * 2))
             self._retry_at = now + self._backoff
-            log.exception("could not write the record; trying again in %.2f s", self._backoff)
+            if first:
+                log.exception("could not write the record; it waits in the journal")
+            else:
+                log.warning(
+                    "still cannot write the record (%s); next try in %.2f s", exc, self._backoff
+                )
             return False
+        if self._backoff:
+            log.warning("the record is being written again")
         self._backoff = 0.0
         return wrote
 

@@ -207,6 +207,12 @@ def _marks_write(marks: Sequence[MarkMade]) -> list[tuple[Record, str]]:
 
 
 MARK_KINDS = frozenset(Mark.Kind.values)
+# The offer's column each offer mark sets.
+OFFER_MARKS = {
+    "offer_shown": "shown_at",
+    "offer_accepted": "accepted_at",
+    "offer_dismissed": "dismissed_at",
+}
 
 
 def marks_apply(marks: Sequence[Mark]) -> int:
@@ -336,28 +342,3 @@ def _offer_create_batch(pairs: Sequence[tuple[DecisionMade, Decision]], rule_ids
     ]
     if offers:
         Offer.objects.bulk_create(offers)
-
-
-OFFER_MARKS = {
-    "offer_shown": "shown_at",
-    "offer_accepted": "accepted_at",
-    "offer_dismissed": "dismissed_at",
-}
-
-
-def offer_mark(*, session_id: str, offer_id: str, kind: str, at: datetime.datetime) -> bool:
-    """Mark a session's offer shown, accepted or dismissed, once; False when it is not written yet.
-
-    True too when it was marked before. Not `offers.exists()` for "nothing to mark": an offer its
-    worker writes between the two queries would pass for marked, and the mark be lost.
-    """
-    field = OFFER_MARKS[kind]
-    offers = Offer.objects.filter(public_id=offer_id, session=session_id)
-    if offers.filter(**{f"{field}__isnull": True}).update(**{field: at}):
-        return True
-    return offers.filter(**{f"{field}__isnull": False}).exists()
-
-
-def session_convert(*, session_id: str, at: datetime.datetime) -> int:
-    """A purchase: the session's decisions not yet converted are, as of `at`; how many."""
-    return Decision.objects.filter(session=session_id, converted_at=None).update(converted_at=at)
