@@ -133,10 +133,16 @@ def test_events_made_while_the_server_was_down_arrive_once_after_reconnect(
 
 
 def test_events_over_the_rate_limit_are_sent_again_later_and_applied_once(
-    shopper: Shopper, third_party_shop: ThirdPartyShop, shop_database: ShopDatabase
+    shopper: Shopper, third_party_shop: ThirdPartyShop, shop_database: ShopDatabase, tmp_path
 ):
     page, wire = shopper.page, shopper.wire
-    env = {**shop_database.env, "RATE_EVENTS_PER_SECOND": "5", "RATE_BURST": "5"}
+    env = {
+        **shop_database.env,
+        "RATE_EVENTS_PER_SECOND": "5",
+        "RATE_BURST": "5",
+        # a second server beside the shop's own: a journal of its own
+        "RECORD_JOURNAL": str(tmp_path / "journal"),
+    }
     with Server(env) as strict:
         page.goto(third_party_shop.page("busy", live_offers_url=strict.url, calls=KEEP_OFFERS))
         page.evaluate(

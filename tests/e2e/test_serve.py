@@ -212,8 +212,9 @@ def test_collect_takes_beacon_events_for_a_session(server: Server):
 
 
 @pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
-def test_sigterm_stops_the_server_cleanly(server_env: dict[str, str], kind):
-    server = Server(server_env, "--server", kind)
+def test_sigterm_stops_the_server_cleanly(server_env: dict[str, str], kind, tmp_path: Path):
+    # beside the module's server: a journal of its own
+    server = Server({**server_env, "RECORD_JOURNAL": str(tmp_path / "journal")}, "--server", kind)
     with shopper(server) as ws:
         receive(ws)
         assert server.stop(signal.SIGTERM) == 0
