@@ -1,7 +1,9 @@
 """The decision step: paused carts → features → risk → policy → offers, exactly once per pause.
 
-Offers go out as soon as the batch is scored; the reasons (exact TreeSHAP, the costly part) and
-the records are made afterwards in the background, so they never delay an offer frame.
+Each decision is put in the journal, stored with its pause, before its offer goes out, so that
+every code a browser sees is on its way to the database. The reasons (exact TreeSHAP, the costly
+part) are worked out afterwards in the background and follow their decisions into the journal, so
+they never delay an offer frame.
 """
 
 from __future__ import annotations
@@ -335,9 +337,10 @@ class Decider:
 
 
 def resumed_pauses(numbers: npt.NDArray[np.float64], pause_seconds: float) -> npt.NDArray[np.bool_]:
-    """Rows whose pause was decided by a worker that died before recording it (their last offer
-    or holdout is this pause's): what it did is recorded, and its offer sent again in case it
-    died before sending, rather than deciding afresh."""
+    """Rows whose last offer or holdout is this pause's own: decided before (by a worker of an
+    earlier version that died before recording it), so what was decided is recorded and its
+    offer sent again, rather than deciding afresh. (A pause's decision is now stored with the
+    pause in one step, which leaves nothing to resume.)"""
     return numbers[:, LAST_OFFER_AT] >= numbers[:, LAST_ACTIVITY] + pause_seconds
 
 

@@ -127,12 +127,6 @@ class SessionStore(ABC):
         await journal.append([s.decision for s in settled])
         return [True] * len(settled)
 
-    async def finish(self, session_id: str, pause_key: str) -> None:  # noqa: B027
-        """The pause's decision is durably recorded: it is never handed out again.
-
-        A store that marks a pause decided when it hands it out has nothing more to do.
-        """
-
     async def refresh_counts(self, now: float) -> None:  # noqa: B027
         """Refresh what `__len__` and `open_carts` answer, where they are cached."""
 
