@@ -10,11 +10,11 @@ from config.env import envbool, envchoice, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-_DEV_SECRET_KEY = "dev-only-insecure-key-set-SECRET_KEY-in-production"
+DEV_SECRET_KEY = "dev-only-insecure-key-set-SECRET_KEY-in-production"
 
 DEBUG = envbool("DEBUG", True)
-SECRET_KEY = envstr("SECRET_KEY", _DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
+SECRET_KEY = envstr("SECRET_KEY", DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0")

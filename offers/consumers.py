@@ -7,11 +7,13 @@ import contextlib
 import logging
 import time
 from collections import deque
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -23,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from offers import metrics
 from offers.collector import ingest
 from offers.dashboard import GROUP as DASHBOARD_GROUP
+from offers.operators import is_operator, own_origin
 from offers.runtime import get_runtime
 from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
@@ -39,6 +42,9 @@ CLOSE_NOT_READING = 1008
 CLOSE_TOO_MANY_ERRORS = 4400
 # The session store (Redis) does not answer: nothing can be kept, so nothing is accepted.
 CLOSE_STORE_DOWN = 4503
+# The dashboard's user logged out (or is no longer an operator).
+CLOSE_LOGGED_OUT = 4401
+LOGIN_CHECK_SECONDS = 2.0
 STORE_DOWN = (RedisError, ConnectionError, TimeoutError)
 # What a queued frame costs beyond its text, so that a flood of tiny frames is bounded too.
 FRAME_OVERHEAD = 64
@@ -386,16 +392,46 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
 class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     """`/ws/dashboard/`: live stats and decisions for staff; anyone else is refused with 403."""
 
+    login_check_seconds = LOGIN_CHECK_SECONDS
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_staff:
+        self.watcher: asyncio.Task[None] | None = None
+        if not own_origin(self.scope) or not await database_sync_to_async(is_operator)(
+            self.scope.get("user")
+        ):
             await self.close()  # before accept: the handshake is answered 403
             return
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
         await self.accept()
         await self.send(text_data=await get_runtime().feed.snapshot())
+        self.watcher = asyncio.create_task(self._watch_login())
+
+    async def _watch_login(self) -> None:
+        """Close the socket within a few seconds of its user's logout (or losing the right)."""
+        while True:
+            await asyncio.sleep(self.login_check_seconds)
+            try:
+                still = await database_sync_to_async(self._still_operator)()
+            except Exception:
+                log.exception("could not check the dashboard's login; checking again later")
+                continue
+            if not still:
+                await self.close(code=CLOSE_LOGGED_OUT)
+                return
+
+    def _still_operator(self) -> bool:
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        engine = import_module(settings.SESSION_ENGINE)
+        if not key or not engine.SessionStore().exists(key):
+            return False  # logged out: the session was flushed
+        user = self.scope.get("user")
+        fresh = type(user).objects.filter(pk=user.pk).first() if user is not None else None
+        return is_operator(fresh)
 
     async def disconnect(self, _code: int) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
         await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

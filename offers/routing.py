@@ -9,7 +9,8 @@ from offers.consumers import CollectorConsumer, DashboardConsumer
 websocket_urlpatterns = [
     # Shops' pages on any allowed origin: checked per site, no cookies involved.
     path("ws/collect/", CollectorConsumer.as_asgi()),
-    # Operators: the staff session cookie, and only from this server's own hosts.
+    # Operators: their session cookie, and only from this server's own pages (the consumer
+    # checks the whole origin: scheme, host and port).
     path(
         "ws/dashboard/",
         AllowedHostsOriginValidator(AuthMiddlewareStack(DashboardConsumer.as_asgi())),

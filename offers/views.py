@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import msgspec
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.db.models import Q
@@ -23,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offers.collector import ingest
 from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer, Product
+from offers.operators import is_operator, operator_required
 from offers.runtime import get_runtime
 from offers.services import offer_redeem
 from offers.sites import find_site
@@ -148,7 +148,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
-@staff_member_required
+@operator_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "offers/dashboard.html")
 
@@ -294,14 +294,16 @@ def _after(raw: str) -> Q:
 
 @require_GET
 def api_decisions(request: HttpRequest) -> HttpResponse:
-    """`GET /api/decisions/?since=ISO8601&limit=N`: staff only, oldest first, `since` inclusive.
+    """`GET /api/decisions/?since=ISO8601&limit=N`: operators only, oldest first, `since` inclusive.
 
     A page ends with `next`, the URL of the following page (null on the last one): a cursor on
     the last decision's time and id, so decisions sharing a moment are neither skipped nor
     repeated across pages.
     """
-    if not (request.user.is_authenticated and request.user.is_staff):
-        return _json_error(403, "forbidden", "staff only")
+    if not is_operator(request.user):
+        return _json_error(
+            403, "forbidden", "operators only: staff with the offers.view_decision permission"
+        )
     decisions = Decision.objects.select_related("offer").order_by("at", "id")
     params = request.GET
     try:

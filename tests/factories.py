@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -66,3 +66,13 @@ def stored_model(seed: int = 1) -> ScoringModel:
         feature_names=list(FEATURE_NAMES),
         metrics={"auc": 0.9},
     )
+
+
+def operator_user(username: str = "olga", *, permission: bool = True) -> Any:
+    """A staff user who may see the operator side (or, without `permission`, staff alone)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password="x", is_staff=True)
+    if permission:
+        user.user_permissions.add(Permission.objects.get(codename="view_decision"))
+    return user

@@ -121,8 +121,9 @@ GENEROUS_RULES = (
     "OfferRule.objects.update(min_risk=0, min_cart_value=0, daily_budget=1000000)"
 )
 STAFF_COOKIE = (
-    "from django.contrib.auth.models import User; from django.test import Client; "
+    "from django.contrib.auth.models import Permission, User; from django.test import Client; "
     "u, _ = User.objects.get_or_create(username='op', defaults={'is_staff': True}); "
+    "u.user_permissions.add(Permission.objects.get(codename='view_decision')); "
     "c = Client(); c.force_login(u); print(c.cookies['sessionid'].value)"
 )
 

@@ -230,3 +230,28 @@ def _metric(server: Server, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     raise AssertionError(f"no metric {name}")
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({}, ["DEBUG", "SECRET_KEY"]),
+        ({"DEBUG": "0", "SECRET_KEY": "s" * 50, "ALLOWED_HOSTS": "127.0.0.1"}, []),
+        ({"DEBUG": "1", "SECRET_KEY": "s" * 50}, ["DEBUG"]),
+    ],
+)
+def test_serve_refuses_to_listen_beyond_this_machine_with_development_settings(
+    server_env: dict[str, str], settings: dict[str, str], named: list[str], tmp_path: Path
+):
+    env = {k: v for k, v in server_env.items() if k not in ("DEBUG", "SECRET_KEY")}
+    env["RECORD_JOURNAL"] = str(tmp_path / "journal")  # beside the module's server
+    if not named:
+        # production settings: it starts (and is stopped at once)
+        server = Server({**env, **settings}, "--host", "0.0.0.0")  # the point
+        assert server.stop() == 0
+        return
+    result = manage("serve", "--host", "0.0.0.0", env={**env, **settings}, timeout=60)
+    assert result.returncode == 2
+    for setting in named:
+        assert setting in result.stderr
+    assert "127.0.0.1" in result.stderr

@@ -9,6 +9,7 @@ from django.test import Client
 
 from offers.models import Decision, Offer
 from streaming.policy import Outcome
+from tests.factories import operator_user
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def decisions(demo_site) -> list[Decision]:
 
 @pytest.fixture
 def staff(client: Client) -> Client:
-    client.force_login(User.objects.create_user("sam", password="x", is_staff=True))
+    client.force_login(operator_user("sam"))
     return client
 
 
@@ -217,7 +218,11 @@ def test_generated_query_strings_never_get_a_500(staff: Client):
 
 
 @pytest.mark.usefixtures("decisions")
-def test_only_staff_may_read_decisions(client: Client):
+def test_only_operators_may_read_decisions(client: Client):
     assert client.get("/api/decisions/").status_code == 403
     client.force_login(User.objects.create_user("shopper", password="x"))
     assert client.get("/api/decisions/").status_code == 403
+    client.force_login(operator_user("staff-alone", permission=False))
+    assert client.get("/api/decisions/").json()["error"] == "forbidden"
+    client.force_login(operator_user("operator"))
+    assert client.get("/api/decisions/").status_code == 200

@@ -24,24 +24,35 @@ from streaming.policy import Outcome
 from streaming.records import DecisionMade
 from streaming.store import MemoryStore
 from tests.conftest import service_missing
-from tests.factories import T0
+from tests.factories import T0, operator_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")
 
 
-def session_cookie(*, staff: bool) -> bytes:
-    user = User.objects.create_user(f"user-{staff}", password="x", is_staff=staff)
+def logged_in(*, staff: bool, permission: bool = True) -> Client:
+    if staff:
+        user = operator_user(f"user-{uuid.uuid4().hex[:6]}", permission=permission)
+    else:
+        user = User.objects.create_user(f"user-{uuid.uuid4().hex[:6]}", password="x")
     client = Client()
     client.force_login(user)
+    return client
+
+
+def session_cookie(*, staff: bool, permission: bool = True) -> bytes:
+    client = logged_in(staff=staff, permission=permission)
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-async def operator_socket(*, staff: bool = True) -> WebsocketCommunicator:
-    cookie = await sync_to_async(session_cookie)(staff=staff)
+async def operator_socket(
+    *, staff: bool = True, permission: bool = True, origin: bytes = ORIGIN[1]
+) -> WebsocketCommunicator:
+    cookie = await sync_to_async(session_cookie)(staff=staff, permission=permission)
     return WebsocketCommunicator(
-        application, "/ws/dashboard/", headers=[ORIGIN, (b"cookie", cookie)]
+        application, "/ws/dashboard/", headers=[(b"origin", origin), HOST, (b"cookie", cookie)]
     )
 
 
@@ -81,20 +92,38 @@ async def test_staff_get_a_snapshot_then_live_frames(runtime: Runtime):
 
 
 async def test_anonymous_visitors_and_shoppers_are_refused():
-    anonymous = WebsocketCommunicator(application, "/ws/dashboard/", headers=[ORIGIN])
+    anonymous = WebsocketCommunicator(application, "/ws/dashboard/", headers=[ORIGIN, HOST])
     assert (await anonymous.connect())[0] is False
     shopper = await operator_socket(staff=False)
     assert (await shopper.connect())[0] is False
+    staff_alone = await operator_socket(permission=False)
+    assert (await staff_alone.connect())[0] is False
 
 
-async def test_a_foreign_origin_is_refused_even_for_staff():
-    cookie = await sync_to_async(session_cookie)(staff=True)
-    ws = WebsocketCommunicator(
-        application,
-        "/ws/dashboard/",
-        headers=[(b"origin", b"https://evil.example"), (b"cookie", cookie)],
-    )
+@pytest.mark.parametrize(
+    "origin",
+    [b"https://evil.example", b"http://localhost:9999", b"https://localhost", b"null"],
+)
+async def test_an_origin_other_than_the_dashboards_own_page_is_refused(origin: bytes):
+    ws = await operator_socket(origin=origin)
     assert (await ws.connect())[0] is False
+
+
+@pytest.mark.usefixtures("runtime")
+async def test_the_dashboard_socket_closes_soon_after_its_user_logs_out(monkeypatch):
+    from offers.consumers import CLOSE_LOGGED_OUT, DashboardConsumer
+
+    monkeypatch.setattr(DashboardConsumer, "login_check_seconds", 0.05)
+    client = await sync_to_async(logged_in)(staff=True)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    ws = WebsocketCommunicator(
+        application, "/ws/dashboard/", headers=[ORIGIN, HOST, (b"cookie", cookie)]
+    )
+    assert (await ws.connect())[0] is True
+    await ws.receive_json_from()  # the snapshot
+    assert await ws.receive_nothing(timeout=0.3)  # still logged in: stays open
+    await sync_to_async(client.logout)()
+    assert (await ws.receive_output(timeout=2))["code"] == CLOSE_LOGGED_OUT
 
 
 async def test_stats_go_out_once_a_second_with_what_happened_in_it(runtime: Runtime):
@@ -173,7 +202,9 @@ async def test_a_dashboard_that_comes_back_catches_up_from_the_snapshot(runtime:
 def test_the_page_is_for_staff_only(client: Client):
     response = client.get("/dashboard/")
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
-    client.force_login(User.objects.create_user("olga", password="x", is_staff=True))
+    client.force_login(operator_user("sam", permission=False))
+    assert client.get("/dashboard/").status_code == 403  # staff alone is not enough
+    client.force_login(operator_user())
     page = client.get("/dashboard/").content.decode()
     assert "vendor/uplot/uPlot.iife.min.js" in page and "dashboard.js" in page
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +45,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *_args: Any, **options: Any) -> None:
+        unsafe = unsafe_to_expose(options["host"])
+        if unsafe:
+            self.stderr.write(unsafe)
+            raise SystemExit(2)
         if options["no_worker"] and not settings.REDIS_URL:
             self.stderr.write(
                 "--no-worker needs REDIS_URL: in embedded mode the worker runs in this process"
@@ -128,6 +133,35 @@ class Command(BaseCommand):
         finally:
             runtime.worker.stop()
             await _wait(worker_task)
+
+
+def unsafe_to_expose(host: str) -> str:
+    """Why `host` may not be served with these settings ('' when it may): beyond this machine,
+    debug pages would show anyone the server's insides, and the public development SECRET_KEY
+    would let anyone forge shoppers' session tokens."""
+    if _loopback(host):
+        return ""
+    problems = []
+    if settings.DEBUG:
+        problems.append("DEBUG is on (set DEBUG=0)")
+    if settings.SECRET_KEY == settings.DEV_SECRET_KEY:
+        problems.append("SECRET_KEY is the public development key (set SECRET_KEY)")
+    if not problems:
+        return ""
+    return (
+        f"refusing to serve on {host}, which other machines can reach: "
+        + "; ".join(problems)
+        + ". On this machine only, use --host 127.0.0.1."
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _daphne_protocol_class() -> type[Any]:
