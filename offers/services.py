@@ -80,16 +80,16 @@ def model_shadow(*, model: ScoringModel | None) -> None:
         model.save(update_fields=["state"])
 
 
-def offer_redeem(*, code: str, at: datetime.datetime | None = None) -> Offer | None:
-    """Use an offer code once: the offer, or None when it is unknown, expired or already used.
+def offer_redeem(*, code: str, site: str, at: datetime.datetime | None = None) -> Offer | None:
+    """Use an offer code once, on the site that offered it: the offer, or None when it is
+    unknown there, expired or already used.
 
     A conditional update, so of two checkouts racing with one code exactly one wins.
     """
     at = at or timezone.now()
-    used = Offer.objects.filter(code=code, redeemed_at=None, expires_at__gt=at).update(
-        redeemed_at=at
-    )
-    return Offer.objects.get(code=code) if used else None
+    offers = Offer.objects.filter(code=code, decision__site__key=site)
+    used = offers.filter(redeemed_at=None, expires_at__gt=at).update(redeemed_at=at)
+    return offers.get() if used else None
 
 
 def utc(at: float) -> datetime.datetime:

@@ -187,7 +187,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
 def checkout_code(request: HttpRequest) -> HttpResponse:
     """The demo checkout's discount code: an offer's code works once, until it expires."""
     code = request.POST.get("code", "").strip().upper()[:40]
-    offer = offer_redeem(code=code) if code else None
+    offer = offer_redeem(code=code, site=DEMO_SITE) if code else None
     if offer is None:
         return JsonResponse(
             {"valid": False, "detail": "That code is unknown, used or expired."}, status=400

@@ -301,7 +301,7 @@ class Decider:
             expires_at=offer_expires_at(now, rule),
         )
         decision.offer = offer
-        frame = offer_frame(offer, risk=decision.risk, model=decision.model)
+        frame = offer_frame(offer)
         return frame, OfferNote(decision.session_id, now, offer.offer_id, frame, offer.expires_at)
 
     def _resume(self, decision: DecisionMade, state: SessionState) -> str | None:
@@ -372,7 +372,9 @@ def decide_batch(
     )
 
 
-def offer_frame(offer: OfferMade, *, risk: float | None, model: str) -> str:
+def offer_frame(offer: OfferMade) -> str:
+    """What the shopper's page gets: the offer, and nothing of how it was decided (no risk, no
+    model), which would tell a scripted client how to farm codes."""
     return msgspec.json.encode(
         {
             "type": "offer",
@@ -382,8 +384,6 @@ def offer_frame(offer: OfferMade, *, risk: float | None, model: str) -> str:
             "message": offer.message,
             "discount_percent": offer.discount_percent,
             "expires_at": iso_utc(offer.expires_at),
-            "risk": None if risk is None else round(risk, 4),
-            "model": model,
         }
     ).decode()
 

@@ -112,7 +112,7 @@ async def give_offers(store: RedisStore, ids: Sequence[str]) -> None:
             session_id,
             at=now,
             offer_id=offer.offer_id,
-            frame=offer_frame(offer, risk=0.8765, model="cart-risk@1"),
+            frame=offer_frame(offer),
             expires_at=offer.expires_at,
         )
 

@@ -209,14 +209,18 @@ async def test_reasons_fill_in_a_decision_recorded_before_them():
 
 
 @pytest.mark.usefixtures("demo_site")
-def test_an_offer_code_is_used_once_and_not_after_it_expires():
+def test_an_offer_code_is_used_once_on_its_own_site_and_not_after_it_expires():
+    from offers.models import Site
     from offers.services import offer_redeem
 
+    Site.objects.create(key="other", name="Another shop")
     services.decision_record_batch(decisions=[decision("s1:3")])
     code = Offer.objects.get().code
     during = dt.datetime.fromtimestamp(T0 + 60, tz=dt.UTC)
-    assert offer_redeem(code=code, at=during) is not None
-    assert offer_redeem(code=code, at=during) is None
-    assert offer_redeem(code="SAVE10-NOSUCHCODE", at=during) is None
+    assert offer_redeem(code=code, site="other", at=during) is None  # not where it was offered
+    assert offer_redeem(code=code, site="demo", at=during) is not None
+    assert offer_redeem(code=code, site="demo", at=during) is None
+    assert offer_redeem(code="SAVE10-NOSUCHCODE", site="demo", at=during) is None
     Offer.objects.update(redeemed_at=None)
-    assert offer_redeem(code=code, at=dt.datetime.fromtimestamp(T0 + 1801, tz=dt.UTC)) is None
+    late = dt.datetime.fromtimestamp(T0 + 1801, tz=dt.UTC)
+    assert offer_redeem(code=code, site="demo", at=late) is None

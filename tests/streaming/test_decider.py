@@ -89,8 +89,8 @@ async def test_it_sends_one_offer_per_pause(scorer: Scorer):
     assert await world.tick(T0 + PAUSE) is True
     assert [f["type"] for f in tab.frames] == ["offer"]
     offer = tab.frames[0]
-    assert offer["model"] == "cart-risk@7"
-    assert offer["risk"] > 0.5 and offer["discount_percent"] == 10
+    assert "risk" not in offer and "model" not in offer  # nothing of how it was decided
+    assert offer["discount_percent"] == 10
     assert offer["code"].startswith("SAVE10-") and offer["offer_id"].startswith("o-")
     assert await world.tick(T0 + PAUSE + 60) is False
     assert len(tab.frames) == 1
