@@ -143,7 +143,21 @@ def test_the_demo_and_the_staff_user_are_made_once(tmp_path, capsys, monkeypatch
     assert User.objects.filter(is_staff=True).count() == 1
     password = (tmp_path / ".admin-password").read_text().strip()
     assert out.count(password) == 2
-    assert Client().login(username="admin", password=password)
+    assert log_in(Client(), "admin", password).status_code == 302  # to the admin's index
+
+
+def log_in(client: Client, username: str, password: str):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password})
+
+
+def test_admin_logins_are_throttled_per_user_and_address(operator: Client):  # noqa: ARG001  # a user named olga
+    client = Client()
+    for _ in range(4):
+        assert log_in(client, "olga", "wrong").status_code == 200  # the form again, with its error
+    assert log_in(client, "olga", "wrong").status_code == 429  # the fifth locks the pair out
+    assert log_in(client, "olga", "pw-for-tests").status_code == 429  # even the right password
+    other = Client(REMOTE_ADDR="10.0.0.9")  # another address is not locked out
+    assert log_in(other, "olga", "pw-for-tests").status_code == 302
 
 
 def upload(operator: Client, raw: bytes, name: str = "model.ubj"):
