@@ -30,6 +30,20 @@ RATE_BURST = envint("RATE_BURST", 200, minimum=1)
 # Output queued for one collector socket and not yet written; a client that lets more pile up
 # (it does not read) is closed with 1008.
 MAX_UNSENT_BYTES = envint("MAX_UNSENT_BYTES", 256 * 1024, minimum=16 * 1024)
+# What one client (an address; see TRUSTED_PROXIES) may take of a server process, and what all
+# clients may: a handshake past them is refused with 429 (per client) or 503 (in total).
+MAX_SOCKETS_PER_CLIENT = envint("MAX_SOCKETS_PER_CLIENT", 100, minimum=1)
+MAX_SOCKETS = envint("MAX_SOCKETS", 10_000, minimum=1)
+# Each client's events, all its sessions together (shoppers behind one NAT share an address).
+CLIENT_RATE_EVENTS_PER_SECOND = envfloat("CLIENT_RATE_EVENTS_PER_SECOND", 1000.0, minimum=0.001)
+CLIENT_RATE_BURST = envint("CLIENT_RATE_BURST", 5000, minimum=1)
+# Proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated).
+TRUSTED_PROXIES = envlist("TRUSTED_PROXIES", [])
+# Embedded mode: live sessions held at most; past it, the least recently active is forgotten.
+MAX_SESSIONS = envint("MAX_SESSIONS", 200_000, minimum=100)
+# HTTP: seconds a client has to send a request's headers, and an idle keep-alive connection lasts.
+HEADER_TIMEOUT_SECONDS = envfloat("HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=300)
+IDLE_TIMEOUT_SECONDS = envfloat("IDLE_TIMEOUT_SECONDS", 5.0, minimum=0.5, maximum=300)
 SESSION_IDLE_SECONDS = envfloat("SESSION_IDLE_SECONDS", 1800.0, minimum=1)
 SESSION_TOKEN_MAX_AGE = envint("SESSION_TOKEN_MAX_AGE", 86400, minimum=60)
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from offers import metrics
 from offers.runtime import Runtime
 from streaming.protocol import OFFER_EVENTS, Event, ProtocolError
-from streaming.ratelimit import TokenBucket
 from streaming.records import MarkMade
 
 # Events that record what became of an offer or of the session, in the database.
@@ -26,7 +25,7 @@ async def ingest(
     session_id: str,
     site: str,
     items: list[Event | ProtocolError],
-    bucket: TokenBucket,
+    client: str,
     now: float,
 ) -> IngestResult:
     """Apply the valid events of one frame (or request) in order; say what became of each."""
@@ -40,7 +39,7 @@ async def ingest(
     metrics.EVENTS_RECEIVED.inc(len(items))
     runtime.feed.count_events(len(items))
     if events:
-        granted = bucket.take(len(events), now)
+        granted = runtime.limits.take(session_id, client, len(events), now)
         if granted < len(events):
             limited = events[granted:]
             events = events[:granted]

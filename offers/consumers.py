@@ -31,7 +31,6 @@ from offers.sites import find_site
 from offers.tokens import issue_token, new_session_id, read_token
 from streaming.delivery import session_group
 from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
-from streaming.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,8 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
 
     session_id: str
     site_key: str
-    bucket: TokenBucket
+    # The client's address (behind a trusted proxy, the one it forwards for), once admitted.
+    client: str | None = None
     errors: int = 0
     attached: bool = False
     grouped: bool = False
@@ -166,6 +166,23 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def deny(self, status: int, why: str) -> None:
+        """Refuse the handshake with an HTTP status where the server can answer one (the ASGI
+        denial-response extension), else as a plain refusal (403)."""
+        if "websocket.http.response" in self.scope.get("extensions", {}):
+            body = f"too many sockets ({why}); try again later\n".encode()
+            await self.send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"10")],
+                }
+            )
+            await self.send({"type": "websocket.http.response.body", "body": body})
+            self.closed = True
+            raise StopConsumer()
+        await self.close()
+
     async def websocket_connect(self, _message: dict[str, Any]) -> None:
         params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         key = params.get("site", [""])[0]
@@ -179,13 +196,19 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
             await self.close()
             return
         runtime = get_runtime()
+        client = runtime.limits.client_of(self.scope)
+        refused = runtime.limits.admit(client)
+        if refused:
+            metrics.CONNECTIONS_REFUSED.labels(f"too_many_sockets_{refused}").inc()
+            await self.deny(429 if refused == "client" else 503, refused)
+            return
+        self.client = client
         now = time.time()
         token = params.get("token", [None])[0]
         self.session_id = (
             read_token(token, site.key, max_age=runtime.token_max_age) or new_session_id()
         )
         self.site_key = site.key
-        self.bucket = runtime.new_bucket(now)
         if self.channel_layer is not None:
             # Join the session's group before reading its state: an offer sent from now on
             # comes through the layer (after the welcome), one made before is in the state.
@@ -255,7 +278,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
                 session_id=self.session_id,
                 site=self.site_key,
                 items=items,
-                bucket=self.bucket,
+                client=self.client or "",
                 now=now,
             )
         except STORE_DOWN:
@@ -286,10 +309,14 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         raise StopConsumer()
 
     async def leave(self) -> None:
-        """Leave delivery and the session's group, once, however the socket ends."""
+        """Leave delivery and the session's group, and give back the client's socket, once,
+        however the socket ends."""
         self.outbox.clear()
         self.outbox_bytes = 0
         self.detach()
+        if self.client is not None:
+            get_runtime().limits.release(self.client)
+            self.client = None
         if self.grouped:
             self.grouped = False
             # Redis gone as well: the membership goes with the layer's connection (pubsub) or

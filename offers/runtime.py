@@ -5,14 +5,14 @@ Built once from settings on first use; tests rebuild it with `reset_runtime()`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from offers import layer_reports, metrics
 from offers.dashboard import DashboardFeed, SharedBoard
+from offers.limits import Limits, parse_networks
 from offers.recorder import Recorder, record_decisions
 from offers.registry import RegistryWatcher
 from offers.rulebook import RuleBook
@@ -20,13 +20,10 @@ from streaming.budget import Budget, RedisBudget
 from streaming.decider import Decider, ModelSlot
 from streaming.delivery import Delivery, LayerDelivery, LocalDelivery
 from streaming.journal import FileJournal, Journal, RedisJournal
-from streaming.ratelimit import TokenBucket
 from streaming.records import DecisionMade
 from streaming.redis_store import CLAIM_CHUNK, RedisStore
 from streaming.store import MemoryStore, SessionStore
 from streaming.worker import StreamWorker
-
-_MAX_HTTP_BUCKETS = 50_000
 
 
 @dataclass
@@ -41,25 +38,9 @@ class Runtime:
     recorder: Recorder
     journal: Journal
     feed: DashboardFeed
-    rate: float
-    burst: int
+    limits: Limits
     pause_seconds: float
     token_max_age: int
-    _http_buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
-
-    def new_bucket(self, now: float) -> TokenBucket:
-        return TokenBucket(rate=self.rate, burst=self.burst, now=now)
-
-    def http_bucket(self, session_id: str, now: float) -> TokenBucket:
-        """The token bucket of a session's `POST /collect/` requests (bounded LRU)."""
-        bucket = self._http_buckets.get(session_id)
-        if bucket is None:
-            bucket = self._http_buckets[session_id] = self.new_bucket(now)
-            if len(self._http_buckets) > _MAX_HTTP_BUCKETS:
-                self._http_buckets.popitem(last=False)
-        else:
-            self._http_buckets.move_to_end(session_id)
-        return bucket
 
 
 class CountsRefresher:
@@ -96,7 +77,11 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         journal = RedisJournal(store.redis)
         budget = RedisBudget(store.redis)
     else:
-        store = MemoryStore(idle_seconds=settings.SESSION_IDLE_SECONDS, pause_seconds=pause_seconds)
+        store = MemoryStore(
+            idle_seconds=settings.SESSION_IDLE_SECONDS,
+            pause_seconds=pause_seconds,
+            max_sessions=settings.MAX_SESSIONS,
+        )
         delivery = LocalDelivery(on_failure=metrics.DELIVERIES_FAILED.inc)
         layer_reports.on_receive_failure(None)
         journal = FileJournal(settings.RECORD_JOURNAL or None)
@@ -170,8 +155,15 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         recorder=recorder,
         journal=journal,
         feed=feed,
-        rate=settings.RATE_EVENTS_PER_SECOND,
-        burst=settings.RATE_BURST,
+        limits=Limits(
+            sockets_per_client=settings.MAX_SOCKETS_PER_CLIENT,
+            sockets=settings.MAX_SOCKETS,
+            client_rate=settings.CLIENT_RATE_EVENTS_PER_SECOND,
+            client_burst=settings.CLIENT_RATE_BURST,
+            session_rate=settings.RATE_EVENTS_PER_SECOND,
+            session_burst=settings.RATE_BURST,
+            trusted_proxies=parse_networks(settings.TRUSTED_PROXIES),
+        ),
         pause_seconds=pause_seconds,
         token_max_age=settings.SESSION_TOKEN_MAX_AGE,
     )

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offers.collector import ingest
+from offers.limits import client_address
 from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer, Product
 from offers.operators import is_operator, operator_required
 from offers.runtime import get_runtime
@@ -79,7 +80,11 @@ async def collect(request: HttpRequest) -> HttpResponse:
         session_id=session_id,
         site=site.key,
         items=decode_events(body.events),
-        bucket=runtime.http_bucket(session_id, now),
+        client=client_address(
+            request.META.get("REMOTE_ADDR"),
+            request.headers.get("X-Forwarded-For"),
+            runtime.limits.trusted_proxies,
+        ),
         now=now,
     )
     response = JsonResponse(

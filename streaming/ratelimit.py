@@ -20,3 +20,8 @@ class TokenBucket:
         granted = min(wanted, int(self._tokens))
         self._tokens -= granted
         return granted
+
+    def give_back(self, tokens: int) -> None:
+        """Return tokens taken but not used (never above `burst`)."""
+        if tokens > 0:
+            self._tokens = min(float(self.burst), self._tokens + tokens)

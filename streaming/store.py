@@ -145,9 +145,18 @@ class SessionStore(ABC):
 class MemoryStore(SessionStore):
     """Embedded mode: sessions in one dict, kept in order of last use so eviction is cheap."""
 
-    def __init__(self, *, idle_seconds: float = 1800.0, pause_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        idle_seconds: float = 1800.0,
+        pause_seconds: float = 30.0,
+        max_sessions: int = 1_000_000,
+    ) -> None:
         self.idle_seconds = idle_seconds
         self.pause_seconds = pause_seconds
+        # Past this many live sessions the least recently active one is forgotten first.
+        self.max_sessions = max_sessions
+        self.forgotten_full = 0
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._timers = PauseTimers()
         self._open_carts = 0
@@ -241,6 +250,10 @@ class MemoryStore(SessionStore):
                 self._open_carts -= state.cart_open
             state = SessionState(session_id, site, started_at=now, last_seen=now, last_activity=now)
             self._sessions[session_id] = state
+            if len(self._sessions) > self.max_sessions:
+                _, gone = self._sessions.popitem(last=False)
+                self._open_carts -= gone.cart_open
+                self.forgotten_full += 1
         else:
             state.last_seen = max(state.last_seen, now)
             self._sessions.move_to_end(session_id)

@@ -119,8 +119,49 @@ async def test_more_than_a_hundred_errors_close_with_4400():
 
 
 @pytest.mark.usefixtures("demo_site")
+async def test_a_sessions_sockets_share_one_rate_limit(runtime: Runtime):
+    runtime.limits.session_burst, runtime.limits.session_rate = 4, 0.001
+    first, welcome = await connected()
+    second, _ = await connected(f"site=demo&token={welcome['token']}")
+    search = {"event": "search", "props": {"query": "x"}}
+    assert (
+        len(
+            (
+                await send(
+                    first,
+                    {"type": "batch", "events": [{"id": f"a-{i}", **search} for i in range(3)]},
+                )
+            )["ids"]
+        )
+        == 3
+    )
+    reply = await send(
+        second, {"type": "batch", "events": [{"id": f"b-{i}", **search} for i in range(3)]}
+    )
+    assert reply["ids"] == ["b-0"]  # the same session's bucket, not a fresh one a socket
+    await first.disconnect()
+    await second.disconnect()
+
+
+@pytest.mark.usefixtures("demo_site")
+async def test_sockets_past_the_clients_limit_are_refused_and_given_back_on_close(
+    runtime: Runtime,
+):
+    runtime.limits.sockets_per_client = 3
+    sockets = [(await connected())[0] for _ in range(3)]
+    assert runtime.limits.open == {"unknown": 3}  # the test client has no peer address
+    refused = shopper()
+    assert (await refused.connect())[0] is False
+    await sockets[0].disconnect()
+    again, _ = await connected()
+    for ws in [*sockets[1:], again]:
+        await ws.disconnect()
+    assert runtime.limits.total == 0 and not runtime.limits.open
+
+
+@pytest.mark.usefixtures("demo_site")
 async def test_rate_limited_events_are_refused_and_not_acknowledged(runtime: Runtime):
-    runtime.burst, runtime.rate = 3, 0.001
+    runtime.limits.session_burst, runtime.limits.session_rate = 3, 0.001
     ws, welcome = await connected()
     events = [{"id": f"e-{i}", "event": "search", "props": {"query": "x"}} for i in range(5)]
     assert await send(ws, {"type": "batch", "events": events}) == {
@@ -385,7 +426,7 @@ async def test_offer_events_count_only_for_the_sessions_own_offer(runtime: Runti
     from offers.models import Offer
     from tests.offers.test_recorder import decision
 
-    runtime.burst = 5000
+    runtime.limits.session_burst = 5000
     ws, welcome = await connected()
     session = welcome["session"]
     made = decision(f"{session}:1")

@@ -115,7 +115,7 @@ def test_collect_takes_only_post(client: Client):
 
 @pytest.mark.usefixtures("demo_site")
 def test_collect_rate_limits_each_session(client: Client, runtime: Runtime):
-    runtime.burst, runtime.rate = 2, 0.001
+    runtime.limits.session_burst, runtime.limits.session_rate = 2, 0.001
     events = [{"id": f"e-{i}", "event": "heartbeat"} for i in range(3)]
     body = post(client, beacon(events=events)).json()
     assert body["ack"] == ["e-0", "e-1"]
