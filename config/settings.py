@@ -41,6 +41,9 @@ CLIENT_RATE_BURST = envint("CLIENT_RATE_BURST", 5000, minimum=1)
 TRUSTED_PROXIES = envlist("TRUSTED_PROXIES", [])
 # Embedded mode: live sessions held at most; past it, the least recently active is forgotten.
 MAX_SESSIONS = envint("MAX_SESSIONS", 200_000, minimum=100)
+# HTTP bodies past this are refused (413) before they are read (`/collect/`: 64 KiB; the admin's
+# model upload, for staff: its own limit).
+MAX_BODY_BYTES = envint("MAX_BODY_BYTES", 2**20, minimum=64 * 1024)
 # HTTP: seconds a client has to send a request's headers, and an idle keep-alive connection lasts.
 HEADER_TIMEOUT_SECONDS = envfloat("HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.5, maximum=300)
 IDLE_TIMEOUT_SECONDS = envfloat("IDLE_TIMEOUT_SECONDS", 5.0, minimum=0.5, maximum=300)

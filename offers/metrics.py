@@ -84,3 +84,7 @@ RECORD_HELD_BACK = Counter(
     "liveoffers_record_held_back",
     "Worker steps that claimed no pause because the record's backlog was over its limit.",
 )
+BODIES_REFUSED = Counter(
+    "liveoffers_bodies_refused",
+    "HTTP requests refused (413) because their body was over its path's limit.",
+)

@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from offers.bodies import COLLECT_BYTES
 from offers.collector import ingest
 from offers.limits import client_address
 from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer, Product
@@ -30,7 +31,7 @@ from offers.sites import find_site
 from offers.tokens import read_token
 from streaming.protocol import MAX_BATCH_EVENTS, UNREADABLE, decode_events, unreadable_detail
 
-MAX_COLLECT_BYTES = 64 * 1024
+MAX_COLLECT_BYTES = COLLECT_BYTES
 
 
 class _CollectBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -57,7 +58,7 @@ async def collect(request: HttpRequest) -> HttpResponse:
     except RequestDataTooBig:
         raw = None
     if raw is None or len(raw) > MAX_COLLECT_BYTES:
-        return _json_error(400, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
+        return _json_error(413, "too_large", f"the body is over {MAX_COLLECT_BYTES} bytes")
     try:
         body = _collect_decoder.decode(raw)
     except msgspec.ValidationError as exc:

@@ -91,7 +91,7 @@ def test_collect_refuses_malformed_bodies_with_400(client: Client, body, error):
 def test_collect_refuses_a_body_over_64_kib(client: Client):
     body = beacon(events=[{"id": "e", "event": "search", "props": {"query": "x" * 70_000}}])
     response = post(client, body)
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert response.json()["error"] == "too_large"
 
 
@@ -202,4 +202,4 @@ def test_collect_refuses_a_declared_length_over_64_kib_before_reading(client: Cl
         content_type="text/plain",
         CONTENT_LENGTH=str(10**9),
     )
-    assert response.status_code == 400 and response.json()["error"] == "too_large"
+    assert response.status_code == 413 and response.json()["error"] == "too_large"

@@ -5,6 +5,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import resource
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,8 +41,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--server",
             choices=SERVERS,
-            default="daphne",
-            help="The ASGI server: daphne (default) or uvicorn (faster ingest, see docs/BENCHMARKS.md).",
+            default="uvicorn",
+            help=(
+                "The ASGI server: uvicorn (default) or daphne. daphne reads a whole request body "
+                "and parses a form on its event loop before the body limits see it: run it only "
+                "behind a proxy that bounds bodies (docs/DEPLOY.md)."
+            ),
         )
 
     def handle(self, *_args: Any, **options: Any) -> None:
@@ -55,6 +60,7 @@ class Command(BaseCommand):
             )
             raise SystemExit(2)
         with_worker = not options["no_worker"]
+        _raise_open_files_limit()
         runtime = configure_runtime(decides=with_worker)
         settle_garbage_collector(runtime)
         if options["server"] == "uvicorn":
@@ -118,8 +124,10 @@ class Command(BaseCommand):
             application,
             host=host,
             port=port,
+            http=_uvicorn_http_protocol_class(),
             ws=_uvicorn_ws_protocol_class(),
             ws_max_size=MAX_FRAME_BYTES,
+            timeout_keep_alive=max(1, round(settings.IDLE_TIMEOUT_SECONDS)),
             lifespan="off",
             log_level="warning",
             access_log=False,
@@ -219,6 +227,66 @@ def _uvicorn_ws_protocol_class() -> type[Any]:
             await super().send(message)
 
     return CollectorWebSocketsProtocol
+
+
+def _uvicorn_http_protocol_class() -> type[Any]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        """Closes a connection whose request headers do not all arrive within
+        HEADER_TIMEOUT_SECONDS (a slow client holding a connection open for ever)."""
+
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.header_timer = self.loop.call_later(
+                settings.HEADER_TIMEOUT_SECONDS, self._headers_too_slow
+            )
+
+        def _disarm(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self.header_timer = None
+            metrics.CONNECTIONS_REFUSED.labels("header_timeout").inc()
+            self.transport.close()
+
+    return GuardedHttpProtocol
+
+
+def _raise_open_files_limit() -> None:
+    """Each socket is a file: let this process open as many as the system allows it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft - 256 < settings.MAX_SOCKETS:
+        log.warning(
+            "MAX_SOCKETS=%d, but this process may open only %d files: raise `ulimit -n`",
+            settings.MAX_SOCKETS,
+            soft,
+        )
 
 
 def _uvicorn_server_class() -> type[Any]:
