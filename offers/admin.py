@@ -11,8 +11,16 @@ from django.utils.html import format_html, format_html_join
 from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, Product, ScoringModel, Site
 from offers.services import model_activate, model_create, model_rollback, model_shadow
 from streaming.features import FEATURE_NAMES
-from streaming.model_file import ModelError, sniff_format
-from streaming.scoring import load_model
+from streaming.model_file import (
+    MAX_DEPTH,
+    MAX_NODES,
+    MAX_NODES_PER_TREE,
+    MAX_TREES,
+    ModelError,
+    check_model_file,
+    sniff_format,
+)
+from streaming.model_trial import trial_model
 
 MAX_MODEL_BYTES = 32 * 2**20
 
@@ -52,7 +60,9 @@ class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg]  # generic on
     model_file = forms.FileField(
         required=False,
         help_text="An XGBoost Booster saved as JSON or UBJSON (never a pickle), trained on "
-        "the live feature list.",
+        f"the live feature list, within the limits: at most {MAX_TREES:,} trees, "
+        f"{MAX_NODES_PER_TREE:,} nodes a tree and {MAX_NODES:,} in all, a depth of {MAX_DEPTH}, "
+        "finite values. It is tried in a separate process before it is stored.",
     )
 
     class Meta:
@@ -69,7 +79,10 @@ class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg]  # generic on
             raise forms.ValidationError(f"The file is over {MAX_MODEL_BYTES // 2**20} MiB.")
         raw: bytes = upload.read()
         try:
-            load_model(raw, label="upload")
+            # The bounds and the structure here; XGBoost only ever reads the file in the trial's
+            # process, never in this one.
+            check_model_file(raw)
+            trial_model(raw)
         except ModelError as exc:
             raise forms.ValidationError(str(exc)) from None
         return raw
@@ -130,12 +143,21 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model to activate.", messages.ERROR)
             return
-        model = model_activate(model=queryset.get())
+        model = queryset.get()
+        try:
+            model_activate(model=model)
+        except ModelError as exc:
+            self.message_user(request, f"{model.label} was not activated: {exc}", messages.ERROR)
+            return
         self.message_user(request, f"{model.label} is now active.", messages.SUCCESS)
 
     @admin.action(description="Roll back to the previously active model")
     def rollback(self, request: HttpRequest, _queryset: Any) -> None:
-        model = model_rollback()
+        try:
+            model = model_rollback()
+        except ModelError as exc:
+            self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
+            return
         if model is None:
             self.message_user(request, "No earlier active model to roll back to.", messages.ERROR)
         else:
@@ -151,7 +173,13 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
             )
             return
         model = queryset.get()
-        model_shadow(model=model)
+        try:
+            model_shadow(model=model)
+        except ModelError as exc:
+            self.message_user(
+                request, f"{model.label} does not run in shadow: {exc}", messages.ERROR
+            )
+            return
         self.message_user(request, f"{model.label} now runs in shadow.", messages.SUCCESS)
 
     @admin.action(description="Stop the shadow model")

@@ -13,6 +13,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, ScoringModel, Site
+from streaming.model_trial import trial_model
 from streaming.records import DecisionMade, MarkMade, ReasonsMade, Record, kind_of
 
 MODEL_NAME = "cart-risk"
@@ -44,21 +45,29 @@ def model_create(
         )
 
 
-@transaction.atomic
 def model_activate(*, model: ScoringModel) -> ScoringModel:
-    """Make `model` the one every server and worker scores with; the previous one is retired."""
-    ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).exclude(pk=model.pk).update(
-        state=ScoringModel.State.RETIRED
-    )
-    model.state = ScoringModel.State.ACTIVE
-    model.activated_at = timezone.now()
-    model.save(update_fields=["state", "activated_at"])
+    """Make `model` the one every server and worker scores with; the previous one is retired.
+
+    The model is tried first in a process of its own (`streaming.model_trial`): ModelError, and
+    nothing changes, when it fails.
+    """
+    trial_model(bytes(model.artifact))
+    with transaction.atomic():
+        ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).exclude(pk=model.pk).update(
+            state=ScoringModel.State.RETIRED
+        )
+        model.state = ScoringModel.State.ACTIVE
+        model.activated_at = timezone.now()
+        model.save(update_fields=["state", "activated_at"])
     return model
 
 
-@transaction.atomic
 def model_rollback() -> ScoringModel | None:
-    """Re-activate the version active before the current one; None when there is none."""
+    """Re-activate the version active before the current one; None when there is none.
+
+    No transaction around the trial (model_activate): it takes a second or two, and an open
+    transaction would hold SQLite's lock against every writer that long.
+    """
     current = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
     earlier = ScoringModel.objects.filter(activated_at__isnull=False)
     if current is not None:
@@ -69,15 +78,20 @@ def model_rollback() -> ScoringModel | None:
     return model_activate(model=previous)
 
 
-@transaction.atomic
 def model_shadow(*, model: ScoringModel | None) -> None:
-    """Run `model` beside the active one (scored and recorded, never acted on); None stops it."""
-    ScoringModel.objects.filter(state=ScoringModel.State.SHADOW).update(
-        state=ScoringModel.State.RETIRED
-    )
+    """Run `model` beside the active one (scored and recorded, never acted on); None stops it.
+
+    Tried first like an activation: ModelError, and nothing changes, when it fails.
+    """
     if model is not None:
-        model.state = ScoringModel.State.SHADOW
-        model.save(update_fields=["state"])
+        trial_model(bytes(model.artifact))
+    with transaction.atomic():
+        ScoringModel.objects.filter(state=ScoringModel.State.SHADOW).update(
+            state=ScoringModel.State.RETIRED
+        )
+        if model is not None:
+            model.state = ScoringModel.State.SHADOW
+            model.save(update_fields=["state"])
 
 
 def offer_redeem(*, code: str, site: str, at: datetime.datetime | None = None) -> Offer | None:

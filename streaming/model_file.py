@@ -7,6 +7,13 @@ truncated or corrupted file can crash the whole process instead of raising. Only
 those checks is handed to XGBoost (`streaming.scoring.load_model`), and the loaded Booster is
 checked once more through its own config (`check_booster`). Pickles are never accepted, whatever
 they contain.
+
+A model is also bounded: XGBoost's predictor and TreeSHAP recurse once per level of a tree, and
+TreeSHAP's time and memory grow with the square of the depth, so a one-tree chain 200,000 levels
+deep crashed the process on its first explanation, and one 20,000 deep took 6.8 s and 3.1 GB per
+explanation. Trees, nodes and depth are held to the limits below, and every split and leaf value
+must be a finite float32. Before a model is stored or activated it is also tried in a process of
+its own (`streaming.model_trial`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,18 @@ BOOSTER: Final = "gbtree"
 # Root nodes store "no parent" as -1 with the left-child bit masked off.
 _NO_PARENT: Final = frozenset({-1, 2**31 - 1})
 _MAX_NESTING: Final = 64
+
+# The limits of a model (README, "Models"). The default trained model has at most 200 trees of
+# depth 6 (127 nodes each): these leave ten times that room and more.
+MAX_TREES: Final = 2_000
+MAX_NODES_PER_TREE: Final = 2**15 - 1  # a full tree of depth 14
+MAX_NODES: Final = 500_000  # in all trees together
+MAX_DEPTH: Final = 64  # levels of splits below the root
+# The largest margin (log-odds) any row could reach: each tree's largest leaf, in absolute value,
+# summed. Far beyond any sensible model (a margin of 40 is a probability of 1 in float32), and far
+# below float32's overflow, so neither a prediction nor a TreeSHAP value can become inf or NaN.
+MAX_MARGIN: Final = 1e6
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 _JSON_START: Final = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*["}]')
 _HOW_TO_SAVE: Final = (
     "an XGBoost model saved as JSON or UBJSON only (booster.save_model('model.json') or "
@@ -327,6 +346,8 @@ def _check_trees(model: dict[str, object], num_feature: int) -> None:
     trees = _member(model, "trees", "gradient_booster.model")
     if not isinstance(trees, list) or not trees:
         raise _not_a_model("it holds no trees")
+    if len(trees) > MAX_TREES:
+        raise ModelError(f"The model has {len(trees):,} trees; the limit is {MAX_TREES:,}.")
     groups = _member(model, "tree_info", "gradient_booster.model")
     if not isinstance(groups, list | np.ndarray) or list(groups) != [0] * len(trees):
         # Every tree must add to output 0; any other group index makes XGBoost write out of bounds.
@@ -334,15 +355,38 @@ def _check_trees(model: dict[str, object], num_feature: int) -> None:
     for index, tree in enumerate(trees):
         if not isinstance(tree, dict):
             raise _not_a_model(f"tree {index} is not an object")
-        _check_tree(tree, num_feature, f"tree {index}")
+    # Counted before any tree is read further, so an oversized model costs nothing more.
+    sizes = [_num_nodes(tree, f"tree {index}") for index, tree in enumerate(trees)]
+    if sum(sizes) > MAX_NODES:
+        raise ModelError(
+            f"The model has {sum(sizes):,} nodes in all its trees; the limit is {MAX_NODES:,}."
+        )
+    margin = 0.0
+    for index, (tree, nodes) in enumerate(zip(trees, sizes, strict=True)):
+        margin += _check_tree(tree, nodes, num_feature, f"tree {index}")
+    if margin > MAX_MARGIN:
+        raise ModelError(
+            f"The model's leaves add up to a margin of up to {margin:.3g} (log-odds: each tree's "
+            f"largest leaf value, summed); the limit is {MAX_MARGIN:.0e}."
+        )
 
 
-def _check_tree(tree: dict[str, object], num_feature: int, where: str) -> None:
-    """Every index the predictor will follow stays inside the tree, and the tree is a tree."""
+def _num_nodes(tree: dict[str, object], where: str) -> int:
     param = _section(tree, "tree_param", where)
     nodes = _integer(_member(param, "num_nodes", where), f"{where}.num_nodes")
     if nodes < 1:
         raise _not_a_model(f"{where} has no nodes")
+    if nodes > MAX_NODES_PER_TREE:
+        raise ModelError(
+            f"The model's {where} has {nodes:,} nodes; the limit is {MAX_NODES_PER_TREE:,} a tree."
+        )
+    return nodes
+
+
+def _check_tree(tree: dict[str, object], nodes: int, num_feature: int, where: str) -> float:
+    """Every index the predictor will follow stays inside the tree, the tree is a tree within
+    MAX_DEPTH, and its values are finite; its largest leaf value, in absolute value."""
+    param = _section(tree, "tree_param", where)
     if _integer(param.get("size_leaf_vector", 1), f"{where}.size_leaf_vector") > 1:
         raise ModelError("The model has vector leaves (several outputs); it needs one output.")
     left = _int_array(tree, "left_children", nodes, where)
@@ -351,14 +395,72 @@ def _check_tree(tree: dict[str, object], num_feature: int, where: str) -> None:
     features = _int_array(tree, "split_indices", nodes, where)
     if "split_type" in tree and np.any(_int_array(tree, "split_type", nodes, where) != 0):
         raise ModelError("The model has categorical splits; the live features are all numeric.")
-    for key in ("split_conditions", "base_weights", "default_left"):
-        values = _member(tree, key, where)
-        if not isinstance(values, list | np.ndarray) or len(values) != nodes:
-            raise _not_a_model(f"'{where}.{key}' does not have {nodes} entries")
+    values = _member(tree, "default_left", where)
+    if not isinstance(values, list | np.ndarray) or len(values) != nodes:
+        raise _not_a_model(f"'{where}.default_left' does not have {nodes} entries")
+    # For a leaf, XGBoost keeps its value in split_conditions.
+    conditions = _float_array(tree, "split_conditions", nodes, where)
+    weights = _float_array(tree, "base_weights", nodes, where)
+    gains = _float_array(tree, "loss_changes", nodes, where)
+    covers = _float_array(tree, "sum_hessian", nodes, where)
 
-    _check_links(
+    depth = _check_links(
         left.tolist(), right.tolist(), parents.tolist(), features.tolist(), num_feature, where
     )
+    if depth > MAX_DEPTH:
+        raise ModelError(
+            f"The model's {where} is {depth:,} levels deep; the limit is a depth of {MAX_DEPTH}."
+        )
+    leaves = left == -1
+    if not np.max(np.abs([conditions, weights, gains, covers])) <= _FLOAT32_MAX:  # NaN is not
+        _check_finite(conditions, "leaf value", where, skip=~leaves)
+        _check_finite(conditions, "split threshold", where, skip=leaves)
+        _check_finite(weights, "weight (base_weights)", where)
+        _check_finite(gains, "gain (loss_changes)", where)
+        _check_finite(covers, "cover (sum_hessian)", where)
+    # TreeSHAP divides by the cover of every split: zero makes every explanation NaN.
+    uncovered = np.flatnonzero(~leaves & ~(covers > 0))
+    if uncovered.size:
+        node = int(uncovered[0])
+        raise ModelError(
+            f"The model's {where}, node {node}: its cover (sum_hessian) is {covers[node]:g}; "
+            "a split's cover must be above 0."
+        )
+    return float(np.max(np.abs(conditions[leaves]), initial=0.0))
+
+
+def _float_array(
+    tree: dict[str, object], key: str, nodes: int, where: str
+) -> npt.NDArray[np.float64]:
+    value = _member(tree, key, where)
+    if not isinstance(value, list | np.ndarray):
+        raise _not_a_model(f"'{where}.{key}' is not a list of numbers")
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise _not_a_model(f"'{where}.{key}' is not a list of numbers") from None
+    if array.shape != (nodes,):
+        raise _not_a_model(f"'{where}.{key}' has {array.size} entries for {nodes} nodes")
+    return array
+
+
+def _check_finite(
+    values: npt.NDArray[np.float64],
+    what: str,
+    where: str,
+    skip: npt.NDArray[np.bool_] | None = None,
+) -> None:
+    """Every value (but those in `skip`) is a number that stays finite as XGBoost's float32."""
+    bad = ~(np.abs(values) <= _FLOAT32_MAX)  # NaN compares False
+    if skip is not None:
+        bad &= ~skip
+    found = np.flatnonzero(bad)
+    if found.size:
+        node = int(found[0])
+        raise ModelError(
+            f"The model's {where}, node {node}: its {what} is {values[node]:g}; every split, "
+            "leaf and statistic of a tree must be a finite number."
+        )
 
 
 def _check_links(
@@ -368,16 +470,22 @@ def _check_links(
     features: list[int],
     num_feature: int,
     where: str,
-) -> None:
-    """A walk from the root meets each node once, through in-range children and features."""
+) -> int:
+    """A walk from the root meets each node once, through in-range children and features.
+
+    The tree's depth: the most splits on a path from the root to a leaf. The walk keeps its own
+    stack, so a deep tree costs no recursion here.
+    """
     nodes = len(left)
     if parents[0] not in _NO_PARENT:
         raise _not_a_model(f"{where}: its root has a parent")
     seen = [False] * nodes
     seen[0] = True
-    stack = [0]
+    stack = [(0, 0)]  # (node, its depth)
+    deepest = 0
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
         children = (left[node], right[node])
         if children == (-1, -1):
             continue
@@ -385,9 +493,10 @@ def _check_links(
             if not 0 < child < nodes or seen[child] or parents[child] != node:
                 raise _not_a_model(f"{where}: node {node} has an invalid child {child}")
             seen[child] = True
-            stack.append(child)
+            stack.append((child, depth + 1))
         if not 0 <= features[node] < num_feature:
             raise _not_a_model(f"{where}: node {node} splits on feature {features[node]}")
+    return deepest
 
 
 def check_booster(booster: xgboost.Booster) -> None:

@@ -160,6 +160,18 @@ def test_admin_logins_are_throttled_per_user_and_address(operator: Client):  # n
     assert log_in(other, "olga", "pw-for-tests").status_code == 302
 
 
+@pytest.fixture
+def tried(monkeypatch) -> list[bytes]:
+    """The model files handed to the trial, which passes them without starting a process (the
+    trial itself: tests/streaming/test_model_bounds.py and the slow tests below)."""
+    from streaming import model_trial
+
+    files: list[bytes] = []
+    monkeypatch.setattr(model_trial, "_passed", {})
+    monkeypatch.setattr(model_trial, "_try_in_a_process", lambda raw, **_: files.append(raw))
+    return files
+
+
 def upload(operator: Client, raw: bytes, name: str = "model.ubj"):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -169,12 +181,13 @@ def upload(operator: Client, raw: bytes, name: str = "model.ubj"):
     )
 
 
-def test_operators_upload_a_model_and_it_waits_as_a_candidate(operator: Client):
+def test_operators_upload_a_model_and_it_waits_as_a_candidate(operator: Client, tried):
     from offers.models import ScoringModel
     from tests.factories import small_model
 
     response = upload(operator, small_model())
     assert response.status_code == 302, response.content.decode()[:2000]
+    assert tried == [small_model()]
     model = ScoringModel.objects.get()
     assert (model.label, model.state, model.artifact_format) == ("cart-risk@1", "candidate", "ubj")
     json_model = _as_json(small_model(seed=3))
@@ -210,7 +223,7 @@ def test_a_model_upload_that_is_not_a_model_is_refused_with_a_form_error(
     assert ScoringModel.objects.count() == 0
 
 
-def test_a_model_trained_on_other_features_is_refused(operator: Client):
+def test_a_model_trained_on_other_features_is_refused(operator: Client, tried):
     import numpy as np
     import xgboost
 
@@ -224,9 +237,96 @@ def test_a_model_trained_on_other_features_is_refused(operator: Client):
     errors = " ".join(response.context["adminform"].form.errors["model_file"])
     assert "feature" in errors and "cart_value" in errors
     assert ScoringModel.objects.count() == 0
+    assert tried == []  # refused before any trial
 
 
-def test_operators_activate_roll_back_and_shadow_models(operator: Client):
+def form_errors(response) -> str:
+    assert response.status_code == 200
+    return " ".join(response.context["adminform"].form.errors["model_file"])
+
+
+def test_a_model_1000_levels_deep_is_refused_with_a_form_error_naming_the_limit(
+    operator: Client, tried
+):
+    from offers.models import ScoringModel
+    from tests.hostile_models import deep_model
+
+    response = upload(operator, deep_model(1_000), "deep.json")
+
+    assert "tree 0 is 1,000 levels deep; the limit is a depth of 64" in form_errors(response)
+    assert ScoringModel.objects.count() == 0
+    assert tried == []  # XGBoost never saw it, not even in a separate process
+
+
+def test_a_model_with_a_nan_leaf_is_refused_with_a_form_error(operator: Client, tried):
+    from offers.models import ScoringModel
+    from tests.hostile_models import edited_model, first_leaf, trees
+
+    def poison(document) -> None:
+        tree = trees(document)[0]
+        tree["split_conditions"][first_leaf(tree)] = float("nan")
+
+    errors = form_errors(upload(operator, edited_model(poison), "nan.json"))
+
+    assert "its leaf value is nan" in errors and "finite" in errors
+    assert ScoringModel.objects.count() == 0 and tried == []
+
+
+@pytest.mark.slow
+def test_a_real_upload_passes_its_trial(operator: Client):
+    from offers.models import ScoringModel
+    from tests.factories import small_model
+
+    assert upload(operator, small_model(seed=21)).status_code == 302
+    assert ScoringModel.objects.get().state == "candidate"
+
+
+@pytest.mark.slow
+def test_an_upload_that_crashes_its_trial_is_refused_and_nothing_is_stored(
+    operator: Client, monkeypatch
+):
+    import sys
+
+    from offers.models import ScoringModel
+    from streaming import model_trial
+    from tests.factories import small_model
+
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    monkeypatch.setattr(model_trial, "trial_command", lambda: [sys.executable, "-c", crash])
+
+    errors = form_errors(upload(operator, small_model(seed=22)))
+
+    assert "crashed with signal 11 (SIGSEGV)" in errors
+    assert ScoringModel.objects.count() == 0
+
+
+@pytest.mark.slow
+def test_a_stored_model_past_the_limits_is_neither_activated_nor_shadowed(operator: Client):
+    """A version stored before the limits: the trial refuses it, the admin says why."""
+    from offers.models import ScoringModel
+    from offers.services import model_create
+    from streaming.features import FEATURE_NAMES
+    from tests.hostile_models import deep_model
+
+    deep = model_create(
+        artifact=deep_model(1_000),
+        artifact_format="json",
+        feature_names=list(FEATURE_NAMES),
+        metrics={},
+    )
+    for action in ("activate", "run_as_shadow"):
+        response = operator.post(
+            "/admin/offers/scoringmodel/",
+            {"action": action, "_selected_action": [deep.pk]},
+            follow=True,
+        )
+        shown = [str(message) for message in response.context["messages"]]
+        assert any("1,000 levels deep; the limit is a depth of 64" in m for m in shown), shown
+        deep.refresh_from_db()
+        assert deep.state == ScoringModel.State.CANDIDATE
+
+
+def test_operators_activate_roll_back_and_shadow_models(operator: Client, tried):
     from offers.models import ScoringModel
     from offers.services import model_create
     from streaming.features import FEATURE_NAMES
@@ -264,3 +364,4 @@ def test_operators_activate_roll_back_and_shadow_models(operator: Client):
     assert states() == ["active", "retired"]
     act("activate", one, two)  # two at once is refused
     assert states() == ["active", "retired"]
+    assert set(tried) == {bytes(one.artifact), bytes(two.artifact)}  # each tried before serving

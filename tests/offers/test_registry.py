@@ -7,6 +7,7 @@ from offers.services import model_activate, model_create, model_rollback, model_
 from streaming.decider import ModelSlot
 from streaming.features import FEATURE_NAMES
 from tests.factories import T0, stored_model
+from tests.hostile_models import deep_model
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,8 +36,11 @@ async def test_the_watcher_follows_activation_and_rollback():
     assert slot.active.label == "cart-risk@1" and slot.shadow is None
 
 
-async def test_a_corrupt_model_is_refused_and_the_last_good_one_kept():
+@pytest.mark.parametrize("kind", ["corrupt", "deep"])
+async def test_a_model_that_cannot_serve_is_refused_and_the_last_good_one_kept(kind):
     from asgiref.sync import sync_to_async
+
+    from offers.models import ScoringModel
 
     good = await sync_to_async(stored_model)(1)
     await sync_to_async(model_activate)(model=good)
@@ -44,11 +48,14 @@ async def test_a_corrupt_model_is_refused_and_the_last_good_one_kept():
     watcher = RegistryWatcher(slot)
     await watcher.step(T0)
     corrupt = await sync_to_async(model_create)(
-        artifact=b"{not a model",
+        artifact=b"{not a model" if kind == "corrupt" else deep_model(1_000),
         artifact_format="json",
         feature_names=list(FEATURE_NAMES),
         metrics={},
     )
-    await sync_to_async(model_activate)(model=corrupt)
+    # model_activate tries a model first and would refuse it: made active behind its back (a
+    # version activated before the limits, or a hand-edited row).
+    await ScoringModel.objects.filter(pk=corrupt.pk).aupdate(state=ScoringModel.State.ACTIVE)
+    await ScoringModel.objects.filter(pk=good.pk).aupdate(state=ScoringModel.State.RETIRED)
     assert await watcher.step(T0 + 1) is False
     assert slot.active is not None and slot.active.label == "cart-risk@1"
