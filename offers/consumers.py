@@ -171,14 +171,14 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         denial-response extension), else as a plain refusal (403)."""
         if "websocket.http.response" in self.scope.get("extensions", {}):
             body = f"too many sockets ({why}); try again later\n".encode()
-            await self.send(
+            await self.base_send(
                 {
                     "type": "websocket.http.response.start",
                     "status": status,
                     "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"10")],
                 }
             )
-            await self.send({"type": "websocket.http.response.body", "body": body})
+            await self.base_send({"type": "websocket.http.response.body", "body": body})
             self.closed = True
             raise StopConsumer()
         await self.close()
