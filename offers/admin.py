@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from offers.bodies import MODEL_UPLOAD_BYTES
 from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, Product, ScoringModel, Site
 from offers.services import model_activate, model_create, model_rollback, model_shadow
 from streaming.features import FEATURE_NAMES
@@ -22,7 +23,7 @@ from streaming.model_file import (
 )
 from streaming.model_trial import trial_model
 
-MAX_MODEL_BYTES = 32 * 2**20
+MAX_MODEL_BYTES = MODEL_UPLOAD_BYTES  # what the body limit lets staff send
 
 
 @admin.register(Site)

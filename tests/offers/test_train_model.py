@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 import xgboost as xgb
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from offers.models import Decision, ScoringModel
@@ -108,3 +109,10 @@ def test_the_default_model_can_be_trained_and_activated_in_one_call():
     model = train_default_model(activate=True, stdout=out, sessions=300)
     assert model.state == ScoringModel.State.ACTIVE
     assert f"{model.label} (active)" in out.getvalue()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max-depth", "65"), ("--rounds", "2001")])
+def test_a_model_past_the_limits_is_refused_before_it_is_trained(option: str, value: str):
+    with pytest.raises(CommandError, match="at most"):
+        call_command("train_model", option, value)
+    assert not ScoringModel.objects.exists()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -12,6 +14,7 @@ from offers.training import (
     DEFAULT_SESSIONS,
     train_model,
 )
+from streaming.model_file import MAX_DEPTH, MAX_TREES
 
 
 class Command(BaseCommand):
@@ -36,8 +39,13 @@ class Command(BaseCommand):
             help="train on recorded decisions when at least this many have a known outcome "
             f"(default {DEFAULT_MIN_RECORDED})",
         )
-        parser.add_argument("--rounds", type=_positive, default=DEFAULT_ROUNDS)
-        parser.add_argument("--max-depth", type=_positive, default=DEFAULT_MAX_DEPTH)
+        parser.add_argument("--rounds", type=_at_most(MAX_TREES), default=DEFAULT_ROUNDS)
+        parser.add_argument(
+            "--max-depth",
+            type=_at_most(MAX_DEPTH),
+            default=DEFAULT_MAX_DEPTH,
+            help=f"at most {MAX_DEPTH}: deeper models are refused when uploaded or activated",
+        )
         parser.add_argument(
             "--format",
             choices=ScoringModel.Format.values,
@@ -67,6 +75,16 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+
+
+def _at_most(limit: int) -> Callable[[str], int]:
+    def bounded(text: str) -> int:
+        value = _positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit} (a model's limit)")
+        return value
+
+    return bounded
 
 
 def _positive(text: str) -> int:
