@@ -62,3 +62,22 @@ async def test_opening_an_evicted_session_starts_it_empty_under_the_same_id():
     await store.evict_idle(T0 + 10)
     state = await store.open(session_id="s", site="demo", now=T0 + 11)
     assert state.session_id == "s" and state.cart == {} and state.started_at == T0 + 11
+
+
+async def test_past_its_limit_the_store_forgets_the_least_recently_active_session():
+    store = MemoryStore(pause_seconds=30, max_sessions=3)
+    for i in range(3):
+        await store.apply(
+            session_id=f"s{i}",
+            site="demo",
+            events=[event(f"a{i}", "add_to_cart", product_id="p", price=5)],
+            now=T0 + i,
+        )
+    await store.apply(
+        session_id="s0", site="demo", events=[event("v", "search", query="x")], now=T0 + 5
+    )  # s0 is active again: s1 is now the least recent
+    await store.open(session_id="s3", site="demo", now=T0 + 6)
+    assert len(store) == 3 and store.forgotten_full == 1
+    assert await store.get("s1") is None and await store.get("s0") is not None
+    assert store.open_carts() == 2
+    assert await store.claim_due(T0 + 100, 10) != []  # the forgotten one's timer is dropped
