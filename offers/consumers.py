@@ -27,7 +27,7 @@ from offers.collector import ingest
 from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.operators import is_operator, own_origin
 from offers.runtime import get_runtime
-from offers.sites import find_site
+from offers.sites import SiteUnknowable, find_site
 from offers.tokens import issue_token, new_session_id, read_token
 from streaming.delivery import session_group
 from streaming.protocol import MAX_FRAME_BYTES, FrameError, ProtocolError, decode_frame
@@ -170,7 +170,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         """Refuse the handshake with an HTTP status where the server can answer one (the ASGI
         denial-response extension), else as a plain refusal (403)."""
         if "websocket.http.response" in self.scope.get("extensions", {}):
-            body = f"too many sockets ({why}); try again later\n".encode()
+            body = f"{why}; try again later\n".encode()
             await self.base_send(
                 {
                     "type": "websocket.http.response.start",
@@ -186,7 +186,12 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
     async def websocket_connect(self, _message: dict[str, Any]) -> None:
         params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         key = params.get("site", [""])[0]
-        site = await find_site(key)
+        try:
+            site = await find_site(key)
+        except SiteUnknowable:
+            metrics.CONNECTIONS_REFUSED.labels("database_away").inc()
+            await self.deny(503, "the database is away")
+            return
         if site is None:
             metrics.CONNECTIONS_REFUSED.labels("unknown_site").inc()
             await self.close()  # before accept: the handshake is answered 403
@@ -200,7 +205,7 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         refused = runtime.limits.admit(client)
         if refused:
             metrics.CONNECTIONS_REFUSED.labels(f"too_many_sockets_{refused}").inc()
-            await self.deny(429 if refused == "client" else 503, refused)
+            await self.deny(429 if refused == "client" else 503, f"too many sockets ({refused})")
             return
         self.client = client
         now = time.time()

@@ -23,7 +23,7 @@ from streaming.journal import FileJournal, Journal, RedisJournal
 from streaming.records import DecisionMade
 from streaming.redis_store import CLAIM_CHUNK, RedisStore
 from streaming.store import MemoryStore, SessionStore
-from streaming.worker import StreamWorker
+from streaming.worker import Background, StreamWorker
 
 
 @dataclass
@@ -119,21 +119,24 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
     )
     counts = CountsRefresher(store)
+    # What waits on the database runs beside the loop, never in its way: pauses are decided
+    # with the rules and models last loaded while the database is slow or away.
+    feed_step = Background(feed.step)
     if decides:
         worker.steps = [
-            watcher.step,
-            rulebook.step,
+            Background(watcher.step),
+            Background(rulebook.step),
             decider.step,
             decider.explain,
             recorder.step_in_background,
-            feed.step,
+            feed_step,
             counts.step,
             worker.step_evict,
         ]
     else:
         # A front end of Redis mode: decisions are the `runstream` workers' job; this process
         # still writes the record (what any process put in the journal).
-        worker.steps = [recorder.step_in_background, feed.step, counts.step]
+        worker.steps = [recorder.step_in_background, feed_step, counts.step]
 
     async def finish() -> None:
         await decider.drain()

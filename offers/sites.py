@@ -1,4 +1,9 @@
-"""Site look-ups for the collector, cached briefly so a connect costs no query."""
+"""Site look-ups for the collector, cached briefly so a connect costs no query.
+
+While the database is away, a site looked up before is still found (its last known origins):
+shoppers go on connecting, and their events and offers go on, with the record waiting in the
+journal. A site never looked up cannot be: `SiteUnknowable`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 
 from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Site, origin_allowed
 
@@ -24,6 +30,10 @@ class SiteInfo:
 
 
 _cache: dict[str, tuple[float, SiteInfo | None]] = {}
+
+
+class SiteUnknowable(Exception):
+    """The database is away and the site was never looked up before: try again later."""
 
 
 def forget_sites() -> None:
@@ -44,7 +54,12 @@ async def find_site(key: str) -> SiteInfo | None:
     cached = _cache.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
-    info: SiteInfo | None = await database_sync_to_async(_load)(key)
+    try:
+        info: SiteInfo | None = await database_sync_to_async(_load)(key)
+    except DatabaseError as exc:
+        if cached is None:
+            raise SiteUnknowable(key) from exc
+        info = cached[1]  # the database is away: what was known of the site a moment ago
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[key] = (now + CACHE_SECONDS, info)

@@ -27,7 +27,7 @@ from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer
 from offers.operators import is_operator, operator_required
 from offers.runtime import get_runtime
 from offers.services import offer_redeem
-from offers.sites import find_site
+from offers.sites import SiteUnknowable, find_site
 from offers.tokens import read_token
 from streaming.protocol import MAX_BATCH_EVENTS, UNREADABLE, decode_events, unreadable_detail
 
@@ -65,7 +65,10 @@ async def collect(request: HttpRequest) -> HttpResponse:
         return _json_error(400, "bad_frame", str(exc).replace("`$", "`body"))
     except (msgspec.DecodeError, *UNREADABLE) as exc:
         return _json_error(400, "bad_json", unreadable_detail(exc))
-    site = await find_site(body.site)
+    try:
+        site = await find_site(body.site)
+    except SiteUnknowable:
+        return _json_error(503, "unavailable", "the database is away; send the events again later")
     if site is None:
         return _json_error(403, "unknown_site", "no site has this key")
     origin = request.headers.get("Origin")

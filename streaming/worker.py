@@ -19,6 +19,32 @@ log = logging.getLogger(__name__)
 Step = Callable[[float], Awaitable[bool]]
 
 
+class Background:
+    """A step that runs in a task of its own, never awaited by the loop: one that waits on the
+    database (reloading rules, models, stats) must not hold up the pauses, least of all while
+    the database is away. At most one run at a time; what it finds counts for nothing."""
+
+    def __init__(self, step: Step) -> None:
+        self.step = step
+        self.__name__ = getattr(step, "__name__", "step")
+        self._task: asyncio.Task[bool] | None = None
+
+    async def __call__(self, now: float) -> bool:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self.step(now))
+            self._task.add_done_callback(self._report)
+        return False
+
+    def _report(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stream worker step %s failed", self.__name__, exc_info=task.exception())
+
+    async def settle(self) -> None:
+        """Wait for the run under way, if any (at shutdown)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 class StreamWorker:
     def __init__(
         self,

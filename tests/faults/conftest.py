@@ -123,7 +123,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.destroy()
 
 
-def wait_for(condition, timeout: float, what: str, every: float = 0.2):  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float, what: str, every: float = 0.2):
     """Poll `condition()` until it returns something true; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:

@@ -332,6 +332,28 @@ async def test_a_socket_whose_consumer_dies_is_detached_from_delivery(
     assert runtime.delivery.open_sockets() == 0
 
 
+@pytest.mark.usefixtures("demo_site", "runtime")
+async def test_while_the_database_is_away_a_known_site_is_still_found(monkeypatch):
+    from django.db import OperationalError
+
+    from offers import sites
+
+    first, _ = await connected()  # the site is looked up, and remembered
+    await first.disconnect()
+
+    def away(_key: str) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(sites, "_load", away)
+    monkeypatch.setattr(sites, "CACHE_SECONDS", 0.0)  # the cached look-up has gone stale
+    again, welcome = await connected()  # found all the same
+    assert welcome["type"] == "welcome"
+    await again.disconnect()
+    sites.forget_sites()  # never looked up: it cannot be found, and the shopper is told later
+    ws = shopper()
+    assert (await ws.connect())[0] is False
+
+
 @pytest.mark.usefixtures("demo_site")
 async def test_a_site_key_no_site_can_have_is_refused_without_a_query():
     for key in ("demo%00", "%00", "de mo", "d%C3%A9mo", "x" * 65):

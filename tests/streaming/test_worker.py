@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from streaming.store import MemoryStore
-from streaming.worker import IdleCollector, StreamWorker
+from streaming.worker import Background, IdleCollector, StreamWorker
 from tests.factories import T0
 
 
@@ -101,3 +101,32 @@ async def test_a_full_collection_needs_a_longer_gap(collector_due):
         kept.append(allocate(200))
         await collector.step(T0)
     assert collector.collections == [38, 1, 1]
+
+
+async def test_a_step_in_the_background_never_holds_up_the_others():
+    database_back = asyncio.Event()
+    reloads: list[float] = []
+    decided: list[float] = []
+
+    async def reload_rules(now: float) -> bool:  # waits on a database that is away
+        reloads.append(now)
+        await database_back.wait()
+        return True
+
+    async def decide(now: float) -> bool:
+        decided.append(now)
+        return False
+
+    clock = iter(range(1000))
+    worker = StreamWorker(store=MemoryStore(), clock=lambda: T0 + next(clock))
+    reload_step = Background(reload_rules)
+    worker.steps = [reload_step, decide]
+    for _ in range(5):
+        await worker.tick(worker.clock())
+        await asyncio.sleep(0)  # the loop turns: the reload runs, and waits
+    assert len(decided) == 5 and len(reloads) == 1  # one reload at a time, and no one waits
+    database_back.set()
+    await reload_step.settle()
+    await worker.tick(worker.clock())
+    await reload_step.settle()
+    assert len(reloads) == 2
