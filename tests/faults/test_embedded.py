@@ -185,8 +185,8 @@ def test_offers_made_while_postgresql_is_down_for_20_s_are_recorded_once_it_is_b
         private_postgres.stop()
         down = time.monotonic()
         try:
-            # Offers come while PostgreSQL is down (however late: see the report on worker steps
-            # that wait for the database), and PostgreSQL stays down at least 20 s.
+            # Offers come while PostgreSQL is down (the steps that wait on the database run
+            # beside the pauses), and PostgreSQL stays down at least 20 s.
             carts = pause_carts(server.ws_url, 200, within=45)
             by_code = offered(carts)
             # Nothing could be written: every decision waits in the journal.
