@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def project_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "REDIS_URL"}}
-    env.update({"DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "PYTHONUNBUFFERED": "1",
+            # every shopper of a test comes from one address (tests of these limits set them)
+            "MAX_SOCKETS_PER_CLIENT": "100000",
+            "CLIENT_RATE_EVENTS_PER_SECOND": "1e9",
+            "CLIENT_RATE_BURST": "1000000000",
+        }
+    )
     env.update(overrides)
     return env
 

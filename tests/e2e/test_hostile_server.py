@@ -31,7 +31,13 @@ PAUSE = 1.0
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
     env, _ = prepared_env(
-        tmp_path_factory.mktemp("limits"), PAUSE_SECONDS=str(PAUSE), HEADER_TIMEOUT_SECONDS="1"
+        tmp_path_factory.mktemp("limits"),
+        PAUSE_SECONDS=str(PAUSE),
+        HEADER_TIMEOUT_SECONDS="1",
+        # the defaults, which prepared_env lifts for tests with many shoppers
+        MAX_SOCKETS_PER_CLIENT="100",
+        CLIENT_RATE_EVENTS_PER_SECOND="1000",
+        CLIENT_RATE_BURST="5000",
     )
     server = Server(env)
     yield server, env

@@ -15,7 +15,6 @@ from django.core.management.base import BaseCommand, CommandParser
 from offers import metrics
 from offers.consumers import CLOSE_NOT_READING, CLOSE_TOO_BIG
 from offers.runtime import Runtime, configure_runtime
-from streaming.protocol import MAX_FRAME_BYTES
 from streaming.worker import IdleCollector
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,9 @@ class Command(BaseCommand):
             port=port,
             http=_uvicorn_http_protocol_class(),
             ws=_uvicorn_ws_protocol_class(),
-            ws_max_size=MAX_FRAME_BYTES,
+            # as daphne's: a frame up to 1 MiB reaches the consumer, which answers one over
+            # 16 KiB itself (1009) rather than the connection being dropped
+            ws_max_size=MAX_SERVER_FRAME_BYTES,
             timeout_keep_alive=max(1, round(settings.IDLE_TIMEOUT_SECONDS)),
             lifespan="off",
             log_level="warning",
