@@ -245,27 +245,42 @@ def marks_apply(marks: Sequence[Mark]) -> int:
     decided = set(
         Decision.objects.filter(session__in=buying).values_list("session", flat=True).distinct()
     )
+    # Offers, then decisions, then marks, each in primary-key order: two recorders applying
+    # overlapping marks lock rows in the same order, and never wait on each other in a cycle.
+    offer_marks = sorted(
+        (m for m in marks if m.kind != Mark.Kind.PURCHASE),
+        key=lambda m: (offers[m.offer_public_id].pk if m.offer_public_id in offers else 0, m.pk),
+    )
+    purchases = sorted((m for m in marks if m.kind == Mark.Kind.PURCHASE), key=lambda m: m.session)
     applied = []
     with transaction.atomic():
-        for m in marks:
-            if m.kind == Mark.Kind.PURCHASE:
-                if m.session not in decided:
-                    continue
-                Decision.objects.filter(session=m.session, converted_at=None).update(
-                    converted_at=m.at
-                )
-            else:
-                offer = offers.get(m.offer_public_id)
-                if offer is None or offer.session != m.session:
-                    continue
-                name = OFFER_MARKS[m.kind]
-                Offer.objects.filter(pk=offer.pk, **{f"{name}__isnull": True}).update(
-                    **{name: m.at}
-                )
-            if not m.applied:
-                applied.append(m.pk)
-        Mark.objects.filter(pk__in=applied).update(applied=True)
-    return len(applied)
+        touched = sorted(
+            offers[m.offer_public_id].pk for m in offer_marks if m.offer_public_id in offers
+        )
+        list(Offer.objects.select_for_update().filter(pk__in=touched).order_by("pk").values("pk"))
+        buyers = sorted({m.session for m in purchases} & decided)
+        list(
+            Decision.objects.select_for_update()
+            .filter(session__in=buyers, converted_at=None)
+            .order_by("pk")
+            .values("pk")
+        )
+        for m in offer_marks:
+            offer = offers.get(m.offer_public_id)
+            if offer is None or offer.session != m.session:
+                continue
+            name = OFFER_MARKS[m.kind]
+            Offer.objects.filter(pk=offer.pk, **{f"{name}__isnull": True}).update(**{name: m.at})
+            applied.append(m)
+        for m in purchases:
+            if m.session not in decided:
+                continue
+            Decision.objects.filter(session=m.session, converted_at=None).update(converted_at=m.at)
+            applied.append(m)
+        fresh = sorted(m.pk for m in applied if not m.applied)
+        list(Mark.objects.select_for_update().filter(pk__in=fresh).order_by("pk").values("pk"))
+        Mark.objects.filter(pk__in=fresh).update(applied=True)
+    return len(fresh)
 
 
 def marks_sweep(*, now: datetime.datetime, limit: int = 2000) -> int:
