@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.factories import track
-from tests.subprocesses import Server, prepared_env
+from tests.subprocesses import Server, manage, prepared_env
 
 pytestmark = pytest.mark.e2e
 
@@ -129,7 +129,7 @@ def metric(server: Server, name: str) -> float:
     return 0.0
 
 
-def test_a_client_that_never_reads_and_one_that_leaves_harm_no_other_offer(shop):
+def test_a_client_that_never_reads_and_one_that_leaves_harm_no_other_offer(shop, shop_env):
     server, cookie = shop
     started = time.monotonic()
     with ExitStack() as stack:
@@ -138,6 +138,8 @@ def test_a_client_that_never_reads_and_one_that_leaves_harm_no_other_offer(shop)
         run_the_burst(server, cookie, stack, unread)
     assert time.monotonic() - started < 30
     assert "Traceback" not in server.output()
+    reconciled = manage("reconcile", env=shop_env[0])
+    assert reconciled.returncode == 0, reconciled.stdout
 
 
 def run_the_burst(server: Server, cookie: str, stack: ExitStack, unread: Unread) -> None:
