@@ -153,6 +153,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
         "max_size": DATABASE_POOL_SIZE,
         # A request waits this long for a free connection, then fails, rather than hanging.
         "timeout": 5,
+        # A lost database is tried again for this long, then the attempt starts afresh at the
+        # next request: its waits double from 1 s, so without this a database back after a
+        # minute would be found half a minute later.
+        "reconnect_timeout": 2,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 # Reasons whose decision another recorder is still writing are tried again this many times.
 _REASON_TRIES = 40
-_MAX_BACKOFF = 5.0
+# Tries while the database is away: at most this far apart, so the record follows soon after.
+_MAX_BACKOFF = 1.0
 
 
 @dataclass(slots=True)
