@@ -12,7 +12,10 @@ Layout (prefix `lo:`):
 - `lo:o:{sid}`, the live offer's frame (a few hundred bytes, too big for the listpack).
 - `lo:pauses`, sorted set session -> pause deadline: sessions that can pause.
 - `lo:leases`, sorted set session -> lease expiry: pauses being decided; the claimed
-  activity_seq is the hash field `lq`.
+  activity_seq is the hash field `lq`, the worker holding the lease `lw`.
+- `lo:records`, the record stream (streaming/journal.py): each decision goes in with its pause
+  (`settle.lua`), marks and purchases before their ack; `lo:budget:{day}`, each rule's offers
+  and holdouts of a UTC day (streaming/budget.py).
 - `lo:live` and `lo:carts`, sorted sets session -> last seen: for the live-session and
   open-cart counts, trimmed by score.
 
