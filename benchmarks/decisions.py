@@ -23,25 +23,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
 import gc
 import json
 import math
 import re
 import secrets
 import signal
+import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from argparse import ArgumentParser
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import msgspec
+import psycopg
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
@@ -71,8 +76,10 @@ OPENING_AT_ONCE = 32
 ON_TIME_SECONDS = 1.0
 # Waiting for a late or second offer after the last deadline's second has passed.
 GRACE_SECONDS = 0.2
-# Waiting for the server to record a round's decisions (reasons first) before reading them.
+# Waiting for the server to count, and to record, a round's decisions.
 RECORDS_TIMEOUT = 120.0
+# How often the database is asked how many decisions it holds, while a round runs.
+RECORD_POLL_SECONDS = 0.02
 # Ticks of the client's loop-lag probe.
 LAG_PROBE_SECONDS = 0.001
 
@@ -128,12 +135,47 @@ class ServerDelay:
     mean_ms: float
     # histogram bucket (upper bound, ms) -> share of the round's decisions at or under it
     within: dict[float, float]
-    # seconds from the client's end (its last deadline + 1.2 s) until all were recorded
+    # seconds from the client's end (its last deadline + 1.2 s) until the histogram held every
+    # decision: it counts a decision once decided and explained, not once in the database
     recorded_after: float = 0.0
 
     def p99_bound_ms(self) -> float:
         """The smallest bucket bound that holds 99% of the decisions (inf when none does)."""
         return next((bound for bound, share in self.within.items() if share >= 0.99), math.inf)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A round's decisions as the database holds them, and how soon it held them all."""
+
+    decisions: int
+    pause_keys: int  # distinct: one decision per pause
+    offers: int  # decisions with the outcome `offer`
+    offer_rows: int  # rows of the offers table
+    decided_over: float  # seconds from the first decision to the last
+    recorded_after: float  # seconds from the first decision until every one was in the database
+
+    @property
+    def per_second(self) -> float:
+        """Decisions recorded a second, from the first decision until all were in the database."""
+        return self.decisions / self.recorded_after if self.recorded_after > 0 else 0.0
+
+    @property
+    def decided_per_second(self) -> float | None:
+        """Decisions made a second, from the first to the last (None: all in one batch)."""
+        return self.decisions / self.decided_over if self.decided_over > 0 else None
+
+    @property
+    def after_last(self) -> float:
+        """Seconds from the last decision until every decision was in the database."""
+        return self.recorded_after - self.decided_over
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "per_second": self.per_second,
+            "decided_per_second": self.decided_per_second,
+            "after_last": self.after_last,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +193,8 @@ class Round:
     client_lag: Spread  # ms, one pass of the client's event loop
     client_core_busy: float  # while waiting for the offers
     server_delay: ServerDelay | None = None
+    # From the database: how soon the round's decisions were all in it (the project's rounds).
+    recorded: Recorded | None = None
 
     @property
     def exactly_one_each(self) -> bool:
@@ -231,9 +275,48 @@ class DecisionsReport:
                 f"server side, {LABELS.get(measured.server, measured.server)}, "
                 f"{measured.carts:,} carts (liveoffers_decision_delay_seconds, "
                 f"deadline to decision): {delay.count:,} decisions, mean {delay.mean_ms:.1f} ms; "
-                f"{within}; all recorded {delay.recorded_after:.1f} s after the client's wait"
+                f"{within}; all counted {delay.recorded_after:.1f} s after the client's wait"
             )
-        return "\n".join(rows)
+        return "\n".join(rows + self._record_rows())
+
+    def _record_rows(self) -> list[str]:
+        recorded = [r for r in self.rounds if r.recorded is not None]
+        if not recorded:
+            return []
+        widths = (16, 7, 11, 12, 14, 22)
+        rows = [
+            f"record (the round's decisions in the database, polled every "
+            f"{RECORD_POLL_SECONDS * 1e3:g} ms while it runs)",
+            row(
+                "server",
+                "carts",
+                "decided/s",
+                "recorded/s",
+                "all recorded",
+                "last decision → all",
+                widths=widths,
+            ),
+        ]
+        for measured in recorded:
+            assert measured.recorded is not None
+            decided = measured.recorded.decided_per_second
+            rows.append(
+                row(
+                    LABELS.get(measured.server, measured.server),
+                    f"{measured.carts:,}",
+                    "-" if decided is None else f"{decided:,.0f}",
+                    f"{measured.recorded.per_second:,.0f}",
+                    f"{measured.recorded.recorded_after:.2f} s",
+                    f"{measured.recorded.after_last:.2f} s",
+                    widths=widths,
+                )
+            )
+        rows.append(
+            "decided/s: decisions from the first to the last (Decision.at); recorded/s: "
+            "decisions over the time from the first until every one was in the database; all "
+            "recorded: that time; last decision → all: from the last decision until then"
+        )
+        return rows
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -241,7 +324,14 @@ class DecisionsReport:
             "window": self.window,
             "cores": asdict(self.cores),
             "machine": machine(),
-            "rounds": [asdict(r) | {"exactly_one_each": r.exactly_one_each} for r in self.rounds],
+            "rounds": [
+                asdict(r)
+                | {
+                    "exactly_one_each": r.exactly_one_each,
+                    "recorded": None if r.recorded is None else r.recorded.as_dict(),
+                }
+                for r in self.rounds
+            ],
         }
 
 
@@ -626,7 +716,8 @@ def delay_histogram(text: str) -> dict[str, float]:
 def recorded_delay(port: int, before: Mapping[str, float], decisions: int) -> ServerDelay:
     """The histogram over a round, once it holds the round's decisions.
 
-    A decision is counted when it is recorded, after its reasons: that trails the offers.
+    A decision is counted once decided and, if it has reasons, explained: that trails the
+    offers. Whether it is in the database says `decided_round`.
     """
     began = time.monotonic()
     while True:
@@ -653,6 +744,98 @@ def server_delay(
     }
     mean = (after["sum"] - before["sum"]) / max(count, 1) * 1e3
     return ServerDelay(count, mean, dict(sorted(within.items())), recorded_after)
+
+
+# --- the record: how soon a round's decisions were all in the database ------------------------
+
+Fetch = Callable[[LiteralString, tuple[Any, ...]], tuple[Any, ...] | None]
+
+
+@contextlib.contextmanager
+def reading(database_url: str) -> Iterator[Fetch]:
+    """The first row of a query (parameters as `%s`) on the SQLite or PostgreSQL database of
+    `database_url`, a connection of the calling thread's own; each query sees what is
+    committed when it runs."""
+    if database_url.startswith("sqlite:"):
+        # isolation_level=None: no transaction held open between the polls
+        conn = sqlite3.connect(
+            database_url.removeprefix("sqlite:///"), timeout=10.0, isolation_level=None
+        )
+        try:
+            yield lambda query, params: conn.execute(query.replace("%s", "?"), params).fetchone()
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as pg:
+        yield lambda query, params: pg.execute(query, params).fetchone()
+
+
+def instant(value: datetime.datetime | str) -> float:
+    """A `Decision.at` as PostgreSQL gives it (aware) or SQLite (ISO text, UTC), in seconds."""
+    moment = datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def last_decision_id(database_url: str) -> int:
+    with reading(database_url) as fetch:
+        row = fetch("SELECT coalesce(max(id), 0) FROM offers_decision", ())
+    return int(row[0]) if row else 0
+
+
+def watch_records(database_url: str, after: int, expected: int, stopping: threading.Event) -> float:
+    """The wall-clock time at which the database first held `expected` decisions after `after`."""
+    with reading(database_url) as fetch:
+        while not stopping.is_set():
+            row = fetch("SELECT count(*) FROM offers_decision WHERE id > %s", (after,))
+            if row and row[0] >= expected:
+                return time.time()
+            stopping.wait(RECORD_POLL_SECONDS)
+    raise BenchError("stopped before every decision was recorded")
+
+
+def recorded_since(database_url: str, after: int, all_in_at: float) -> Recorded:
+    with reading(database_url) as fetch:
+        decisions = fetch(
+            "SELECT count(*), count(DISTINCT pause_key), "
+            "count(*) FILTER (WHERE outcome = 'offer'), min(at), max(at) "
+            "FROM offers_decision WHERE id > %s",
+            (after,),
+        )
+        offers = fetch("SELECT count(*) FROM offers_offer WHERE decision_id > %s", (after,))
+    if decisions is None or offers is None or decisions[3] is None:
+        raise BenchError("the round recorded no decision")
+    count, pause_keys, offered, first, last = decisions
+    return Recorded(
+        decisions=count,
+        pause_keys=pause_keys,
+        offers=offered,
+        offer_rows=offers[0],
+        decided_over=instant(last) - instant(first),
+        recorded_after=all_in_at - instant(first),
+    )
+
+
+def decided_round(
+    *, database_url: str, run_client: Callable[[], Round], expected: int
+) -> tuple[Round, Recorded]:
+    """Run the client while a thread watches the database fill with the round's decisions."""
+    after = last_decision_id(database_url)
+    stopping = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        watching = pool.submit(watch_records, database_url, after, expected, stopping)
+        try:
+            measured = run_client()
+            all_in_at = watching.result(timeout=RECORDS_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise BenchError(
+                f"the database did not hold the round's {expected:,} decisions within "
+                f"{RECORDS_TIMEOUT:g} s of its end"
+            ) from None
+        finally:
+            stopping.set()
+    return measured, recorded_since(database_url, after, all_in_at)
 
 
 @contextlib.contextmanager
@@ -686,21 +869,38 @@ def measure_server(
             )
             return measured_round(server.key, figures)
 
-        # The warm-up also proves the setup: the model is loaded and every pause gets an offer.
-        warmup = client(WARMUP_CARTS)
+        def recorded_round(count: int) -> Round:
+            """The project's round, and how soon its decisions were all in the database."""
+            measured, recorded = decided_round(
+                database_url=env["DATABASE_URL"],
+                run_client=lambda: client(count),
+                expected=count,
+            )
+            return dataclasses.replace(measured, recorded=recorded)
+
+        project = server in PROJECTS
+        # The warm-up also proves the setup: the model is loaded and every pause gets an offer;
+        # and the project's warm-up decisions are all in the database before the first round.
+        warmup = recorded_round(WARMUP_CARTS) if project else client(WARMUP_CARTS)
         if not warmup.exactly_one_each:
             raise BenchError(
                 f"{server.label}: {warmup.offers} offers for {WARMUP_CARTS} warm-up carts "
                 f"({warmup.on_time} on time); see {workdir / (server.key + '.log')}"
             )
         for count in carts:
-            before = decision_delay(port) if server in PROJECTS else None
-            measured = client(count)
-            if before is not None:
+            if not project:
+                measured = client(count)
+            else:
+                before = decision_delay(port)
+                measured = recorded_round(count)
                 delay = recorded_delay(port, before, count)
                 measured = dataclasses.replace(measured, server_delay=delay)
+                recorded = measured.recorded
+                assert recorded is not None
                 progress(
-                    f"{server.label}, {count:,} carts: every decision recorded "
+                    f"{server.label}, {count:,} carts: every decision in the database "
+                    f"{recorded.recorded_after:.2f} s after the first, "
+                    f"{recorded.after_last:.2f} s after the last; counted by the histogram "
                     f"{delay.recorded_after:.1f} s after the client's last second"
                 )
             progress(

@@ -4,18 +4,20 @@ round was recorded."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import resource
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import psycopg
-
 from benchmarks import BenchError, Progress
-from benchmarks.decisions import WARMUP_CARTS, Round, measured_round, run_client_process
+from benchmarks.decisions import (
+    WARMUP_CARTS,
+    Round,
+    decided_round,
+    measured_round,
+    run_client_process,
+)
 from benchmarks.harness import (
     cpu_seconds,
     figure,
@@ -32,13 +34,8 @@ from benchmarks.redis.figures import (
     FRONT_END_SERVE,
     REDIS,
     DecisionRun,
-    Recorded,
     RedisReport,
 )
-
-# How often the database is asked how many decisions it holds, while a round runs.
-RECORD_POLL_SECONDS = 0.02
-RECORDS_TIMEOUT = 120.0
 
 
 class CpuWatch:
@@ -67,70 +64,6 @@ class CpuWatch:
         started_wall, started_busy, started_ours = self.started
         others = (busy - started_busy) - (ours - started_ours)
         return max(0.0, others) / (wall - started_wall)
-
-
-def last_decision_id(database_url: str) -> int:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM offers_decision").fetchone()
-    return int(row[0]) if row else 0
-
-
-def watch_records(database_url: str, after: int, expected: int, stopping: threading.Event) -> float:
-    """The wall-clock time at which the database first held `expected` decisions after `after`."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while not stopping.is_set():
-            row = conn.execute(
-                "SELECT count(*) FROM offers_decision WHERE id > %s", (after,)
-            ).fetchone()
-            if row and row[0] >= expected:
-                return time.time()
-            stopping.wait(RECORD_POLL_SECONDS)
-    raise BenchError("stopped before every decision was recorded")
-
-
-def recorded_since(database_url: str, after: int, all_in_at: float) -> Recorded:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        decisions = conn.execute(
-            "SELECT count(*), count(DISTINCT pause_key), "
-            "count(*) FILTER (WHERE outcome = 'offer'), min(at), max(at) "
-            "FROM offers_decision WHERE id > %s",
-            (after,),
-        ).fetchone()
-        offers = conn.execute(
-            "SELECT count(*) FROM offers_offer WHERE decision_id > %s", (after,)
-        ).fetchone()
-    if decisions is None or offers is None or decisions[3] is None:
-        raise BenchError("the round recorded no decision")
-    count, pause_keys, offered, first, last = decisions
-    return Recorded(
-        decisions=count,
-        pause_keys=pause_keys,
-        offers=offered,
-        offer_rows=offers[0],
-        decided_over=(last - first).total_seconds(),
-        recorded_after=all_in_at - first.timestamp(),
-    )
-
-
-def decided_round(
-    *, database_url: str, run_client: Callable[[], Round], expected: int
-) -> tuple[Round, Recorded]:
-    """Run the client while a thread watches the database fill with the round's decisions."""
-    after = last_decision_id(database_url)
-    stopping = threading.Event()
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        watching = pool.submit(watch_records, database_url, after, expected, stopping)
-        try:
-            measured = run_client()
-            all_in_at = watching.result(timeout=RECORDS_TIMEOUT)
-        except concurrent.futures.TimeoutError:
-            raise BenchError(
-                f"the database did not hold the round's {expected:,} decisions within "
-                f"{RECORDS_TIMEOUT:g} s of its end"
-            ) from None
-        finally:
-            stopping.set()
-    return measured, recorded_since(database_url, after, all_in_at)
 
 
 def measure_decisions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.decisions import Round
+from benchmarks.decisions import Recorded, Round
 from benchmarks.harness import figure, machine, row
 from benchmarks.memory import GIB, MemoryFigures
 
@@ -39,28 +39,6 @@ class IngestRun:
     @property
     def redis_us_per_event(self) -> float:
         return self.redis_busy / self.events_per_second * 1e6 if self.events_per_second else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """A round's decisions as the database holds them, and how soon it held them all."""
-
-    decisions: int
-    pause_keys: int  # distinct: one decision per pause
-    offers: int  # decisions with the outcome `offer`
-    offer_rows: int  # rows of the offers table
-    decided_over: float  # seconds from the first decision to the last
-    recorded_after: float  # seconds from the first decision until every one was in the database
-
-    @property
-    def per_second(self) -> float:
-        """Decisions recorded a second, from the first decision until all were in the database."""
-        return self.decisions / self.recorded_after if self.recorded_after > 0 else 0.0
-
-    @property
-    def decided_per_second(self) -> float | None:
-        """Decisions made a second, from the first to the last (None: all in one batch)."""
-        return self.decisions / self.decided_over if self.decided_over > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +176,7 @@ class RedisReport:
         return rows
 
     def _decision_rows(self) -> list[str]:
-        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 7)
+        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 11, 7)
         rows = [
             f"decisions (pause deadline to offer frame at the client, ms from the send; "
             f"{self.carts:,} carts paced over {self.window:g} s, pause {self.pause_seconds:g} s; "
@@ -220,6 +198,7 @@ class RedisReport:
                 "decided/s",
                 "recorded/s",
                 "all recorded",
+                "last → all",
                 "others",
                 widths=widths,
             ),
@@ -245,6 +224,7 @@ class RedisReport:
                     "-" if decided is None else f"{decided:,.0f}",
                     f"{run.recorded.per_second:,.0f}",
                     f"{run.recorded.recorded_after:.2f} s",
+                    f"{run.recorded.after_last:.2f} s",
                     f"{run.others_busy:.0%}",
                     widths=widths,
                 )
@@ -253,8 +233,10 @@ class RedisReport:
             "on time: sockets with exactly one offer, within 1 s of the deadline; ack: latency "
             "from the ack (a lower bound); due/s: pauses falling due a second; decided/s: "
             "decisions from the first to the last; recorded/s: decisions over the time from the "
-            "first until all were in PostgreSQL (offer, reasons, record); others: the rest of "
-            "the machine's busy time during the round, in % of one core"
+            "first until all were in PostgreSQL (all recorded: that time; the decisions and their "
+            "offers, their reasons follow in records of their own); last → all: from the last "
+            "decision until all were in PostgreSQL; others: the rest of the machine's busy time "
+            "during the round, in % of one core"
         )
         return rows
 
@@ -306,12 +288,13 @@ class RedisReport:
                 {
                     "mode": run.mode,
                     "workers": run.workers,
-                    "round": asdict(run.round) | {"exactly_one_each": run.round.exactly_one_each},
-                    "recorded": asdict(run.recorded)
-                    | {
-                        "per_second": run.recorded.per_second,
-                        "decided_per_second": run.recorded.decided_per_second,
-                    },
+                    "round": {
+                        name: value
+                        for name, value in asdict(run.round).items()
+                        if name != "recorded"  # the run's own, below
+                    }
+                    | {"exactly_one_each": run.round.exactly_one_each},
+                    "recorded": run.recorded.as_dict(),
                     "others_busy": run.others_busy,
                     "due_per_second": run.due_per_second,
                     "every_cart_one_offer": run.every_cart_one_offer,

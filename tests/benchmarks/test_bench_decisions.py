@@ -205,3 +205,78 @@ def test_the_dashboard_benchmark_measures_each_rate_with_and_without_sampling():
     # 62 decisions a second: the sampled feed sends 50 of them, plus one stats frame.
     assert sampled["frames_per_second"] == 51
     assert unsampled["frames_per_second"] == 63
+
+
+def test_a_round_s_record_is_read_from_sqlite_while_the_round_runs(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "bench.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE offers_decision (id INTEGER PRIMARY KEY, pause_key TEXT, outcome TEXT, "
+            "at TEXT)"
+        )
+        db.execute("CREATE TABLE offers_offer (id INTEGER PRIMARY KEY, decision_id INTEGER)")
+        db.execute(
+            "INSERT INTO offers_decision VALUES (1, 'warm:1', 'offer', '2026-01-01 00:00:00')"
+        )
+    url = f"sqlite:///{path}"
+    spread = decisions.Spread(1.0, 1.0, 1.0, 1.0)
+
+    def run_client() -> decisions.Round:
+        # Three decisions over 0.5 s, as the server writes them (UTC, as text).
+        with sqlite3.connect(path) as db:
+            for number, at in enumerate(("00:00:10", "00:00:10.25", "00:00:10.5"), 2):
+                db.execute(
+                    "INSERT INTO offers_decision VALUES (?, ?, 'offer', ?)",
+                    (number, f"s-{number}:1", f"2026-01-01 {at}"),
+                )
+                db.execute("INSERT INTO offers_offer (decision_id) VALUES (?)", (number,))
+        return decisions.Round("project", 3, 1.0, 3, 3, 3, spread, spread, spread, 0.0, spread, 0)
+
+    _, recorded = decisions.decided_round(database_url=url, run_client=run_client, expected=3)
+    assert (recorded.decisions, recorded.pause_keys, recorded.offers, recorded.offer_rows) == (
+        3,
+        3,
+        3,
+        3,
+    )
+    assert recorded.decided_over == pytest.approx(0.5)
+    assert recorded.decided_per_second == pytest.approx(6.0)
+    # All in when the poll found them: long after 2026-01-01 in these tests' time.
+    assert recorded.after_last == pytest.approx(recorded.recorded_after - 0.5)
+    assert decisions.last_decision_id(url) == 4
+
+
+def test_the_decisions_table_says_how_soon_the_project_s_decisions_were_recorded():
+    spread = decisions.Spread(1.0, 2.0, 4.0, 5.0)
+    report = decisions.DecisionsReport(pause_seconds=1.0, window=0.5, cores=Cores(0, 1))
+    for server in ("timer", "project"):
+        report.rounds.append(
+            decisions.Round(
+                server,
+                2_000,
+                1.0,
+                2_000,
+                2_000,
+                2_000,
+                spread,
+                spread,
+                spread,
+                500.0,
+                spread,
+                0.1,
+                recorded=(
+                    decisions.Recorded(2_000, 2_000, 2_000, 2_000, 0.5, 2.0)
+                    if server == "project"
+                    else None
+                ),
+            )
+        )
+    lines = report.table().splitlines()
+    (row,) = [line.split() for line in lines if line.startswith("project ") and "4,000" in line]
+    # decided/s over 0.5 s, recorded/s over 2 s, all 2 s after the first, 1.5 s after the last
+    assert row == ["project", "2,000", "4,000", "1,000", "2.00", "s", "1.50", "s"]
+    recorded = report.as_dict()["rounds"][1]["recorded"]
+    assert recorded["per_second"] == 1_000.0 and recorded["after_last"] == 1.5
+    assert report.as_dict()["rounds"][0]["recorded"] is None

@@ -13,8 +13,9 @@ import redis
 from django.core.management import call_command
 
 from benchmarks import decisions
+from benchmarks.decisions import Recorded
 from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
-from benchmarks.redis.figures import DecisionRun, IngestRun, Recorded, RedisMemory, RedisReport
+from benchmarks.redis.figures import DecisionRun, IngestRun, RedisMemory, RedisReport
 from tests.conftest import service_missing
 
 # Not the bench's default (13) nor the other tests' (14, 15): runs may share the machine.
@@ -83,6 +84,7 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
         assert run["every_cart_one_offer"], run
         assert run["round"]["on_time"] == run["recorded"]["offer_rows"] == 20
         assert run["recorded"]["per_second"] > 0
+        assert 0 <= run["recorded"]["after_last"] <= run["recorded"]["recorded_after"]
 
     memory = figures["memory"]
     assert memory["sessions"] == 300 and memory["events_per_session"] >= 15
@@ -149,7 +151,9 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
     decision_row = next(
         line.split() for line in lines if line.startswith("redis ") and "2,000" in line
     )
-    # due/s: 2,000 carts over 0.5 s; decided/s: over 0.4 s; recorded/s: over 1.25 s
-    assert decision_row[-6:] == ["4,000", "5,000", "1,600", "1.25", "s", "25%"]
+    # due/s: 2,000 carts over 0.5 s; decided/s: over 0.4 s; recorded/s: over 1.25 s; the last
+    # decision 0.4 s after the first, so all in 0.85 s after it
+    assert decision_row[-8:] == ["4,000", "5,000", "1,600", "1.25", "s", "0.85", "s", "25%"]
+    assert report.as_dict()["decisions"][0]["recorded"]["after_last"] == pytest.approx(0.85)
     assert "used_memory: 900 bytes/session, 1,193,046 sessions per GB" in lines
     assert report.as_dict()["decisions"][0]["every_cart_one_offer"] is True

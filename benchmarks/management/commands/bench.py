@@ -17,6 +17,7 @@ from benchmarks import (
     detector,
     ingest,
     layer,
+    record,
     redis,
     scoring,
 )
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Benchmark] = {
 NAMED_ONLY: dict[str, Benchmark] = {
     "redis": redis.BENCHMARK,
     "layer": layer.BENCHMARK,
+    "record": record.BENCHMARK,
 }
 ALL = "all"
 
