@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -38,11 +38,25 @@ class _Late:
 
 class Recorder:
     def __init__(
-        self, journal: Journal, *, batch_size: int = 2000, sweep_every: float = 5.0
+        self,
+        journal: Journal,
+        *,
+        batch_size: int = 2000,
+        sweep_every: float = 5.0,
+        next_due: Callable[[], float | None] | None = None,
+        yield_within: float = 0.05,
+        yield_at_most: float = 0.5,
     ) -> None:
         self.journal = journal
         self.batch_size = batch_size
         self.sweep_every = sweep_every
+        # In a process that decides: writing takes the interpreter from the loop that sends
+        # offers, so a batch waits while a pause falls due within `yield_within` seconds, for at
+        # most `yield_at_most` seconds.
+        self.next_due = next_due
+        self.yield_within = yield_within
+        self.yield_at_most = yield_at_most
+        self._waiting_since: float | None = None
         self._writing: asyncio.Task[bool] | None = None
         self._late: list[_Late] = []
         self._retry_at = 0.0
@@ -54,8 +68,20 @@ class Recorder:
     async def step_in_background(self, now: float) -> bool:
         """The worker's step: write in a task of its own, so that no pause waits for the database."""
         if self._writing is None or self._writing.done():
+            if self._pauses_first(now):
+                return False
             self._writing = asyncio.create_task(self.step(now))
         return False
+
+    def _pauses_first(self, now: float) -> bool:
+        """Whether to leave the interpreter to the pauses about to fall due, a moment longer."""
+        due = self.next_due() if self.next_due is not None else None
+        if due is None or due > now + self.yield_within or not self.journal.waiting():
+            self._waiting_since = None
+            return False
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - self._waiting_since < self.yield_at_most
 
     async def step(self, now: float) -> bool:
         """Write one batch of the journal; returns whether there was one."""
