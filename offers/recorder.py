@@ -45,7 +45,7 @@ class Recorder:
         sweep_every: float = 5.0,
         next_due: Callable[[], float | None] | None = None,
         yield_within: float = 0.05,
-        yield_at_most: float = 0.5,
+        yield_at_most: float = 1.0,
     ) -> None:
         self.journal = journal
         self.batch_size = batch_size
