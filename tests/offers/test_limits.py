@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from offers.limits import Limits, client_address, parse_networks
@@ -31,8 +33,8 @@ def test_the_client_is_the_peer_or_whom_a_trusted_proxy_forwards_for(peer, forwa
     assert client_address(peer, forwarded, PROXIES) == client
 
 
-def limits(**overrides) -> Limits:
-    values = {
+def limits(**overrides: Any) -> Limits:
+    values: dict[str, Any] = {
         "sockets_per_client": 2,
         "sockets": 3,
         "client_rate": 0.001,
