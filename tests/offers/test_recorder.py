@@ -224,3 +224,21 @@ def test_an_offer_code_is_used_once_on_its_own_site_and_not_after_it_expires():
     Offer.objects.update(redeemed_at=None)
     late = dt.datetime.fromtimestamp(T0 + 1801, tz=dt.UTC)
     assert offer_redeem(code=code, site="demo", at=late) is None
+
+
+@pytest.mark.usefixtures("demo_site")
+async def test_a_deciding_process_holds_its_record_back_while_pauses_fall_due_but_not_for_long():
+    due = [T0 + 0.01]
+    recorder = Recorder(FileJournal(), next_due=lambda: due[0], yield_at_most=1.0)
+    await recorder.journal.append([decision("s1:3")])
+    await recorder.step_in_background(T0)
+    await recorder.step_in_background(T0 + 0.5)  # pauses still falling due: it waits
+    assert recorder._writing is None  # nothing started
+    await recorder.step_in_background(T0 + 1.0)  # a second is long enough
+    await recorder.flush()
+    assert await Decision.objects.acount() == 1
+    await recorder.journal.append([decision("s2:3")])
+    due[0] = T0 + 60  # nothing falls due soon: it writes at once
+    await recorder.step_in_background(T0 + 2.0)
+    await recorder.flush()
+    assert await Decision.objects.acount() == 2
