@@ -238,7 +238,7 @@ class RedisJournal(Journal):
         *,
         prefix: str = "lo:",
         consumer: str | None = None,
-        claim_idle: float = 10.0,
+        claim_idle: float = 1.5,
     ) -> None:
         self.redis = client
         self.stream = f"{prefix}records"
@@ -273,7 +273,7 @@ class RedisJournal(Journal):
             # died held; then what is new.
             entries = await self._read("0", limit)
             if not entries and time.monotonic() >= self._next_claim:
-                self._next_claim = time.monotonic() + 1.0
+                self._next_claim = time.monotonic() + 0.5
                 entries = await self._claim_abandoned(limit)
             if not entries:
                 entries = await self._read(">", limit)

@@ -102,7 +102,7 @@ def test_redis_mode_takes_the_pubsub_layer_unless_told_core_with_its_capacity_an
 def test_postgresql_gets_a_pool_and_no_persistent_connections(tmp_path):
     url = "postgres://u@db.example:5432/offers"
     assert read_settings(tmp_path, "DATABASES['default']['OPTIONS']", DATABASE_URL=url) == [
-        "{'pool': {'min_size': 1, 'max_size': 4, 'timeout': 5}}"
+        "{'pool': {'min_size': 1, 'max_size': 4, 'timeout': 5, 'reconnect_timeout': 2}}"
     ]
     unpooled = read_settings(
         tmp_path,

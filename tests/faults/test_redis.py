@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 PAUSE = "1"
 LEASE = "2"  # CLAIM_LEASE_SECONDS, where a killed worker's pauses matter
-TAKEOVER = 30.0  # a killed recorder's entries wait ~10 s idle, then the retry backoff (≤ 5 s)
+TAKEOVER = 30.0  # a killed recorder's entries wait 1.5 s idle; generous, on a busy machine
 
 
 class Shopper:
