@@ -173,7 +173,7 @@ class Decider:
                 frame, note = self._resume(made, state), None
             else:
                 frame, note = self._act(made, verdicts.outcome[i], verdicts.rule_of(i))
-            settled.append(Settled(made, state.activity_seq, note))
+            settled.append(Settled(made, state.activity_seq, note, sends=frame is not None))
             frames.append(frame)
         stored = await self.store.settle(settled, self.journal)
         kept = [d for d, ok in zip(decisions, stored, strict=True) if ok]
@@ -197,6 +197,10 @@ class Decider:
         for d, frame, ok in zip(decisions, frames, stored, strict=True):
             if ok and frame is not None:
                 d.sent_at = sent_at
+        # sent: the pauses kept for a resend are done with
+        await self.store.release(
+            [item for item, ok in zip(settled, stored, strict=True) if ok and item.sends]
+        )
         explained = [i for i, d in enumerate(kept) if d.outcome != Outcome.NO_OFFER]
         if active is None or not explained:
             await self.record(kept)

@@ -105,6 +105,7 @@ _APPLY_LUA: Final = lua.script(
 )
 _CLAIM_LUA: Final = lua.script("claim", helpers=True)
 _SETTLE_LUA: Final = lua.script("settle")
+_RELEASE_LUA: Final = lua.script("release")
 _NOTE_OFFER_LUA: Final = lua.script("note_offer")
 _SNAPSHOT_LUA: Final = lua.script("snapshot", helpers=True)
 
@@ -323,6 +324,7 @@ class RedisStore(SessionStore):
         self._apply = Coalescer(client, client.register_script(_APPLY_LUA))
         self._claim = client.register_script(_CLAIM_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
         self._note_offer = client.register_script(_NOTE_OFFER_LUA)
         self._snapshot = client.register_script(_SNAPSHOT_LUA)
         self._live_count = 0
@@ -458,11 +460,27 @@ class RedisStore(SessionStore):
                         "" if offer is None else (offer.offer_id or ""),
                         "" if offer is None else (offer.frame or ""),
                         "" if offer is None else _num(offer.expires_at),
+                        "1" if item.sends else "",
                     ],
                     client=pipe,
                 )
             replies = await pipe.execute()
         return [reply == 1 for reply in replies]
+
+    async def release(self, sent: Sequence[Settled]) -> None:
+        """The pauses whose offers went out: their leases given back (one pipeline). A worker
+        that dies before this leaves them to run out, and the next holder sends them again."""
+        if not sent:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in sent:
+                session_id = item.decision.session_id
+                await self._release(
+                    keys=[self.session_key(session_id), self._leases],
+                    args=[session_id, str(item.seq), self.worker_id],
+                    client=pipe,
+                )
+            await pipe.execute()
 
     async def note_offer(
         self,

@@ -70,6 +70,8 @@ class Settled:
     decision: DecisionMade
     seq: int
     note: OfferNote | None
+    # An offer frame is to be sent: the pause stays leased until `release` (Redis mode).
+    sends: bool = False
 
 
 class SessionStore(ABC):
@@ -126,6 +128,11 @@ class SessionStore(ABC):
         await self.note_offers([s.note for s in settled if s.note is not None])
         await journal.append([s.decision for s in settled])
         return [True] * len(settled)
+
+    async def release(self, sent: Sequence[Settled]) -> None:  # noqa: B027
+        """The offers of these stored decisions were sent: their pauses are done with.
+
+        A store that ends a pause when it is stored has nothing more to do."""
 
     async def refresh_counts(self, now: float) -> None:  # noqa: B027
         """Refresh what `__len__` and `open_carts` answer, where they are cached."""

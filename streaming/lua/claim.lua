@@ -22,13 +22,17 @@ end
 -- the new pause has its own timer.
 for _, sid in ipairs(redis.call('ZRANGE', leases, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, limit)) do
   local key = prefix .. sid
-  local nc, pu, sq, dq, lq = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq'))
+  local nc, pu, sq, dq, lq, rs = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq', 'rs'))
   sq = sq or '0'
   if lq == sq and can_pause(nc, pu, sq, dq, false) then
     lease(sid, key, sq)
+  elseif rs and rs == lq and rs == sq then
+    -- decided and stored, its offer perhaps never sent (the shopper has not come back since):
+    -- the new holder sends it again
+    lease(sid, key, lq)
   else
     redis.call('ZREM', leases, sid)
-    if lq then redis.call('HDEL', key, 'lq', 'lw') end
+    if lq then redis.call('HDEL', key, 'lq', 'lw', 'rs') end
   end
 end
 

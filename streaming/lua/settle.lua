@@ -4,11 +4,13 @@
 -- nothing (and sends nothing); the worker that took it over decides.
 -- KEYS: session hash, offer frame, pauses, leases, record stream.
 -- ARGV: session id, seq, worker, record, at ('' for no note), offer id, frame, expires at
--- (offer id, frame and expires at '' for a holdout).
+-- (offer id, frame and expires at '' for a holdout), '1' when an offer frame is to be sent.
+-- A decision with a frame to send keeps its lease (`rs`, the pause to send) until `release`:
+-- should the worker die before sending, the lease runs out and another worker sends it again.
 -- Returns 1 when stored, 0 when the pause is no longer this worker's.
 local key, offer_key, pauses, leases, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local sid, seq, worker, record = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local at, offer_id, frame, expires = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local at, offer_id, frame, expires, sends = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local sq, lq, lw = unpack(redis.call('HMGET', key, 'sq', 'lq', 'lw'))
 if lq ~= seq or lw ~= worker then return 0 end
 redis.call('XADD', stream, '*', 'r', record)
@@ -20,8 +22,12 @@ if at ~= '' and ttl > 0 then
     redis.call('SET', offer_key, frame, 'PX', ttl)
   end
 end
-redis.call('HDEL', key, 'lq', 'lw')
-redis.call('ZREM', leases, sid)
+if sends == '1' then
+  redis.call('HSET', key, 'rs', seq)
+else
+  redis.call('HDEL', key, 'lq', 'lw', 'rs')
+  redis.call('ZREM', leases, sid)
+end
 if (sq or '0') == seq then
   redis.call('HSET', key, 'dq', seq)
   redis.call('ZREM', pauses, sid)

@@ -630,3 +630,22 @@ async def test_offer_events_tell_whether_they_name_the_sessions_own_offer(
     assert after.offer_id == "o-1"
     assert [after.names_another_offer(e) for e in after.fresh] == [True, False]
     assert (await applied(event("h2", "heartbeat"))).offer_id is None  # not read without need
+
+
+async def test_an_offer_stored_but_never_sent_goes_to_the_next_worker_to_send(
+    store: RedisStore, other_client: aioredis.Redis
+):
+    other = RedisStore(other_client, pause_seconds=PAUSE, lease_seconds=5)
+    journal = RedisJournal(store.redis)
+    await shopper_with_full_cart(store)
+    (claimed,) = await store.claim_due(T0 + 40, 10)
+    note = OfferNote("s-1", T0 + 40, "o-1", '{"type":"offer"}', T0 + 900)
+    kept = Settled(decided(claimed), claimed.activity_seq, note, sends=True)
+    assert await store.settle([kept], journal) == [True]
+    # the worker dies before sending: after its lease, the other one gets the pause to send
+    assert await other.claim_due(T0 + 44, 10) == []
+    (again,) = await other.claim_due(T0 + 46, 10)
+    assert (again.pause_key, again.offer_frame) == ("s-1:4", '{"type":"offer"}')
+    await other.release([Settled(decided(again), again.activity_seq, None, sends=True)])
+    assert await other.claim_due(T0 + 100, 10) == []  # sent: done with for good
+    assert await store.redis.zcard("lo:leases") == 0
