@@ -63,7 +63,6 @@ class Recorder:
         self._backoff = 0.0
         self._next_sweep = 0.0
         self._next_refresh = 0.0
-        self.written = 0
 
     async def step_in_background(self, now: float) -> bool:
         """The worker's step: write in a task of its own, so that no pause waits for the database."""
@@ -116,7 +115,6 @@ class Recorder:
 
     async def _write(self, entries: Sequence[Entry]) -> bool:
         records: list[Record] = []
-        dead: list[tuple[Record, str]] = []
         unreadable: list[Entry] = []
         for entry in entries:
             if entry.record is None:
@@ -137,7 +135,6 @@ class Recorder:
         if dead or unreadable:
             await database_sync_to_async(_set_aside)(dead, unreadable)
         await self.journal.done(entries)
-        self.written += len(entries)
         metrics.RECORDS_WRITTEN.inc(len(entries))
         return bool(entries)
 

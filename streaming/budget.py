@@ -32,8 +32,6 @@ class Budget:
         self._day = ""
         self._used: dict[int, int] = {}
 
-    day_of = staticmethod(day_of)
-
     def used(self, now: float) -> Mapping[int, int]:
         """What each rule spent today, as far as this process knows (to decide a batch by)."""
         if day_of(now) != self._day:
@@ -53,12 +51,19 @@ class Budget:
         """Spend what a batch wants of each rule (rule id -> count), within its daily budget;
         returns what was granted."""
         used = self.used(now)
-        granted = {}
-        for rule_id, count in wanted.items():
-            grant = max(0, min(count, limits[rule_id] - used.get(rule_id, 0)))
-            self._used[rule_id] = used.get(rule_id, 0) + grant
-            granted[rule_id] = grant
+        granted = {
+            rule_id: max(0, min(count, limits[rule_id] - used.get(rule_id, 0)))
+            for rule_id, count in wanted.items()
+        }
+        self._count(granted, now)
         return granted
+
+    def _count(self, granted: Mapping[int, int], now: float) -> None:
+        """What this process knows it spent (others may spend too: a shared counter has the
+        last word)."""
+        used = self.used(now)
+        for rule_id, grant in granted.items():
+            self._used[rule_id] = used.get(rule_id, 0) + grant
 
 
 class RedisBudget(Budget):
@@ -94,11 +99,7 @@ class RedisBudget(Budget):
             args += [rule_id, count, limits[rule_id]]
         reply = await self._spend(keys=[self.key(day)], args=args)
         granted = {rule_id: int(g) for rule_id, g in zip(wanted, reply, strict=True)}
-        # What this worker knows spent, for deciding its next batch (others spend too: the
-        # counter in Redis has the last word).
-        used = self.used(now)
-        for rule_id, grant in granted.items():
-            self._used[rule_id] = used.get(rule_id, 0) + grant
+        self._count(granted, now)  # for deciding this worker's next batch
         return granted
 
     async def spent(self, day: str) -> dict[int, int]:
