@@ -140,6 +140,11 @@ class ScoringModel(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.CANDIDATE)
     notes = models.TextField(blank=True)
+    pause_seconds = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="The PAUSE_SECONDS its training pauses were cut at (blank: not known).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
 
@@ -185,6 +190,9 @@ class Decision(models.Model):
     features = models.JSONField(default=dict)
     reasons = models.JSONField(default=list, blank=True)
     outcome = models.CharField(max_length=16, choices=OUTCOME_CHOICES)
+    why = models.CharField(
+        max_length=200, blank=True, help_text="Why the policy decided so, in words."
+    )
     # Holds the largest cart a shopper can fill (streaming.protocol: 499,500,000,000.00).
     cart_value = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
     converted_at = models.DateTimeField(null=True, blank=True)
