@@ -272,14 +272,15 @@ class DashboardFeed:
         decisions_per_second = decided - sum(seen.decisions.values())
         self._seen = totals.copy()
         self.history.append([round(now), events_per_second, decisions_per_second])
+        live_sessions, carts_at_risk = self.store.live_counts()
         self.last_stats = {
             "type": "stats",
             "at": round(now, 3),
             "events_per_second": events_per_second,
             "decisions_per_second": decisions_per_second,
             "events": totals.events,
-            "live_sessions": len(self.store),
-            "carts_at_risk": self.store.open_carts(),
+            "live_sessions": live_sessions,
+            "carts_at_risk": carts_at_risk,
             "decisions": {outcome: totals.decisions[outcome] for outcome in OUTCOMES},
             "offers_sent": totals.decisions[Outcome.OFFER],
             "offers_accepted": totals.offers_accepted,

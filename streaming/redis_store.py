@@ -329,6 +329,7 @@ class RedisStore(SessionStore):
         self._snapshot = client.register_script(_SNAPSHOT_LUA)
         self._live_count = 0
         self._open_carts = 0
+        self._live_counts = (0, 0)
         self._next_deadline: float | None = None
 
     async def aclose(self) -> None:
@@ -518,13 +519,21 @@ class RedisStore(SessionStore):
 
     # --- counts -----------------------------------------------------------------------------
     async def refresh_counts(self, now: float) -> None:
-        """Count live sessions and open carts (seen within `idle_seconds`) for the sync calls."""
-        since = f"({_num(now - self.idle_seconds)}"
+        """Count sessions and open carts seen within `idle_seconds` (the sync calls) and within
+        `live_seconds` (`live_counts`)."""
+        held = f"({_num(now - self.idle_seconds)}"
+        live = f"({_num(now - self.live_seconds)}"
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(self._live, since, "+inf")
-            pipe.zcount(self._carts, since, "+inf")
-            live, carts = await pipe.execute()
-        self._live_count, self._open_carts = int(live), int(carts)
+            pipe.zcount(self._live, held, "+inf")
+            pipe.zcount(self._carts, held, "+inf")
+            pipe.zcount(self._live, live, "+inf")
+            pipe.zcount(self._carts, live, "+inf")
+            sessions, carts, live_sessions, live_carts = await pipe.execute()
+        self._live_count, self._open_carts = int(sessions), int(carts)
+        self._live_counts = (int(live_sessions), int(live_carts))
+
+    def live_counts(self) -> tuple[int, int]:
+        return self._live_counts
 
     async def evict_idle(self, now: float) -> int:
         """Sessions expire by TTL; this only trims the count sets. Returns how many went."""

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from streaming.protocol import OFFER_EVENTS, Event, OfferRef, ProtocolError
 from streaming.state import CartFull, SessionState
@@ -74,8 +74,14 @@ class Settled:
     sends: bool = False
 
 
+# Live sessions and carts at risk on the dashboard: sessions that sent an event within this many
+# pauses, so that the figures fall to 0 soon after traffic stops.
+LIVE_PAUSES: Final = 10
+
+
 class SessionStore(ABC):
     idle_seconds: float
+    pause_seconds: float
 
     @abstractmethod
     async def open(self, *, session_id: str, site: str, now: float) -> SessionState:
@@ -134,8 +140,19 @@ class SessionStore(ABC):
 
         A store that ends a pause when it is stored has nothing more to do."""
 
-    async def refresh_counts(self, now: float) -> None:  # noqa: B027
-        """Refresh what `__len__` and `open_carts` answer, where they are cached."""
+    @property
+    def live_seconds(self) -> float:
+        """The window of `live_counts`: LIVE_PAUSES pauses."""
+        return LIVE_PAUSES * self.pause_seconds
+
+    @abstractmethod
+    async def refresh_counts(self, now: float) -> None:
+        """Work out what `live_counts` answers (about once a second)."""
+
+    @abstractmethod
+    def live_counts(self) -> tuple[int, int]:
+        """(sessions, carts at risk) that sent an event within `live_seconds`, as of the last
+        `refresh_counts`: what the dashboard shows as live."""
 
     def next_deadline(self) -> float | None:
         """The earliest pause deadline that may be due (possibly stale, never late)."""
@@ -167,6 +184,7 @@ class MemoryStore(SessionStore):
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._timers = PauseTimers()
         self._open_carts = 0
+        self._live_counts = (0, 0)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -204,6 +222,20 @@ class MemoryStore(SessionStore):
 
     def open_carts(self) -> int:
         return self._open_carts
+
+    async def refresh_counts(self, now: float) -> None:
+        # Newest first (the dict is in order of last use), down to the first one out of the window.
+        since = now - self.live_seconds
+        live = carts = 0
+        for state in reversed(self._sessions.values()):
+            if state.last_seen < since:
+                break
+            live += 1
+            carts += state.cart_open
+        self._live_counts = (live, carts)
+
+    def live_counts(self) -> tuple[int, int]:
+        return self._live_counts
 
     async def claim_due(self, now: float, limit: int) -> list[SessionState]:
         claimed = []

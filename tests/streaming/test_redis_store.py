@@ -241,6 +241,12 @@ async def test_live_sessions_and_open_carts_are_counted(store: RedisStore):
     await apply(store, T0 + 5, event("buy", "purchase"), session_id="buyer")
     await store.refresh_counts(T0 + 200)
     assert (len(store), store.open_carts()) == (3, 1)
+    assert store.live_counts() == (3, 1)
+    # ten pauses (300 s) after their last events: held still, live no more
+    await store.refresh_counts(T0 + 399)
+    assert (len(store), store.open_carts()) == (3, 1) and store.live_counts() == (1, 0)
+    await store.refresh_counts(T0 + 401)
+    assert store.live_counts() == (0, 0)
     await store.refresh_counts(T0 + 1805)
     assert (len(store), store.open_carts()) == (1, 0)
     assert await store.evict_idle(T0 + 1805) == 2

@@ -81,3 +81,22 @@ async def test_past_its_limit_the_store_forgets_the_least_recently_active_sessio
     assert await store.get("s1") is None and await store.get("s0") is not None
     assert store.open_carts() == 2
     assert await store.claim_due(T0 + 100, 10) != []  # the forgotten one's timer is dropped
+
+
+async def test_live_counts_fall_to_zero_ten_pauses_after_the_last_event():
+    store = MemoryStore(pause_seconds=30, idle_seconds=1800)
+    assert store.live_seconds == 300
+    add = event("a", "add_to_cart", product_id="p", price=5)
+    await store.apply(session_id="cart", site="demo", events=[add], now=T0)
+    await store.open(session_id="browser", site="demo", now=T0 + 100)
+    await store.apply(
+        session_id="bought", site="demo", events=[add, event("b", "purchase")], now=T0 + 150
+    )
+    await store.refresh_counts(T0 + 200)
+    assert store.live_counts() == (3, 1)
+    await store.refresh_counts(T0 + 320)  # the cart's last event is 320 s old
+    assert store.live_counts() == (2, 0)
+    # still held (not idle for 30 minutes), no longer live
+    assert len(store) == 3 and store.open_carts() == 1
+    await store.refresh_counts(T0 + 451)
+    assert store.live_counts() == (0, 0)
