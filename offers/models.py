@@ -161,6 +161,18 @@ class ScoringModel(models.Model):
     def label(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def pause_warning(self, live_pause_seconds: float) -> str:
+        """Words for operators when the model learnt pauses of another length than it serves
+        ('' when they agree or its pause is not known)."""
+        trained = self.pause_seconds
+        if trained is None or abs(trained - live_pause_seconds) < 1e-9:
+            return ""
+        return (
+            f"{self.label} was trained on {trained:g} s pauses but PAUSE_SECONDS is "
+            f"{live_pause_seconds:g}: its risks are for pauses of another length; train one "
+            f"for {live_pause_seconds:g} s (manage.py train_model)"
+        )
+
 
 OUTCOME_CHOICES = [(outcome.value, outcome.label) for outcome in Outcome]
 

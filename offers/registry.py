@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from offers import metrics
 from offers.models import ScoringModel
@@ -83,4 +84,7 @@ def _registry_state() -> dict[str, int]:
 
 def _load_scorer(model_id: int) -> Scorer:
     model = ScoringModel.objects.get(pk=model_id)
-    return load_model(bytes(model.artifact), label=model.label)
+    scorer = load_model(bytes(model.artifact), label=model.label)
+    if warning := model.pause_warning(settings.PAUSE_SECONDS):
+        log.warning("%s", warning)
+    return scorer

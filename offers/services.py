@@ -27,8 +27,11 @@ def model_create(
     metrics: dict[str, object],
     name: str = MODEL_NAME,
     notes: str = "",
+    pause_seconds: float | None = None,
 ) -> ScoringModel:
-    """Store a new version of a model as a candidate (not yet scoring anything)."""
+    """Store a new version of a model as a candidate (not yet scoring anything).
+
+    `pause_seconds`: the pause length its training examples were cut at, when known."""
     with transaction.atomic():
         latest = (
             ScoringModel.objects.select_for_update().filter(name=name).aggregate(Max("version"))
@@ -42,6 +45,7 @@ def model_create(
             feature_names=feature_names,
             metrics=metrics,
             notes=notes,
+            pause_seconds=pause_seconds,
         )
 
 

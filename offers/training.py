@@ -125,6 +125,8 @@ def train_model(
         feature_names=list(FEATURE_NAMES),
         metrics=stored,
         notes=f"trained on {data.description}",
+        # generated pauses are cut at it, recorded decisions were made at it
+        pause_seconds=settings.PAUSE_SECONDS,
     )
     if activate:
         model = services.model_activate(model=model)

@@ -59,3 +59,22 @@ async def test_a_model_that_cannot_serve_is_refused_and_the_last_good_one_kept(k
     await ScoringModel.objects.filter(pk=good.pk).aupdate(state=ScoringModel.State.RETIRED)
     assert await watcher.step(T0 + 1) is False
     assert slot.active is not None and slot.active.label == "cart-risk@1"
+
+
+async def test_a_model_trained_for_another_pause_is_served_with_a_warning(settings, caplog):
+    from asgiref.sync import sync_to_async
+
+    from offers.models import ScoringModel
+
+    settings.PAUSE_SECONDS = 10.0
+    model = await sync_to_async(stored_model)(1)
+    await ScoringModel.objects.filter(pk=model.pk).aupdate(pause_seconds=30.0)
+    await sync_to_async(model_activate)(model=model)
+    watcher = RegistryWatcher(ModelSlot())
+    with caplog.at_level("WARNING", logger="offers.registry"):
+        assert await watcher.step(T0) is True
+    assert "trained on 30 s pauses but PAUSE_SECONDS is 10" in caplog.text
+    model.pause_seconds = 10.0
+    assert model.pause_warning(10.0) == ""
+    model.pause_seconds = None  # an uploaded model: not known, no warning
+    assert model.pause_warning(10.0) == ""

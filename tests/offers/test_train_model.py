@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 import xgboost as xgb
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -65,6 +66,7 @@ def test_it_stores_a_candidate_trained_on_generated_sessions():
     assert model.artifact_format == "ubj"
     assert model.feature_names == list(FEATURE_NAMES)
     assert model.notes.startswith("trained on 400 generated sessions")
+    assert model.pause_seconds == settings.PAUSE_SECONDS  # the pause it learnt
     assert "cart-risk@1" in out and "auc" in out and "n_test" in out
     assert "generating: 100%" in err and "replaying: 100%" in err and "training rounds" in err
 
