@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The demo's pause: someone trying the shop waits ten seconds, not the thirty a shop would use.
+DEMO_PAUSE_SECONDS ?= 10
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast lint typecheck check bench simulate clean
@@ -18,11 +20,13 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed ## create .venv and install requirements.txt (idempotent)
 
-run: install ## migrate, load the demo, make a staff user, serve (HOST=127.0.0.1 PORT=8000)
+run: export PAUSE_SECONDS ?= $(DEMO_PAUSE_SECONDS)
+run: install ## migrate, load the demo, make a staff user, serve (HOST=127.0.0.1 PORT=8000, PAUSE_SECONDS=10)
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py bootstrap_demo
 	$(PY) manage.py ensure_staff
 	@echo "Shop http://$(HOST):$(PORT)/   Dashboard http://$(HOST):$(PORT)/dashboard/   Admin http://$(HOST):$(PORT)/admin/"
+	@echo "Pauses of $$PAUSE_SECONDS s: add to the cart, look around, wait."
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: install ## lint, typecheck, then the whole test suite

@@ -2,6 +2,28 @@
 
 `FEATURE_NAMES` is the contract between live scoring and training: a model whose feature names
 differ is refused. Change the list only with a new `FEATURES_VERSION`, and retrain.
+
+What produces each feature, in a real browser (the snippet, docs/PROTOCOL.md) and in the
+generator (`streaming.generator`), which must agree (tests/browser/test_demo.py walks the
+generator's personas through the demo shop in Chromium and compares):
+
+- cart_value, cart_lines, cart_quantity, adds, removes: `add_to_cart` and `remove_from_cart`,
+  sent by the snippet on a click of an element carrying `data-lo-event` (the demo shop's "Add to
+  cart" on a product page and on the home page's list, "Remove" in the cart); the generator adds
+  from a product's page, or now and then from a list.
+- product_views, views_since_add: `product_view`, sent by the shop's page for a product (the
+  demo's product page calls `liveoffers('track', 'product_view', ...)` as it loads).
+- distinct_products: the product ids of `product_view` and `add_to_cart`.
+- page_views: `page_view`, sent by the snippet as every page loads (a product page sends both).
+- searches: `search`, sent by the shop's search page (the demo shop has none).
+- checkout_started: `checkout_start`, sent by the shop's checkout page as it loads.
+- hidden: `visibility`, sent by the snippet with the page's state as every page loads and comes
+  back from the back-forward cache, and when the tab is switched away from or back to while the
+  page stays; leaving a page (a click to the next one, or closing it) sends none, so moving
+  between the shop's pages is not "hidden". The generator switches tabs now and then.
+- offers_seen: `offer_shown`, sent by the snippet once it has shown an offer.
+- seconds_since_add, session_seconds, hour_of_day: the server's clock at decision time, from the
+  server's receive time of the last `add_to_cart` and of the session's first event.
 """
 
 from __future__ import annotations
