@@ -3,9 +3,11 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from offers.phrasing import reasons_in_words
 from streaming.policy import Outcome
 
 ANY_ORIGIN = "*"
@@ -140,6 +142,11 @@ class ScoringModel(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.CANDIDATE)
     notes = models.TextField(blank=True)
+    reference = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Its training data in bins (per feature and of its scores), to measure drift.",
+    )
     pause_seconds = models.FloatField(
         null=True,
         blank=True,
@@ -160,6 +167,11 @@ class ScoringModel(models.Model):
     @property
     def label(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def pause_differs(self) -> bool:
+        """Whether it was trained for another pause than the live PAUSE_SECONDS: its risks are
+        then those of pauses of another length."""
+        return self.pause_seconds is not None and self.pause_seconds != settings.PAUSE_SECONDS
 
     def pause_warning(self, live_pause_seconds: float) -> str:
         """Words for operators when the model learnt pauses of another length than it serves
@@ -214,6 +226,10 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session} {self.outcome} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def reasons_in_words(self) -> list[str]:
+        """The reasons as a shop owner reads them, worded against the live pause."""
+        return reasons_in_words(self.reasons, self.features, pause_seconds=settings.PAUSE_SECONDS)
 
 
 class Offer(models.Model):
@@ -286,3 +302,68 @@ class DeadRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} set aside at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ModelEvent(models.Model):
+    """One change to the registry: the model's own timeline (who, when, from which version)."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        ACTIVATED = "activated", "Activated"
+        SHADOWED = "shadowed", "Put in shadow"
+        UNSHADOWED = "unshadowed", "Taken out of shadow"
+        ROLLED_BACK = "rolled_back", "Rolled back to"
+        PROMOTED = "promoted", "Promoted from shadow"
+        RETIRED = "retired", "Retired"
+        REFUSED = "refused", "Refused by the gate"
+
+    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.CharField(max_length=150, blank=True, help_text="Blank: a command or the worker.")
+    previous = models.CharField(
+        max_length=80, blank=True, help_text="The model it replaced in that role, if any."
+    )
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model.label} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Alert(models.Model):
+    """Something an operator must know: raised and resolved by the worker.
+
+    One open alert per (kind, subject): raising it again only moves `last_seen`.
+    """
+
+    class Severity(models.TextChoices):
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    kind = models.CharField(max_length=32, db_index=True)
+    subject = models.CharField(
+        max_length=128, blank=True, help_text="What it is about: a model, a feature, a rule."
+    )
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    message = models.TextField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "subject"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="one_open_alert_per_subject",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"
