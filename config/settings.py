@@ -56,6 +56,12 @@ CLAIM_LEASE_SECONDS = envfloat("CLAIM_LEASE_SECONDS", 5.0, minimum=0.5, maximum=
 # Records (decisions, marks, purchases) waiting for the database, past which no new pause is
 # claimed: pauses wait rather than memory growing while the database is away.
 RECORD_BACKLOG_MAX = envint("RECORD_BACKLOG_MAX", 50_000, minimum=100)
+# Models: a decision's outcome is known once its session had this long to buy.
+OUTCOME_WINDOW_SECONDS = envfloat("OUTCOME_WINDOW_SECONDS", 1800.0, minimum=1, maximum=30 * 86400)
+# How often the worker measures drift (PSI of features and score over the last 24 hours).
+DRIFT_CHECK_SECONDS = envfloat("DRIFT_CHECK_SECONDS", 3600.0, minimum=1, maximum=7 * 86400)
+# Alerts are also POSTed here as JSON when set (chat webhooks take its `text` as is).
+ALERT_WEBHOOK_URL = envstr("ALERT_WEBHOOK_URL", "")
 
 INSTALLED_APPS = [
     "daphne",
