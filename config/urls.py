@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from offers import views
+from offers import alert_views, views
 
 urlpatterns = [
     path("", views.shop, name="shop"),
@@ -15,6 +15,12 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
     path("api/decisions/", views.api_decisions, name="api-decisions"),
+    path("api/alerts/", alert_views.api_alerts, name="api-alerts"),
+    path(
+        "api/alerts/<int:alert_id>/acknowledge/",
+        alert_views.api_alert_acknowledge,
+        name="api-alert-acknowledge",
+    ),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("admin/", admin.site.urls),
 ]

@@ -32,7 +32,9 @@ class RegistryWatcher:
         self.every = every
         self._next = 0.0
         self._loaded: dict[str, tuple[int, Scorer] | None] = {"active": None, "shadow": None}
-        self._failed: set[int] = set()
+        self._failed: dict[int, str] = {}  # model id -> why it could not be loaded
+        # the models the registry wants scoring that could not be loaded: an alert each
+        self.failing: dict[int, str] = {}
 
     async def step(self, now: float) -> bool:
         if now < self._next:
@@ -42,6 +44,7 @@ class RegistryWatcher:
         changed = False
         for role in ("active", "shadow"):
             changed = await self._sync(role, wanted.get(role)) or changed
+        self.failing = {pk: why for pk, why in self._failed.items() if pk in wanted.values()}
         return changed
 
     async def _sync(self, role: str, model_id: int | None) -> bool:
@@ -57,7 +60,7 @@ class RegistryWatcher:
             scorer = await database_sync_to_async(_load_scorer)(model_id)
         except (ModelError, ScoringModel.DoesNotExist) as exc:
             # Keep scoring with the last good model; an operator sees the alert.
-            self._failed.add(model_id)
+            self._failed[model_id] = str(exc)
             metrics.MODEL_LOAD_FAILURES.inc()
             log.error("model %s could not be loaded, keeping the last good one: %s", model_id, exc)
             return False
