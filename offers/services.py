@@ -110,6 +110,15 @@ def offer_redeem(*, code: str, site: str, at: datetime.datetime | None = None) -
     return offers.get() if used else None
 
 
+def offer_check(*, code: str, site: str, at: datetime.datetime | None = None) -> Offer | None:
+    """The offer a code would redeem now on `site` (known there, unused, unexpired), or None:
+    reads only, the code stays usable. `offer_redeem` is what uses it."""
+    at = at or timezone.now()
+    return Offer.objects.filter(
+        code=code, decision__site__key=site, redeemed_at=None, expires_at__gt=at
+    ).first()
+
+
 def utc(at: float) -> datetime.datetime:
     """A worker's clock reading (seconds since the epoch) as an aware UTC datetime."""
     return datetime.datetime.fromtimestamp(at, tz=datetime.UTC)

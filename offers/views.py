@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import re
 import time
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
@@ -17,7 +19,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from offers.bodies import COLLECT_BYTES
@@ -26,7 +28,7 @@ from offers.limits import client_address
 from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer, Product
 from offers.operators import is_operator, operator_required
 from offers.runtime import get_runtime
-from offers.services import offer_redeem
+from offers.services import offer_check, offer_redeem
 from offers.sites import SiteUnknowable, find_site
 from offers.tokens import read_token
 from streaming.protocol import MAX_BATCH_EVENTS, UNREADABLE, decode_events, unreadable_detail
@@ -192,16 +194,90 @@ def checkout(request: HttpRequest) -> HttpResponse:
     return render(request, "offers/checkout.html")
 
 
+def _posted_code(request: HttpRequest) -> str:
+    return request.POST.get("code", "").strip().upper()[:40]
+
+
+def _refusal(code: str) -> str:
+    """Why a demo checkout refuses `code`, in words for the shopper."""
+    offer = (
+        Offer.objects.filter(code=code, decision__site__key=DEMO_SITE)
+        .only("redeemed_at", "expires_at")
+        .first()
+        if code
+        else None
+    )
+    if offer is None:
+        return "That code is unknown."
+    if offer.redeemed_at is not None:
+        return "That code is already used."
+    return "That code has expired."
+
+
 @require_POST
 def checkout_code(request: HttpRequest) -> HttpResponse:
-    """The demo checkout's discount code: an offer's code works once, until it expires."""
-    code = request.POST.get("code", "").strip().upper()[:40]
-    offer = offer_redeem(code=code, site=DEMO_SITE) if code else None
+    """The demo checkout's Apply: whether an offer's code would take off its discount now (known
+    on this site, unused, unexpired). It only looks: the order is what uses the code."""
+    code = _posted_code(request)
+    offer = offer_check(code=code, site=DEMO_SITE) if code else None
     if offer is None:
-        return JsonResponse(
-            {"valid": False, "detail": "That code is unknown, used or expired."}, status=400
-        )
+        return JsonResponse({"valid": False, "detail": _refusal(code)}, status=400)
     return JsonResponse({"valid": True, "discount_percent": offer.discount_percent})
+
+
+_ORDER_ID = re.compile(r"D-[0-9A-Z]{1,20}")
+_CENT = Decimal("0.01")
+_MAX_ORDER_TOTAL = Decimal(10) ** 9
+
+
+def _order_total(raw: str) -> Decimal | None:
+    """The cart's total as the checkout sends it ("249.00"), or None when it is not one."""
+    try:
+        total = Decimal(raw) if len(raw) <= 16 else None
+    except InvalidOperation:
+        return None
+    if total is None or not total.is_finite() or not 0 <= total < _MAX_ORDER_TOTAL:
+        return None
+    return total.quantize(_CENT, ROUND_HALF_UP)
+
+
+@require_POST
+def checkout_order(request: HttpRequest) -> HttpResponse:
+    """`POST /checkout/order/` (order_id, total, code): places a demo order. Its discount code,
+    if any, is redeemed now, at most once however many checkouts race with it: when it cannot be
+    (used meanwhile, expired) the order is not placed (409) and the shopper is told why."""
+    order_id = request.POST.get("order_id", "")
+    if not _ORDER_ID.fullmatch(order_id):
+        return _json_error(400, "bad_order", "order_id must be D- and up to 20 capitals or digits")
+    total = _order_total(request.POST.get("total", ""))
+    if total is None:
+        return _json_error(400, "bad_total", "total must be an amount from 0 (the cart's)")
+    code = _posted_code(request)
+    percent = 0
+    if code:
+        offer = offer_redeem(code=code, site=DEMO_SITE)
+        if offer is None:
+            return JsonResponse(
+                {"placed": False, "error": "code_refused", "detail": _refusal(code)}, status=409
+            )
+        percent = offer.discount_percent
+    paid = (total * (100 - percent) / 100).quantize(_CENT, ROUND_HALF_UP)
+    return JsonResponse(
+        {"placed": True, "order_id": order_id, "discount_percent": percent, "total": float(paid)}
+    )
+
+
+@functools.cache
+def _favicon() -> bytes:
+    return (settings.BASE_DIR / "static" / "favicon.svg").read_bytes()
+
+
+@require_safe
+def favicon(_request: HttpRequest) -> HttpResponse:
+    """`/favicon.ico`, asked by browsers whatever the page links: the SVG icon the pages link."""
+    response = HttpResponse(_favicon(), content_type="image/svg+xml")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 API_LIMIT_MAX = 1000

@@ -3,7 +3,8 @@
 'use strict';
 (function () {
   var KEY = 'demo-shop:cart';
-  var discount = 0;
+  var CODE_KEY = 'demo-shop:code'; // the discount code applied at checkout: {code, percent}
+  var discount = 0; // its percent, on the checkout page
 
   function load() {
     try { return JSON.parse(sessionStorage.getItem(KEY)) || {}; } catch (e) { return {}; }
@@ -21,6 +22,7 @@
     var count = skus.reduce(function (n, sku) { return n + cart[sku].qty; }, 0);
     all('[data-cart-count]').forEach(function (el) { el.textContent = count; });
     all('[data-cart-total]').forEach(function (el) { el.textContent = money(total(cart) * (1 - discount / 100)); });
+    all('[data-discount]').forEach(function (el) { el.textContent = discount ? '(' + discount + '% off)' : ''; });
     var table = document.querySelector('[data-cart]');
     if (!table) return;
     var body = table.querySelector('tbody');
@@ -63,34 +65,106 @@
     return field ? field.value : '';
   }
 
-  var apply = document.querySelector('[data-apply-code]');
-  if (apply) {
-    apply.addEventListener('click', function () {
-      var status = document.querySelector('[data-code-status]');
-      var body = new URLSearchParams({ code: document.querySelector('[data-code]').value.trim() });
-      fetch('/checkout/code/', { method: 'POST', body: body, headers: { 'X-CSRFToken': csrf() } })
-        .then(function (response) { return response.json(); })
+  function post(url, fields) {
+    return fetch(url, { method: 'POST', body: new URLSearchParams(fields), headers: { 'X-CSRFToken': csrf() } })
+      .then(function (response) { return response.json(); });
+  }
+
+  function applied() {
+    try { return JSON.parse(sessionStorage.getItem(CODE_KEY)); } catch (e) { return null; }
+  }
+  // Keeps `code` (with its percent) applied across pages and reloads; '' drops it.
+  function keep(code, percent) {
+    if (code) sessionStorage.setItem(CODE_KEY, JSON.stringify({ code: code, percent: percent }));
+    else sessionStorage.removeItem(CODE_KEY);
+    discount = code ? percent : 0;
+    render();
+  }
+
+  // Apply only checks a code: placing the order is what uses it, on the server.
+  function checkout(form) {
+    var field = form.querySelector('[data-code]');
+    var codeStatus = form.querySelector('[data-code-status]');
+    var orderStatus = document.querySelector('[data-order-status]');
+    var place = form.querySelector('[data-place-order]');
+    var asked = 0; // checks asked: only the last one's answer counts
+
+    function check(code, refused) {
+      var mine = ++asked;
+      post('/checkout/code/', { code: code }).then(function (answer) {
+        if (mine !== asked) return;
+        if (answer.valid) {
+          keep(code, answer.discount_percent);
+          codeStatus.textContent = answer.discount_percent + '% off applied.';
+        } else {
+          keep('');
+          refused(answer.detail);
+        }
+      }, function () {
+        if (mine === asked) codeStatus.textContent = 'The code could not be checked; try again.';
+      });
+    }
+
+    form.querySelector('[data-apply-code]').addEventListener('click', function () {
+      var code = field.value.trim().toUpperCase();
+      orderStatus.textContent = '';
+      if (!code) {
+        asked++;
+        keep('');
+        codeStatus.textContent = '';
+        return;
+      }
+      check(code, function (detail) { codeStatus.textContent = detail; });
+    });
+
+    var kept = applied();
+    if (kept && kept.code) {
+      // Applied before this page: shown at once, and checked again (used or expired meanwhile?).
+      field.value = kept.code;
+      discount = kept.percent;
+      codeStatus.textContent = kept.percent + '% off applied.';
+      check(kept.code, function (detail) {
+        field.value = '';
+        codeStatus.textContent = 'The code ' + kept.code + ' no longer applies: ' + detail;
+      });
+    }
+
+    form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      var cart = load();
+      if (!Object.keys(cart).length || place.disabled) return;
+      var code = applied();
+      var order = 'D-' + Date.now().toString(36).toUpperCase();
+      place.disabled = true;
+      orderStatus.textContent = '';
+      post('/checkout/order/', { order_id: order, total: total(cart).toFixed(2), code: code ? code.code : '' })
         .then(function (answer) {
-          discount = answer.valid ? answer.discount_percent : 0;
-          status.textContent = answer.valid ? answer.discount_percent + '% off applied.' : answer.detail;
-          render();
+          place.disabled = false;
+          if (answer.placed) {
+            window.liveoffers('track', 'purchase', { order_id: answer.order_id, total: answer.total });
+            keep('');
+            save({});
+            form.hidden = true;
+            orderStatus.textContent = 'Thank you! Order ' + answer.order_id + ' is placed.';
+          } else if (answer.error === 'code_refused') {
+            asked++;
+            keep('');
+            field.value = '';
+            codeStatus.textContent = '';
+            orderStatus.textContent = answer.detail + ' The order is not placed: its discount is off, ' +
+              'so place it again at the full price.';
+          } else {
+            orderStatus.textContent = 'The order could not be placed: ' + answer.detail;
+          }
+        }, function () {
+          place.disabled = false;
+          orderStatus.textContent = 'The order could not be placed; try again.';
         });
     });
   }
 
   var form = document.querySelector('[data-checkout]');
-  if (form) {
-    form.addEventListener('submit', function (event) {
-      event.preventDefault();
-      var cart = load();
-      if (!Object.keys(cart).length) return;
-      var order = 'D-' + Date.now().toString(36).toUpperCase();
-      window.liveoffers('track', 'purchase', { order_id: order, total: Math.round(total(cart) * (100 - discount)) / 100 });
-      save({});
-      form.hidden = true;
-      document.querySelector('[data-order-status]').textContent = 'Thank you! Order ' + order + ' is placed.';
-    });
-  }
+  if (form) checkout(form);
 
   render();
 })();
