@@ -67,7 +67,7 @@ def test_a_product_page_tracks_its_product_view(client: Client):
     assert client.get("/product/nope/").status_code == 404
 
 
-def test_an_offer_code_takes_off_its_discount_once(client: Client, demo_site):
+def test_an_offer_code_takes_off_its_discount_once_when_the_order_is_placed(client: Client, demo_site):
     decision = Decision.objects.create(
         site=demo_site, session="s", pause_key="s:1", at=timezone.now(), outcome=Outcome.OFFER
     )
@@ -85,6 +85,9 @@ def test_an_offer_code_takes_off_its_discount_once(client: Client, demo_site):
     )
     first = client.post("/checkout/code/", {"code": "save15-abcdefghjk"})
     assert first.status_code == 200 and first.json() == {"valid": True, "discount_percent": 15}
+    order = {"order_id": "D-1", "total": "100.00", "code": "SAVE15-ABCDEFGHJK"}
+    assert client.post("/checkout/order/", order).status_code == 200
     again = client.post("/checkout/code/", {"code": "SAVE15-ABCDEFGHJK"})
     assert again.status_code == 400 and again.json()["valid"] is False
+    assert client.post("/checkout/order/", order | {"order_id": "D-2"}).status_code == 409
     assert client.post("/checkout/code/", {"code": ""}).status_code == 400
