@@ -1,0 +1,211 @@
+"""The clickstream at rest: every applied event, written through to daily files.
+
+The collector hands each frame's fresh events to `EventLog.append` (a deque append: nothing on
+the socket path waits on a disk). `flush`, run about once a second beside the event loop,
+writes them as JSON lines, one gzip member per flush, to `DIR/YYYY-MM-DD/<host>-<pid>.jsonl.gz`
+(the day of the server's receive time, UTC). Each process writes its own files, so any number
+of servers share a directory (a shared volume) or keep their own. `prune` deletes days older
+than the retention; `forget_session` rewrites the files without one session's lines.
+
+A line is `{"at": receive time, "session": id, "site": key, "e": the event as validated}`:
+the event's id, name, client time and props. Never a token or an address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import gzip
+import os
+import shutil
+import socket
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from streaming.protocol import Event, ProtocolError, decode_events
+
+SUFFIX: Final = ".jsonl.gz"
+_encode = msgspec.json.Encoder().encode
+
+
+class LogLine(msgspec.Struct, gc=False):
+    at: float
+    session: str
+    site: str
+    e: msgspec.Raw
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    at: float  # the server's receive time
+    session: str
+    site: str
+    event: Event
+
+
+def day_of(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+
+class EventLog:
+    """Applied events on their way to the day's file of this process."""
+
+    def __init__(self, directory: str | Path, *, days: int, name: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.days = days
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self._pending: deque[tuple[float, str, str, Sequence[Event]]] = deque()
+        self.written = 0
+
+    def append(self, session_id: str, site: str, at: float, events: Sequence[Event]) -> None:
+        """Called on the event loop for each frame's fresh events: only queues them."""
+        if events:
+            self._pending.append((at, session_id, site, events))
+
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write what is queued (a thread's work: encodes and compresses). Returns events written."""
+        by_day: dict[str, list[bytes]] = {}
+        pending = self._pending
+        while pending:
+            at, session_id, site, events = pending.popleft()
+            head = b'{"at":%s,"session":%s,"site":%s,"e":' % (
+                repr(round(at, 3)).encode(),
+                _encode(session_id),
+                _encode(site),
+            )
+            lines = by_day.setdefault(day_of(at), [])
+            lines.extend(head + _encode(event) + b"}\n" for event in events)
+        written = 0
+        for day, lines in by_day.items():
+            path = self.directory / day / f"{self.name}{SUFFIX}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            member = gzip.compress(b"".join(lines), compresslevel=5)
+            with path.open("ab") as file:
+                fcntl.flock(file, fcntl.LOCK_EX)  # `forget_session` may be rewriting it
+                file.write(member)
+                file.flush()
+            written += len(lines)
+        self.written += written
+        return written
+
+    def prune(self, now: float) -> int:
+        """Delete the days past the retention; returns how many went."""
+        return prune(self.directory, days=self.days, now=now)
+
+
+def prune(directory: Path, *, days: int, now: float) -> int:
+    oldest = day_of(now - days * 86400)
+    gone = 0
+    for day in _days(directory):
+        if day.name < oldest:
+            shutil.rmtree(day, ignore_errors=True)
+            gone += 1
+    return gone
+
+
+def _days(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(path for path in directory.iterdir() if path.is_dir() and _is_day(path.name))
+
+
+def _is_day(name: str) -> bool:
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:
+        return False
+    return True
+
+
+def log_files(
+    directory: str | Path, *, since: float | None = None, until: float | None = None
+) -> list[Path]:
+    """The files of the days from `since` to `until` (receive times; both optional)."""
+    first = day_of(since) if since is not None else ""
+    last = day_of(until) if until is not None else "9999"
+    return [
+        path
+        for day in _days(Path(directory))
+        if first <= day.name <= last
+        for path in sorted(day.glob(f"*{SUFFIX}"))
+    ]
+
+
+def read_lines(path: Path) -> Iterator[LogLine]:
+    decoder = msgspec.json.Decoder(LogLine)
+    with gzip.open(path, "rb") as file:
+        for line in file:
+            if line.strip():
+                yield decoder.decode(line)
+
+
+def read_log(
+    directory: str | Path, *, since: float | None = None, until: float | None = None
+) -> Iterator[LoggedEvent]:
+    """Every logged event from `since` to `until`, each file in order (files are per process:
+    merge by `at` when the order across them matters). Validated again on the way in."""
+    for path in log_files(directory, since=since, until=until):
+        for line in read_lines(path):
+            if (since is not None and line.at < since) or (until is not None and line.at >= until):
+                continue
+            [item] = decode_events([line.e])
+            if isinstance(item, ProtocolError):
+                continue  # written by a version whose protocol allowed it
+            yield LoggedEvent(line.at, line.session, line.site, item)
+
+
+def forget_session(directory: str | Path, session_id: str) -> int:
+    """Rewrite every file without the session's lines; returns how many lines went."""
+    removed = 0
+    for path in log_files(directory):
+        with path.open("r+b") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            kept: list[bytes] = []
+            dropped = 0
+            with gzip.open(file, "rb") as lines:
+                for line in lines:
+                    if _session_of(line) == session_id:
+                        dropped += 1
+                    else:
+                        kept.append(line)
+            if dropped:
+                file.seek(0)
+                file.truncate()
+                file.write(gzip.compress(b"".join(kept), compresslevel=5))
+                file.flush()
+                os.fsync(file.fileno())
+                removed += dropped
+    return removed
+
+
+class _SessionOnly(msgspec.Struct):
+    session: str
+
+
+_session_decoder: Final = msgspec.json.Decoder(_SessionOnly)
+
+
+def _session_of(line: bytes) -> str | None:
+    try:
+        return _session_decoder.decode(line).session
+    except msgspec.DecodeError:
+        return None
+
+
+def sessions_of(events: Iterable[LoggedEvent]) -> dict[str, list[LoggedEvent]]:
+    """Events grouped by session, each session's in order of receive time."""
+    grouped: dict[str, list[LoggedEvent]] = {}
+    for logged in events:
+        grouped.setdefault(logged.session, []).append(logged)
+    for logged_events in grouped.values():
+        logged_events.sort(key=lambda logged: logged.at)
+    return grouped
