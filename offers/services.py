@@ -224,6 +224,7 @@ _DECISION_COLUMNS = (
     "features",
     "reasons",
     "outcome",
+    "why",
     "cart_value",
 )
 _OFFER_COLUMNS = (
@@ -265,6 +266,7 @@ def _decisions_insert(
                 d.features,
                 d.reasons,
                 str(d.outcome),
+                _why(d),
                 _cart_value(d),
             )
             for d in decisions
@@ -351,6 +353,13 @@ def _cart_value(d: DecisionMade) -> Decimal:
     if abs(value) >= _MAX_CART_VALUE:
         raise DataError(f"cart value {value} does not fit the record")
     return value
+
+
+def _why(d: DecisionMade) -> str:
+    return d.why[:_WHY_LENGTH]
+
+
+_WHY_LENGTH = _concrete(Decision, "why").max_length or 200
 
 
 def _reasons_write(reasons: Sequence[ReasonsMade]) -> list[ReasonsMade]:
@@ -538,6 +547,7 @@ def _decision_row(
         features=d.features,
         reasons=d.reasons,
         outcome=d.outcome,
+        why=_why(d),
         cart_value=Decimal(str(round(d.cart_value, 2))),
     )
     if abs(row.cart_value) >= _MAX_CART_VALUE:

@@ -98,6 +98,7 @@ class Decider:
         explain_within: float = 1.0,
         backlog_limit: int = 50_000,
         on_held_back: Callable[[], None] | None = None,
+        on_decided: OnDecided | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
@@ -110,6 +111,8 @@ class Decider:
         self.record = record
         self.backlog_limit = backlog_limit
         self.on_held_back = on_held_back
+        # Told of each batch as soon as its offers are out, before its reasons (the live feed).
+        self.on_decided = on_decided
         self.pause_seconds = pause_seconds
         self.cooldown_seconds = cooldown_seconds
         self.holdout_percent = holdout_percent
@@ -160,6 +163,7 @@ class Decider:
         # (one call): a shared store and a channel layer are a round trip a batch, not one a
         # decision
         rows = as_dicts(matrix)
+        whys = verdicts.whys()
         risk_of = [None] * len(states) if risks is None else risks.tolist()
         shadow_of = [None] * len(states) if shadow_risks is None else shadow_risks.tolist()
         decisions: list[DecisionMade] = []
@@ -167,6 +171,7 @@ class Decider:
         frames: list[str | None] = []
         for i, state in enumerate(states):
             made = self._made(state, now, rows[i], risk_of[i], shadow_of[i])
+            made.why = whys[i]
             decisions.append(made)
             note: OfferNote | None
             if resumed[i]:
@@ -201,6 +206,11 @@ class Decider:
         await self.store.release(
             [item for item, ok in zip(settled, stored, strict=True) if ok and item.sends]
         )
+        if self.on_decided is not None and kept:
+            try:
+                await self.on_decided(kept)
+            except Exception:
+                log.exception("could not tell the feed of %d decisions", len(kept))
         explained = [i for i, d in enumerate(kept) if d.outcome != Outcome.NO_OFFER]
         if active is None or not explained:
             await self.record(kept)

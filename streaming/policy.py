@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ class Verdicts:
     sites: Sequence[str]
     now: float
     holdout_percent: float
+    cooldown_seconds: float = 0.0
 
     def __len__(self) -> int:
         return len(self.outcome)
@@ -142,40 +144,87 @@ class Verdicts:
         outcome, rule, why = OUTCOMES[self.outcome[i]], self.rule_of(i), int(self.why[i])
         return Verdict(outcome, rule, self._reason(i, why, rule))
 
+    def whys(self) -> list[str]:
+        """Why each row got its outcome, in words: `verdict(i).reason` of every row.
+
+        The words of a row depend only on its why, outcome, rule, site and risk to the cent (and
+        which rules that risk reached), so each distinct text is made once, from one of its rows:
+        a batch of thousands of pauses has a few dozen.
+        """
+        n = len(self)
+        if n == 0:
+            return []
+        known = ~np.isnan(self.risks)
+        # (n,) the risk in cents, as the words show it (-1: none)
+        cents = np.where(known, np.floor(np.where(known, self.risks, 0.0) * 100 + _EPSILON), -1)
+        # (n,) how many rules, by min_risk, the risk reached: the same rules for the same site
+        thresholds = np.sort(np.asarray([rule.min_risk for rule in self.rules], dtype=np.float64))
+        reached = np.where(known, np.searchsorted(thresholds, self.risks, side="right"), 0)
+        _, site = np.unique(np.asarray(self.sites, dtype=object), return_inverse=True)
+        # (n,) one integer a distinct text
+        rules = len(self.rules) + 1
+        key = self.why.astype(np.int64) * len(OUTCOMES) + self.outcome
+        key = key * rules + (self.rule + 1)
+        key = key * (int(site.max()) + 1) + site
+        key = key * 102 + (cents.astype(np.int64) + 1)
+        key = key * rules + reached
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        texts = np.asarray(
+            [self._reason(int(i), int(self.why[i]), self.rule_of(int(i))) for i in first],
+            dtype=object,
+        )
+        whys: list[str] = texts[inverse.reshape(-1)].tolist()
+        return whys
+
     def _reason(self, i: int, why: int, rule: Rule | None) -> str:
         risk, site = float(self.risks[i]), self.sites[i]
+        shown = _risk_text(risk) if risk == risk else "none"  # NaN: no risk
         if why == MATCHED:
             assert rule is not None
-            matched = f"rule {rule.id} matched (risk {risk:.2f} ≥ {rule.min_risk:.2f})"
+            matched = f"risk {shown} reached the rule's {_threshold_text(rule.min_risk)}"
             if self.outcome[i] == HOLDOUT:
-                return f"{matched}; session in the {self.holdout_percent:g}% holdout"
+                return f"holdout: control group ({matched})"
             return matched
         if why == NO_MODEL:
             return "no active model"
         if why == NO_RISK:
-            return "the model gave no risk (NaN)"
+            return "the model gave no risk"
         if why == COOLDOWN:
-            return f"cooldown: offer {self.now - float(self.last_offer_at[i]):.0f} s ago"
+            return f"cooldown: last offer or holdout under {_duration(self.cooldown_seconds)} ago"
         if why == NO_RULE:
-            return f"no offer rule for site {site}"
+            return "no offer rule for this shop"
         candidates = [rule for rule in self.rules if rule.applies_to(site)]
         if why == LOW_RISK:
-            lowest = min(rule.min_risk for rule in candidates)
-            return f"risk {risk:.2f} below every rule (lowest min_risk {lowest:.2f})"
+            lowest = _threshold_text(min(rule.min_risk for rule in candidates))
+            if len(candidates) == 1:
+                return f"risk {shown} below the rule's {lowest}"
+            return f"risk {shown} below every rule (lowest {lowest})"
         if why == SMALL_CART:
-            return (
-                f"cart value {float(self.cart_values[i]):.2f} below the minimum of every rule "
-                f"for risk {risk:.2f}"
-            )
+            reached = [rule for rule in candidates if risk >= rule.min_risk]
+            least = f"{min(rule.min_cart_value for rule in reached):,.2f}"
+            if len(reached) == 1:
+                return f"cart under the rule's minimum of {least}"
+            return f"cart under every rule's minimum (lowest {least})"
         if why == NO_BUDGET:
-            fitting = [
-                rule
-                for rule in candidates
-                if risk >= rule.min_risk and self.cart_values[i] >= rule.min_cart_value
-            ]
-            ids = ", ".join(str(rule.id) for rule in fitting)
-            return f"budget of {'rule' if len(fitting) == 1 else 'rules'} {ids} used up"
-        return "decided before (a pause taken over from a worker that died)"
+            return "daily budget spent"
+        return "taken over: decided before its worker stopped"
+
+
+# Risks are shown cut (never rounded up) to the cent: a risk below a rule never reads as equal.
+_EPSILON: Final = 1e-9
+
+
+def _risk_text(risk: float) -> str:
+    return f"{math.floor(risk * 100 + _EPSILON) / 100:.2f}"
+
+
+def _threshold_text(value: float) -> str:
+    """0.60, or 0.625 when the cents do not say it."""
+    return f"{value:.2f}" if abs(value * 100 - round(value * 100)) < 1e-6 else f"{value:.3f}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 90 else f"{seconds / 60:.3g} min"
 
 
 def decide(
@@ -220,6 +269,7 @@ def decide(
         sites,
         now,
         holdout_percent,
+        cooldown_seconds,
     )
     if risks is None:
         why[:] = NO_MODEL

@@ -46,6 +46,9 @@ class DecisionMade:
     sent_at: float | None = None
     # The rule of an offer or a holdout: whose daily budget it spent.
     rule_id: int | None = None
+    # Why the policy decided so, in words ("risk 0.47 below the rule's 0.60"); "" in records
+    # written before it was kept.
+    why: str = ""
 
 
 @dataclass(slots=True)

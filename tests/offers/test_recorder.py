@@ -139,6 +139,32 @@ async def test_a_mark_the_decisions_write_missed_is_applied_by_the_sweep():
 
 
 @pytest.mark.usefixtures("demo_site")
+async def test_a_decision_is_recorded_with_why_it_was_made_so():
+    said = decision("s1:3")
+    said.why = "risk 0.90 reached the rule's 0.60"
+    unsaid = decision("s2:3", outcome="no_offer", with_offer=False)  # an older record: no why
+    rambling = decision("s3:3", outcome="no_offer", with_offer=False)
+    rambling.why = "w" * 500
+    await recorded(said, unsaid, rambling)
+
+    def whys() -> dict[str, str]:
+        return dict(Decision.objects.values_list("pause_key", "why"))
+
+    assert await sync_to_async(whys)() == {
+        "s1:3": "risk 0.90 reached the rule's 0.60",
+        "s2:3": "",
+        "s3:3": "w" * 200,
+    }
+
+
+def test_a_decision_written_on_its_own_keeps_its_why_too(demo_site):
+    said = decision("s1:3")
+    said.why = "daily budget spent"
+    row = services._decision_row(said, {"demo": demo_site.pk}, {}, set())
+    assert row.why == "daily budget spent"
+
+
+@pytest.mark.usefixtures("demo_site")
 async def test_a_pause_is_recorded_once_even_when_written_twice():
     await recorded(decision("s1:3"))
     await recorded(decision("s1:3"), decision("s1:4"), MarkMade("s1", "o-s1:3", "offer_shown", T0))

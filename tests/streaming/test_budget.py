@@ -57,7 +57,8 @@ def test_a_batch_gives_back_what_its_budget_did_not_grant_from_its_end():
     assert verdicts.keep_within({1: 4}) == 2
     assert list(verdicts.outcome) == [HOLDOUT, OFFER, OFFER, HOLDOUT, NO_OFFER, NO_OFFER]
     assert verdicts.spent == {1: 4} and list(verdicts.why[4:]) == [NO_BUDGET, NO_BUDGET]
-    assert "budget of rule 1 used up" in verdicts.verdict(5).reason
+    assert verdicts.verdict(5).reason == "daily budget spent"
+    assert verdicts.whys()[4:] == ["daily budget spent"] * 2
 
 
 @pytest.fixture

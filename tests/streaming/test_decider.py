@@ -188,6 +188,49 @@ async def test_without_a_model_every_pause_gets_no_offer():
     assert (decision.outcome, decision.risk, decision.model) == ("no_offer", None, "")
 
 
+async def test_every_decision_says_why_in_words(scorer: Scorer):
+    world = World(scorer, rules=[_with_budget(1)])
+    await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.shopper("s2", T0, comparing_shopper("s2"))
+    await world.shopper("s3", T0, comparing_shopper("s3", views=0))
+    await world.tick(T0 + PAUSE)
+    whys = {d.session_id: d.why for d in world.recorded}
+    assert whys["s1"].startswith("risk ") and whys["s1"].endswith("reached the rule's 0.50")
+    assert whys["s2"] == "daily budget spent"
+    assert whys["s3"].startswith("risk 0.") and whys["s3"].endswith("below the rule's 0.50")
+    # in the journal as well, on its way to the database
+    journaled = [entry.record for entry in await world.journal.take(10)]
+    assert {d.why for d in journaled if isinstance(d, DecisionMade)} == set(whys.values())
+
+
+async def test_the_feed_hears_of_decisions_as_soon_as_their_offers_are_out(scorer: Scorer):
+    world = World(scorer)
+    heard: list[tuple[str, str, bool]] = []
+
+    async def on_decided(decisions: list[DecisionMade]) -> None:
+        heard.extend((d.session_id, d.outcome, bool(d.reasons)) for d in decisions)
+
+    world.decider.on_decided = on_decided
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    await world.decider.step(T0 + PAUSE)
+    assert [f["type"] for f in tab.frames] == ["offer"]
+    assert heard == [("s1", "offer", False)] and world.recorded == []  # reasons still to come
+    await world.decider.drain()
+    assert world.recorded[0].reasons
+
+
+async def test_a_feed_that_fails_stops_no_decision(scorer: Scorer):
+    world = World(scorer)
+
+    async def on_decided(_decisions: list[DecisionMade]) -> None:
+        raise RuntimeError("the feed is broken")
+
+    world.decider.on_decided = on_decided
+    tab = await world.shopper("s1", T0, comparing_shopper("s1"))
+    assert await world.tick(T0 + PAUSE) is True
+    assert len(tab.frames) == 1 and [d.outcome for d in world.recorded] == ["offer"]
+
+
 async def test_a_rule_whose_daily_budget_is_used_up_makes_no_more_offers(scorer: Scorer):
     world = World(scorer, rules=[_with_budget(2)])
     for i in range(3):

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from streaming import journal as journal_module
 from streaming.journal import FileJournal, RedisJournal, read_directory
-from streaming.records import MarkMade, ReasonsMade, RecordError, decode, encode
+from streaming.policy import Outcome
+from streaming.records import DecisionMade, MarkMade, ReasonsMade, RecordError, decode, encode
 from tests.factories import T0
 from tests.streaming.test_redis_store import _client
 
@@ -26,6 +27,32 @@ def test_records_read_back_as_written_and_other_bytes_are_refused():
     for garbage in (b"", b"\x93\x01\x02\x03", encode(mark)[:-3], b"\x92\xa4evil\xc0"):
         with pytest.raises(RecordError):
             decode(garbage)
+
+
+def test_a_decision_written_before_decisions_said_why_reads_back_without_a_why():
+    import msgspec
+
+    decision = DecisionMade(
+        session_id="s-1",
+        site="demo",
+        pause_key="s-1:3",
+        deadline=T0,
+        at=T0,
+        outcome=Outcome.NO_OFFER,
+        risk=0.2,
+        shadow_risk=None,
+        model="cart-risk@1",
+        shadow_model="",
+        features={"cart_value": 20.0},
+        cart_value=20.0,
+        why="risk 0.20 below the rule's 0.60",
+    )
+    assert decode(encode(decision)) == decision
+    # the fields as a journal written before `why` holds them
+    fields = msgspec.to_builtins(decision)
+    del fields["why"]
+    old = decode(msgspec.msgpack.encode(("decision", fields)))
+    assert isinstance(old, DecisionMade) and old.why == "" and old.pause_key == "s-1:3"
 
 
 async def test_a_file_journal_replays_what_was_not_written_after_a_restart(tmp_path: Path):

@@ -89,7 +89,7 @@ def test_the_first_matching_rule_by_priority_makes_the_offer() -> None:
 
     assert verdict.outcome == "offer"
     assert verdict.rule == GENEROUS
-    assert "rule 2" in verdict.reason
+    assert verdict.reason == "risk 0.90 reached the rule's 0.80"
 
 
 def test_equal_priorities_are_tried_in_id_order() -> None:
@@ -113,7 +113,18 @@ def test_a_risk_below_every_rule_gets_no_offer() -> None:
     verdict = decision(risk=0.42)
 
     assert verdict == Verdict(Outcome.NO_OFFER, None, verdict.reason)
-    assert verdict.reason == "risk 0.42 below every rule (lowest min_risk 0.50)"
+    assert verdict.reason == "risk 0.42 below every rule (lowest 0.50)"
+    assert decision(risk=0.42, rules=[GENTLE]).reason == "risk 0.42 below the rule's 0.50"
+
+
+def test_a_risk_just_below_a_rule_never_reads_as_reaching_it() -> None:
+    assert decision(risk=0.4999, rules=[GENTLE]).reason == "risk 0.49 below the rule's 0.50"
+    assert decision(risk=0.29, rules=[replace(GENTLE, min_risk=0.29)]).reason == (
+        "risk 0.29 reached the rule's 0.29"
+    )
+    assert decision(risk=0.6, rules=[replace(GENTLE, min_risk=0.625)]).reason == (
+        "risk 0.60 below the rule's 0.625"
+    )
 
 
 def test_a_small_cart_falls_through_to_a_rule_without_minimum() -> None:
@@ -124,7 +135,11 @@ def test_a_cart_too_small_for_every_rule_gets_no_offer() -> None:
     verdict = decision(risk=0.9, cart_value=10.0, rules=[GENEROUS])
 
     assert verdict.outcome == "no_offer"
-    assert "cart value 10.00 below" in verdict.reason
+    assert verdict.reason == "cart under the rule's minimum of 50.00"
+    both = decision(
+        risk=0.9, cart_value=10.0, rules=[replace(GENTLE, min_cart_value=20.0), GENEROUS]
+    )
+    assert both.reason == "cart under every rule's minimum (lowest 20.00)"
 
 
 def test_a_site_rule_applies_only_to_its_site() -> None:
@@ -138,7 +153,7 @@ def test_a_site_without_any_rule_gets_no_offer() -> None:
     verdict = decision(site="demo", rules=[replace(GENTLE, site="shop")])
 
     assert verdict.outcome == "no_offer"
-    assert verdict.reason == "no offer rule for site demo"
+    assert verdict.reason == "no offer rule for this shop"
 
 
 # --- budget, cooldown, model -----------------------------------------------------------------
@@ -155,7 +170,7 @@ def test_when_every_budget_is_used_up_there_is_no_offer() -> None:
     verdict = decision(risk=0.9, rules=[GENEROUS], used_today={2: 100})
 
     assert verdict.outcome == "no_offer"
-    assert verdict.reason == "budget of rule 2 used up"
+    assert verdict.reason == "daily budget spent"
 
 
 def test_a_zero_budget_never_offers() -> None:
@@ -167,7 +182,7 @@ def test_a_session_in_cooldown_gets_no_offer() -> None:
 
     assert verdict.outcome == "no_offer"
     assert verdict.rule is None
-    assert verdict.reason == "cooldown: offer 120 s ago"
+    assert verdict.reason == "cooldown: last offer or holdout under 10 min ago"
 
 
 def test_a_session_whose_cooldown_has_passed_gets_an_offer() -> None:
@@ -234,7 +249,7 @@ def test_a_holdout_spends_its_rule_s_budget_too() -> None:
     )
 
     assert [verdicts.verdict(i).outcome for i in range(2)] == ["holdout", "no_offer"]
-    assert verdicts.verdict(1).reason == "budget of rule 2 used up"
+    assert verdicts.verdict(1).reason == "daily budget spent"
     assert verdicts.spent == {2: 1}
 
 
@@ -251,7 +266,7 @@ def test_each_row_gets_its_own_site_s_rules() -> None:
     verdicts = batch([0.9, 0.9, 0.9], sites=["shop", "demo", "other"], rules=[shop_only])
 
     assert [verdicts.rule_of(i) for i in range(3)] == [shop_only, None, None]
-    assert verdicts.verdict(2).reason == "no offer rule for site other"
+    assert verdicts.verdict(2).reason == "no offer rule for this shop"
 
 
 def one_at_a_time(
@@ -335,7 +350,7 @@ def test_a_matching_session_in_the_holdout_is_held_out_with_its_rule() -> None:
 
     assert verdict.outcome == "holdout"
     assert verdict.rule == GENEROUS
-    assert "10% holdout" in verdict.reason
+    assert verdict.reason == "holdout: control group (risk 0.90 reached the rule's 0.80)"
 
 
 def test_a_session_in_the_holdout_without_a_matching_rule_gets_no_offer() -> None:
@@ -404,3 +419,70 @@ def test_offer_ids_are_unique_and_url_safe() -> None:
 
 def test_an_offer_expires_after_its_rule_s_valid_minutes() -> None:
     assert offer_expires_at(NOW, replace(GENTLE, valid_minutes=30)) == NOW + 1800
+
+
+def test_the_whys_of_a_batch_are_each_rows_verdict_in_words() -> None:
+    rng = np.random.default_rng(11)
+    rules = [
+        replace(GENTLE, daily_budget=60, site="shop"),
+        replace(GENEROUS, daily_budget=25, site="demo"),
+        replace(GENTLE, id=6, priority=40, min_risk=0.2, site="demo", daily_budget=5),
+        replace(GENTLE, id=3, priority=5, min_risk=0.955, site="shop", daily_budget=10),
+        replace(
+            GENTLE,
+            id=4,
+            priority=10,
+            min_risk=0.7,
+            min_cart_value=80.0,
+            daily_budget=0,
+            site="demo",
+        ),
+        replace(GENTLE, id=5, priority=30, min_risk=0.3, min_cart_value=100.0, site="other"),
+    ]
+    n = 2000
+    risks = rng.random(n)
+    risks[rng.random(n) < 0.05] = np.nan
+    verdicts = decide(
+        risks=risks,
+        sites=[str(site) for site in rng.choice(["demo", "shop", "other", "bare"], n)],
+        cart_values=np.round(rng.random(n) * 120, 2),
+        last_offer_at=np.where(rng.random(n) < 0.2, NOW - rng.random(n) * 1200, np.nan),
+        holdout_buckets=rng.integers(0, 10_000, n).astype(np.float64),
+        rules=rules,
+        used_today={1: 5, 2: 20},
+        now=NOW,
+        cooldown_seconds=600.0,
+        holdout_percent=15.0,
+        skip=rng.random(n) < 0.02,
+    )
+
+    whys = verdicts.whys()
+
+    assert whys == [verdicts.verdict(i).reason for i in range(n)]
+    assert len(set(whys)) < n / 4  # each text made once, not once a row
+    said = " | ".join(sorted(set(whys)))
+    for words in ("reached the rule's", "below", "cooldown", "daily budget spent", "holdout"):
+        assert words in said
+    assert "no offer rule for this shop" in said and "cart under" in said
+    assert "taken over" in said
+
+
+def test_an_empty_batch_has_no_whys() -> None:
+    assert batch([]).whys() == []
+
+
+def test_without_a_model_every_row_says_so() -> None:
+    verdicts = decide(
+        risks=None,
+        sites=["demo"] * 3,
+        cart_values=np.full(3, 60.0),
+        last_offer_at=np.full(3, np.nan),
+        holdout_buckets=np.zeros(3),
+        rules=[GENTLE],
+        used_today={},
+        now=NOW,
+        cooldown_seconds=600.0,
+        holdout_percent=10.0,
+    )
+
+    assert verdicts.whys() == ["no active model"] * 3
