@@ -143,6 +143,17 @@ _DEFAULT_JOURNAL = (
 RECORD_JOURNAL: str | None = envstr("RECORD_JOURNAL", _DEFAULT_JOURNAL)
 if RECORD_JOURNAL == "off":
     RECORD_JOURNAL = None
+# The clickstream at rest: the directory every applied event is written through to (daily gzip
+# JSON-lines files, one per process), kept EVENT_LOG_DAYS days; "off" keeps none.
+EVENT_LOG: str | None = envstr(
+    "EVENT_LOG",
+    _DEFAULT_JOURNAL.removesuffix(".records") + ".events"
+    if _DEFAULT_JOURNAL.endswith(".records")
+    else str(BASE_DIR / "var" / "events"),
+)
+if EVENT_LOG == "off":
+    EVENT_LOG = None
+EVENT_LOG_DAYS = envint("EVENT_LOG_DAYS", 30, minimum=1, maximum=3650)
 # PostgreSQL: the connections one process may hold at once, shared by its threads; 0: no pool
 # (e.g. behind PgBouncer), one connection per request.
 DATABASE_POOL_SIZE = envint("DATABASE_POOL_SIZE", 4, minimum=0, maximum=100)

@@ -29,6 +29,8 @@ def pytest_configure() -> None:
     # Runtimes built inside the test process keep their journal in memory (the servers that
     # tests start keep theirs beside their own database).
     settings.RECORD_JOURNAL = None
+    # ... and write no clickstream (tests of the log give it a directory).
+    settings.EVENT_LOG = None
 
 
 @pytest.fixture
