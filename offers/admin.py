@@ -4,14 +4,17 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from offers.bodies import MODEL_UPLOAD_BYTES
 from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, Product, ScoringModel, Site
 from offers.services import model_activate, model_create, model_rollback, model_shadow
-from streaming.features import FEATURE_NAMES
+from streaming.features import FEATURE_NAMES, FEATURES
 from streaming.model_file import (
     MAX_DEPTH,
     MAX_NODES,
@@ -92,18 +95,61 @@ class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg]  # generic on
 @admin.register(ScoringModel)
 class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     form = ScoringModelForm
-    list_display = ["label", "state", "auc", "created_at", "activated_at"]
+    list_display = ["label", "state", "auc", "pause", "created_at", "activated_at"]
     list_filter = ["state", "name"]
     readonly_fields = [
         "version",
         "state",
         "artifact_format",
+        "pause",
         "metrics_table",
         "feature_names",
         "created_at",
         "activated_at",
     ]
     actions = ["activate", "rollback", "run_as_shadow", "stop_shadow"]
+
+    @admin.display(description="trained for pauses of", ordering="pause_seconds")
+    def pause(self, obj: ScoringModel) -> str:
+        if obj.pause_seconds is None:
+            return "not known"
+        if obj.pause_differs():
+            return format_html(
+                '<strong style="color: var(--error-fg)">⚠ {} s: the live pause is {} s</strong>',
+                f"{obj.pause_seconds:g}",
+                f"{settings.PAUSE_SECONDS:g}",
+            )
+        return f"{obj.pause_seconds:g} s"
+
+    def _warn_of_pauses(self, request: HttpRequest, models: Any) -> None:
+        """A warning for each model, among those in use or asked for, trained for another pause
+        than the live one: its risks are those of pauses of another length."""
+        for model in models:
+            if model.pause_differs():
+                self.message_user(
+                    request,
+                    f"Model {model.label} ({model.get_state_display().lower()}) was trained for "
+                    f"pauses of {model.pause_seconds:g} s, but PAUSE_SECONDS is "
+                    f"{settings.PAUSE_SECONDS:g} s: its risks are those of pauses of another "
+                    "length. Train a model for the live pause (manage.py train_model), or set "
+                    "PAUSE_SECONDS back.",
+                    messages.WARNING,
+                )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if request.method == "GET":
+            in_use = ScoringModel.objects.filter(
+                state__in=[ScoringModel.State.ACTIVE, ScoringModel.State.SHADOW]
+            )
+            self._warn_of_pauses(request, in_use)
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        if request.method == "GET" and object_id.isdigit():
+            self._warn_of_pauses(request, ScoringModel.objects.filter(pk=object_id))
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="held-out AUC")
     def auc(self, obj: ScoringModel) -> str:
@@ -202,21 +248,119 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only
         return False
 
 
+def _change_link(obj: Any) -> str:
+    meta = obj._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, obj)
+
+
+def _risk(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 @admin.register(Decision)
 class DecisionAdmin(ReadOnlyAdmin):
     list_display = [
         "at",
         "session",
         "outcome",
-        "risk",
+        "risk_shown",
+        "why",
+        "reasons_shown",
         "model_label",
-        "shadow_risk",
+        "shadow_risk_shown",
         "cart_value",
+        "offer_link",
         "converted_at",
     ]
     list_filter = ["outcome", "site"]
-    search_fields = ["session"]
+    list_select_related = ["offer"]
+    search_fields = ["session", "pause_key"]
     date_hierarchy = "at"
+    readonly_fields = [
+        "at",
+        "site",
+        "session",
+        "pause_key",
+        "outcome",
+        "why",
+        "risk_shown",
+        "reasons_shown",
+        "contributions",
+        "cart_value",
+        "rule",
+        "offer_link",
+        "converted_at",
+        "model_label",
+        "shadow_risk_shown",
+        "shadow_model",
+        "features_table",
+    ]
+    fields = tuple(readonly_fields)
+
+    @admin.display(description="risk", ordering="risk")
+    def risk_shown(self, obj: Decision) -> str:
+        return _risk(obj.risk)
+
+    @admin.display(description="shadow risk", ordering="shadow_risk")
+    def shadow_risk_shown(self, obj: Decision) -> str:
+        return _risk(obj.shadow_risk)
+
+    @admin.display(description="reasons")
+    def reasons_shown(self, obj: Decision) -> str:
+        words = obj.reasons_in_words()
+        if not words:
+            return "-"
+        return format_html_join("", "<div>{}</div>", ((said,) for said in words))
+
+    @admin.display(description="what each feature pushed (log-odds; + raises the risk)")
+    def contributions(self, obj: Decision) -> str:
+        rows = [
+            (r["feature"], f"{r['value']:g}", f"{r['contribution']:+.3f}")
+            for r in obj.reasons
+            if isinstance(r, dict)
+            and isinstance(r.get("value"), (int, float))
+            and isinstance(r.get("contribution"), (int, float))
+        ]
+        if not rows:
+            return "-"
+        return format_html(
+            "<table><tr><th>feature</th><th>value</th><th>push</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="features")
+    def features_table(self, obj: Decision) -> str:
+        if not isinstance(obj.features, dict) or not obj.features:
+            return "-"
+        rows = (
+            (name, FEATURES.get(name, ""), value) for name, value in sorted(obj.features.items())
+        )
+        return format_html(
+            "<table>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="offer")
+    def offer_link(self, obj: Decision) -> str:
+        offer = getattr(obj, "offer", None)
+        return "-" if offer is None else _change_link(offer)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        """`?pause_key=`, the dashboard's link to a decision: the decision itself once it is
+        recorded; until then the (empty) list, saying so."""
+        key = request.GET.get("pause_key")
+        if key is not None and set(request.GET) == {"pause_key"}:
+            found = Decision.objects.filter(pause_key=key).values_list("pk", flat=True).first()
+            if found is not None:
+                return redirect(reverse("admin:offers_decision_change", args=[found]))
+            self.message_user(
+                request,
+                "This decision is not in the database yet: it is written within a few seconds "
+                "of being made. Reload in a moment.",
+                messages.INFO,
+            )
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(Offer)
@@ -228,9 +372,15 @@ class OfferAdmin(ReadOnlyAdmin):
         "created_at",
         "expires_at",
         "accepted_at",
+        "decision_link",
     ]
+    list_select_related = ["decision"]
     search_fields = ["code", "session", "public_id"]
     date_hierarchy = "created_at"
+
+    @admin.display(description="decision")
+    def decision_link(self, obj: Offer) -> str:
+        return _change_link(obj.decision)
 
 
 @admin.register(Mark)

@@ -315,6 +315,8 @@ def _decision_json(decision: Decision) -> dict[str, object]:
         "shadow_model": decision.shadow_model or None,
         "features": decision.features,
         "reasons": decision.reasons,
+        "reasons_in_words": decision.reasons_in_words(),
+        "why": decision.why,
         "cart_value": float(decision.cart_value),
         "converted_at": _iso(decision.converted_at),
         "offer_id": offer.public_id if offer else None,

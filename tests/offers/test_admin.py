@@ -365,3 +365,109 @@ def test_operators_activate_roll_back_and_shadow_models(operator: Client, tried)
     act("activate", one, two)  # two at once is refused
     assert states() == ["active", "retired"]
     assert set(tried) == {bytes(one.artifact), bytes(two.artifact)}  # each tried before serving
+
+
+# --- decisions and offers in words ---------------------------------------------------------------
+
+
+@pytest.fixture
+def explained_offer(demo_site) -> tuple[Decision, Offer]:
+    decision = Decision.objects.create(
+        site=demo_site,
+        session="s-7",
+        pause_key="s-7:4",
+        at=timezone.now(),
+        outcome=Outcome.OFFER,
+        risk=0.912345678901234,
+        shadow_risk=0.4567891234,
+        why="risk 0.91 reached the rule's 0.60",
+        features={"views_since_add": 6.0, "seconds_since_add": 30.0, "product_views": 9.0},
+        reasons=[
+            {"feature": "views_since_add", "value": 6.0, "contribution": 1.4123456},
+            {"feature": "seconds_since_add", "value": 30.0, "contribution": 0.31},
+            {"feature": "product_views", "value": 9.0, "contribution": -0.2},
+        ],
+    )
+    now = timezone.now()
+    offer = Offer.objects.create(
+        decision=decision,
+        public_id="o-77",
+        session="s-7",
+        code="SAVE10-SEVEN",
+        title="t",
+        message="m",
+        discount_percent=10,
+        created_at=now,
+        expires_at=now,
+    )
+    return decision, offer
+
+
+def test_the_decision_list_shows_rounded_risks_why_and_reasons_in_words(
+    client: Client, explained_offer
+):
+    from tests.factories import operator_user
+
+    _, offer = explained_offer
+    client.force_login(operator_user())  # staff who may view decisions, nothing more
+    page = client.get("/admin/offers/decision/").content.decode()
+    assert "0.912" in page and "0.457" in page and "0.912345" not in page
+    assert "risk 0.91 reached the rule&#x27;s 0.60" in page
+    assert "compared 6 products since adding to cart (raises risk)" in page
+    assert "viewed 9 products (lowers risk)" in page
+    assert "seconds_since_add" not in page and '"contribution"' not in page
+    assert f"/admin/offers/offer/{offer.pk}/change/" in page
+
+
+def test_a_decision_page_says_why_in_words_and_links_to_its_offer(
+    operator: Client, explained_offer
+):
+    decision, offer = explained_offer
+    page = operator.get(f"/admin/offers/decision/{decision.pk}/change/").content.decode()
+    assert "0.912" in page and "0.912345" not in page
+    assert "risk 0.91 reached the rule&#x27;s 0.60" in page
+    assert "compared 6 products since adding to cart (raises risk)" in page
+    assert "+1.412" in page  # each feature's push, to three decimals
+    assert "product pages viewed" in page  # the features with their meanings
+    assert f"/admin/offers/offer/{offer.pk}/change/" in page
+    listing = operator.get("/admin/offers/offer/").content.decode()
+    assert f"/admin/offers/decision/{decision.pk}/change/" in listing
+    offer_page = operator.get(f"/admin/offers/offer/{offer.pk}/change/").content.decode()
+    assert f"/admin/offers/decision/{decision.pk}/change/" in offer_page
+
+
+def test_the_dashboards_link_goes_to_the_decision_once_it_is_recorded(
+    operator: Client, explained_offer
+):
+    decision, _ = explained_offer
+    found = operator.get("/admin/offers/decision/?pause_key=s-7%3A4")
+    assert found.status_code == 302
+    assert found["Location"] == f"/admin/offers/decision/{decision.pk}/change/"
+    waiting = operator.get("/admin/offers/decision/?pause_key=s-8%3A1")
+    assert waiting.status_code == 200
+    assert "not in the database yet" in waiting.content.decode()
+
+
+def test_models_show_their_pause_and_a_warning_when_it_is_not_the_live_one(
+    operator: Client, settings
+):
+    from offers.models import ScoringModel
+
+    settings.PAUSE_SECONDS = 30.0
+    fitting, other = (
+        ScoringModel.objects.create(
+            version=version, artifact=b"x", artifact_format="ubj", pause_seconds=pause
+        )
+        for version, pause in ((1, 30.0), (2, 10.0))
+    )
+    ScoringModel.objects.filter(pk=other.pk).update(state=ScoringModel.State.ACTIVE)
+    listing = operator.get("/admin/offers/scoringmodel/").content.decode()
+    assert "30 s" in listing and "10 s: the live pause is 30 s" in listing
+    assert (
+        "Model cart-risk@2 (active) was trained for pauses of 10 s, but PAUSE_SECONDS is 30 s"
+        in (listing)
+    )
+    page = operator.get(f"/admin/offers/scoringmodel/{other.pk}/change/").content.decode()
+    assert "was trained for pauses of 10 s" in page
+    fine = operator.get(f"/admin/offers/scoringmodel/{fitting.pk}/change/").content.decode()
+    assert "was trained for pauses of" not in fine and "30 s" in fine

@@ -14,6 +14,11 @@ from tests.factories import operator_user
 pytestmark = pytest.mark.django_db
 
 AT = dt.datetime(2026, 11, 24, 18, 0, tzinfo=dt.UTC)
+WHY = {
+    Outcome.OFFER: "risk 0.80 reached the rule's 0.60",
+    Outcome.NO_OFFER: "risk 0.70 below the rule's 0.75",
+    Outcome.HOLDOUT: "holdout: control group (risk 0.60 reached the rule's 0.60)",
+}
 
 
 @pytest.fixture
@@ -33,6 +38,7 @@ def decisions(demo_site) -> list[Decision]:
                 reasons=[]
                 if outcome == Outcome.NO_OFFER
                 else [{"feature": "views_since_add", "value": 8.0, "contribution": 1.1}],
+                why=WHY[outcome],
                 cart_value="120.00",
             )
         )
@@ -71,6 +77,8 @@ def test_decisions_come_oldest_first_with_features_and_reasons(staff: Client, de
         "shadow_model": None,
         "features": {"cart_value": 120.0},
         "reasons": [{"feature": "views_since_add", "value": 8.0, "contribution": 1.1}],
+        "reasons_in_words": ["compared 8 products since adding to cart (raises risk)"],
+        "why": "risk 0.80 reached the rule's 0.60",
         "cart_value": 120.0,
         "converted_at": None,
         "offer_id": "o-abc",
@@ -87,6 +95,34 @@ def test_decisions_come_oldest_first_with_features_and_reasons(staff: Client, de
     assert body["decisions"][1]["reasons"] == [] and body["decisions"][1]["offer_id"] is None
     assert body["decisions"][1]["offer"] is None
     assert body["next"] is None
+
+
+def test_every_decision_says_why_and_its_reasons_in_words_beside_the_reasons(
+    staff: Client, decisions
+):
+    Decision.objects.filter(pk=decisions[2].pk).update(
+        features={"views_since_add": 0.0, "seconds_since_add": 31.0, "product_views": 9.0},
+        reasons=[
+            {"feature": "views_since_add", "value": 0.0, "contribution": 0.7},
+            {"feature": "seconds_since_add", "value": 31.0, "contribution": 0.5},
+            {"feature": "product_views", "value": 9.0, "contribution": -0.2},
+        ],
+    )
+    body = staff.get("/api/decisions/").json()
+    no_offer, holdout = body["decisions"][1], body["decisions"][2]
+    assert no_offer["why"] == "risk 0.70 below the rule's 0.75"
+    assert no_offer["reasons_in_words"] == []
+    assert holdout["why"].startswith("holdout: control group")
+    # the contract stays as it was: the reasons as recorded, beside their words
+    assert holdout["reasons"][1] == {
+        "feature": "seconds_since_add",
+        "value": 31.0,
+        "contribution": 0.5,
+    }
+    assert holdout["reasons_in_words"] == [
+        "viewed nothing since adding to cart (raises risk)",
+        "viewed 9 products (lowers risk)",
+    ]
 
 
 def test_a_decision_shows_its_shadow_conversion_and_what_became_of_its_offer(
