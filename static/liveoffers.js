@@ -58,6 +58,7 @@
   let attempts = 0;
   let reconnectTimer = 0;
   let flushTimer = 0;
+  let leaving = false; // pagehide came
   let handler = null;
   let lastOffer = null;
   let banner = null;
@@ -259,6 +260,7 @@
       url: (location.pathname + location.search).slice(0, 2048),
       page_type: PAGE_TYPES.includes(type) ? type : undefined, // left out
     });
+    visibility();
   }
 
   function clicked(e) {
@@ -277,11 +279,33 @@
     track(data.loEvent, props);
   }
 
+  // A page left is hidden too: unsaid after pagehide, which comes first or in the same task.
+  function visibility() {
+    if (!leaving) track('visibility', {state: document.visibilityState});
+  }
+
   function visibilityChanged() {
-    const hidden = document.visibilityState == 'hidden';
-    track('visibility', {state: hidden ? 'hidden' : 'visible'});
-    if (hidden) leave();
-    else connect(); // now, not when the backoff says
+    if (document.visibilityState == 'hidden') {
+      leave();
+      setTimeout(safe(() => {
+        visibility();
+        leave();
+      }), 0);
+    } else {
+      visibility();
+      connect(); // now, not when the backoff says
+    }
+  }
+
+  function pageHidden() {
+    leaving = true;
+    leave();
+  }
+
+  function pageShown(e) {
+    leaving = false;
+    if (e.persisted) visibility(); // back from the bfcache
+    connect();
   }
 
   const commands = {
@@ -319,8 +343,8 @@
     window.liveoffers = liveoffers;
     document.addEventListener('click', safe(clicked), true);
     document.addEventListener('visibilitychange', safe(visibilityChanged));
-    addEventListener('pagehide', safe(leave));
-    addEventListener('pageshow', safe(connect)); // back from bfcache
+    addEventListener('pagehide', safe(pageHidden));
+    addEventListener('pageshow', safe(pageShown));
     connect();
   })();
 })();
