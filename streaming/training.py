@@ -7,6 +7,7 @@ Its label is 1 when the session then ends without a purchase (abandoned), 0 when
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -15,6 +16,11 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+# The figures live in streaming.evaluation; named here too, where they were first.
+from streaming.evaluation import auc as auc
+from streaming.evaluation import average_precision as average_precision
+from streaming.evaluation import figures
+from streaming.evaluation import log_loss as log_loss
 from streaming.features import FEATURE_NAMES, FEATURES_VERSION, feature_row
 from streaming.generator import GeneratedSession
 from streaming.state import SessionState
@@ -96,6 +102,9 @@ def _matrix(rows: list[list[float]]) -> Floats:
 # --- training ----------------------------------------------------------------------------------
 
 
+Split = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]  # (training rows, held-out rows)
+
+
 def train_booster(
     X: Floats,
     y: Floats,
@@ -104,19 +113,26 @@ def train_booster(
     rounds: int = 200,
     max_depth: int = 6,
     test_fraction: float = 0.2,
+    split: Split | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
-) -> tuple[xgb.Booster, dict[str, float | int]]:
-    """Train on a stratified random split and measure on the held-out part.
+) -> tuple[xgb.Booster, dict[str, float | int | None]]:
+    """Train on one part of the rows and measure on the other, held-out part.
 
-    Training stops early when the held-out log-loss has not improved for 20 rounds; the
-    booster returned keeps the trees up to its best round. `threads` defaults to
-    `training_threads` for the size of the training part.
+    `split` is (training rows, held-out rows): `time_split` for recorded decisions; by default a
+    `stratified_split` holding out `test_fraction`. The held-out part is never seen in training:
+    training stops early when the log-loss on the last `test_fraction` of the training rows (the
+    most recent ones, in a time split) has not improved for 20 rounds, and the booster returned
+    keeps the trees up to its best round. `threads` defaults to `training_threads` for the size
+    of the training part.
     """
-    train_index, test_index = stratified_split(y, test_fraction=test_fraction, seed=seed)
+    if split is None:
+        split = stratified_split(y, test_fraction=test_fraction, seed=seed)
+    train_index, test_index = split
+    fit_index, stop_index = _tail_split(train_index, fraction=test_fraction)
     names = list(FEATURE_NAMES)
-    dtrain = xgb.DMatrix(X[train_index], label=y[train_index], feature_names=names)
-    dtest = xgb.DMatrix(X[test_index], label=y[test_index], feature_names=names)
+    dfit = xgb.DMatrix(X[fit_index], label=y[fit_index], feature_names=names)
+    dstop = xgb.DMatrix(X[stop_index], label=y[stop_index], feature_names=names)
     params: dict[str, object] = {
         "objective": "binary:logistic",
         "eval_metric": "logloss",
@@ -131,9 +147,9 @@ def train_booster(
         callbacks.append(_RoundProgress(progress, rounds))
     booster = xgb.train(
         params,
-        dtrain,
+        dfit,
         num_boost_round=rounds,
-        evals=[(dtest, "test")],
+        evals=[(dstop, "stop")],
         early_stopping_rounds=EARLY_STOPPING_ROUNDS,
         verbose_eval=False,
         callbacks=callbacks,
@@ -142,12 +158,13 @@ def train_booster(
     kept = booster.best_iteration + 1
     if kept < booster.num_boosted_rounds():
         booster = booster[:kept]
-    scores = booster.predict(dtest).astype(np.float64)
-    truth = y[test_index].astype(np.float64)
-    metrics: dict[str, float | int] = {
-        "auc": round(auc(truth, scores), 4),
-        "pr_auc": round(average_precision(truth, scores), 4),
-        "log_loss": round(log_loss(truth, scores), 4),
+    scores = booster.inplace_predict(X[test_index]).astype(np.float64)
+    held_out = figures(y[test_index].astype(np.float64), scores)
+    # None for a figure not known (one outcome only among the held-out rows): JSON has no NaN
+    metrics: dict[str, float | int | None] = {
+        "auc": _rounded(held_out.roc_auc),
+        "pr_auc": _rounded(held_out.pr_auc),
+        "log_loss": _rounded(held_out.log_loss),
         "n_train": len(train_index),
         "n_test": len(test_index),
         "positive_rate": round(float(y.mean()), 4) if len(y) else 0.0,
@@ -155,6 +172,16 @@ def train_booster(
         "features_version": FEATURES_VERSION,
     }
     return booster, metrics
+
+
+def _rounded(figure: float) -> float | None:
+    return None if math.isnan(figure) else round(figure, 4)
+
+
+def _tail_split(rows: npt.NDArray[np.intp], *, fraction: float) -> Split:
+    """(the first rows, the last `fraction` of them): at least one row in each when possible."""
+    cut = len(rows) - min(max(1, round(len(rows) * fraction)), max(len(rows) - 1, 1))
+    return rows[:cut], rows[cut:]
 
 
 class _RoundProgress(xgb.callback.TrainingCallback):
@@ -210,55 +237,16 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-# --- figures (numpy only) ------------------------------------------------------------------------
+def time_split(rows: int, *, test_fraction: float) -> Split:
+    """Row indices (train, test) of rows in time order: the most recent `test_fraction` held out.
 
-
-def auc(truth: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
-    """ROC AUC by ranks (Mann-Whitney U), tied scores sharing their average rank.
-
-    NaN when one of the two classes is missing.
+    Never a random split for recorded decisions: a model is judged on what came after what it
+    learnt from, as it will be when it serves.
     """
-    positives = truth == 1
-    n_pos = int(positives.sum())
-    n_neg = len(truth) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = _average_ranks(scores)
-    u = ranks[positives].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
-
-
-def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """1-based ranks of values, each group of equal values given the mean of its ranks."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts).astype(np.float64)  # rank of each distinct value's last copy
-    means = ends - (counts - 1) / 2.0
-    ranks: npt.NDArray[np.float64] = means[inverse]
-    return ranks
-
-
-def average_precision(truth: npt.NDArray[np.float64], scores: npt.NDArray[np.float64]) -> float:
-    """Area under the precision-recall curve as a step sum over distinct thresholds.
-
-    sum of (recall_k - recall_{k-1}) * precision_k, tied scores taken as one threshold.
-    """
-    n_pos = float((truth == 1).sum())
-    if n_pos == 0:
-        return float("nan")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    hits = np.cumsum(truth[order] == 1).astype(np.float64)
-    # the last index of each run of equal scores: where a threshold takes in all its ties
-    last = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
-    true_positives = hits[last]
-    precision = true_positives / (last + 1)
-    recall = true_positives / n_pos
-    gained = np.diff(recall, prepend=0.0)
-    return float((gained * precision).sum())
-
-
-def log_loss(truth: npt.NDArray[np.float64], probabilities: npt.NDArray[np.float64]) -> float:
-    if len(truth) == 0:
-        return float("nan")
-    p = np.clip(probabilities, 1e-15, 1 - 1e-15)
-    return float(-np.mean(truth * np.log(p) + (1 - truth) * np.log(1 - p)))
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError("test_fraction must be between 0 and 1")
+    if rows < 2:
+        raise ValueError("no examples to train on")
+    cut = rows - min(max(1, round(rows * test_fraction)), rows - 1)
+    index = np.arange(rows, dtype=np.intp)
+    return index[:cut], index[cut:]
