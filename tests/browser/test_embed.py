@@ -150,7 +150,10 @@ def test_events_over_the_rate_limit_are_sent_again_later_and_applied_once(
         )
         wire.wait_acked("search", 12, timeout=10)
         assert [f["code"] for f in wire.frames("error")][:1] == ["rate_limited"]
-        assert event_counters(strict.url) == (13, 0)  # the page view and 12 searches, once each
+        assert event_counters(strict.url) == (
+            14,
+            0,
+        )  # the page view, its visibility and 12 searches, once each
 
 
 def test_do_not_track_sends_nothing(
