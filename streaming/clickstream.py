@@ -170,7 +170,8 @@ def read_otto(path: str | Path) -> Read:
     return builder.build()
 
 
-def _time(text: str) -> float:
+def parse_time(text: str) -> float:
+    """Unix seconds, or ISO 8601 (UTC unless it says otherwise)."""
     try:
         return float(text)
     except ValueError:
@@ -183,7 +184,7 @@ def read_events_csv(path: str | Path, *, site: str = "import") -> Read:
     with Path(path).open(newline="") as file:
         for row in csv.DictReader(file):
             try:
-                session, at, name = row["session"], _time(row["time"]), row["event"]
+                session, at, name = row["session"], parse_time(row["time"]), row["event"]
                 product, price = row.get("product") or "", row.get("price") or ""
             except (KeyError, ValueError):
                 builder.skipped += 1

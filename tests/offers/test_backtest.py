@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from offers.backtest import rules_from_file, run_backtest
+from offers.services import model_activate
+from streaming.budget import day_of
+from streaming.clickstream import read_otto, replay
+from streaming.policy import Rule
+from streaming.scoring import load_model
+from tests.factories import small_model, stored_model
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+OTTO = FIXTURES / "otto" / "sessions.jsonl"
+
+
+def rule(**fields: object) -> Rule:
+    values: dict[str, object] = {
+        "id": 1,
+        "priority": 1,
+        "min_risk": 0.0,
+        "min_cart_value": 0.0,
+        "discount_percent": 10,
+        "title": "t",
+        "message": "m",
+        "daily_budget": 1000,
+        "valid_minutes": 30,
+    }
+    return Rule(**(values | fields))  # type: ignore[arg-type]
+
+
+def test_every_pause_is_decided_once_with_cooldown_holdout_and_budget():
+    replayed = replay(read_otto(OTTO).sessions, pause_seconds=30, outcome_window=1800)
+    scorer = load_model(small_model(), label="m@1")
+    free = run_backtest(replayed, scorer, rules=[rule()], cooldown_seconds=0, holdout_percent=0)
+    assert free.pauses == 52 and sum(free.outcomes.values()) == 52
+    assert free.outcomes["offer"] == 52 and free.discount > 0
+    # one offer per session within the cooldown: the others are no_offer
+    sessions = {p.session_id for p in replayed.pauses}
+    cooled = run_backtest(
+        replayed, scorer, rules=[rule()], cooldown_seconds=86400 * 30, holdout_percent=0
+    )
+    assert cooled.outcomes["offer"] == len(sessions)
+    # a budget of 3 a day
+    tight = run_backtest(
+        replayed, scorer, rules=[rule(daily_budget=3)], cooldown_seconds=0, holdout_percent=0
+    )
+    per_day = Counter(day_of(p.at) for p in replayed.pauses)
+    assert tight.budget == {day: {1: min(3, n)} for day, n in sorted(per_day.items())}
+    assert tight.outcomes["offer"] == sum(min(3, n) for n in per_day.values())
+    held = run_backtest(replayed, scorer, rules=[rule()], cooldown_seconds=0, holdout_percent=100)
+    assert held.outcomes["holdout"] == 52
+    low, estimate, high = (free.roc_auc[k] for k in ("low", "estimate", "high"))
+    assert low is not None and estimate is not None and high is not None
+    assert low <= estimate <= high
+
+
+def test_rules_come_from_a_json_file(tmp_path: Path):
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps([{"id": 7, "min_risk": 0.5, "discount_percent": 15}]))
+    [loaded] = rules_from_file(path)
+    assert (loaded.id, loaded.min_risk, loaded.discount_percent, loaded.daily_budget) == (
+        7,
+        0.5,
+        15,
+        1000,
+    )
+
+
+@pytest.mark.django_db
+def test_the_command_compares_a_model_with_the_active_one(tmp_path: Path):
+    active, other = stored_model(1), stored_model(2)
+    model_activate(model=active)
+    out, err = io.StringIO(), io.StringIO()
+    path = tmp_path / "backtest.json"
+    call_command(
+        "backtest",
+        "--clickstream",
+        str(OTTO),
+        "--format",
+        "otto",
+        "--model",
+        str(other.version),
+        "--json",
+        str(path),
+        stdout=out,
+        stderr=err,
+    )
+    assert "20 sessions (0 rows skipped), 52 pauses" in err.getvalue()
+    figures = json.loads(path.read_text())["models"]
+    assert [m["model"] for m in figures] == [other.label, active.label]
+    assert all(m["pauses"] == 52 for m in figures)
+    assert other.label in out.getvalue() and "ROC-AUC" in out.getvalue()
+    with pytest.raises(CommandError, match="no model"):
+        call_command("backtest", "--clickstream", str(OTTO), "--format", "otto", "--model", "99")
