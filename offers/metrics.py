@@ -88,3 +88,16 @@ BODIES_REFUSED = Counter(
     "liveoffers_bodies_refused",
     "HTTP requests refused (413) because their body was over its path's limit.",
 )
+FEATURE_PSI = Gauge(
+    "liveoffers_feature_psi",
+    "Population stability index of each feature over the last 24 hours of decisions against "
+    "the active model's training data (above 0.2: shoppers no longer look like it); absent "
+    "while there are too few decisions to tell.",
+    ["feature"],
+)
+SCORE_PSI = Gauge(
+    "liveoffers_score_psi",
+    "Population stability index of the active model's risk scores over the last 24 hours "
+    "against its scores on its training data; NaN while there are too few to tell.",
+)
+SCORE_PSI.set(float("nan"))  # not measured yet

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from offers import layer_reports, metrics
 from offers.dashboard import DashboardFeed, SharedBoard
+from offers.drift import DriftWatch
 from offers.limits import Limits, parse_networks
 from offers.recorder import Recorder, record_decisions
 from offers.registry import RegistryWatcher
@@ -33,6 +34,7 @@ class Runtime:
     worker: StreamWorker
     models: ModelSlot
     watcher: RegistryWatcher
+    drift: DriftWatch
     rulebook: RuleBook
     decider: Decider
     recorder: Recorder
@@ -88,6 +90,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         budget = Budget()
     models = ModelSlot()
     watcher = RegistryWatcher(models)
+    drift = DriftWatch()
     rulebook = RuleBook(budget)
     # Batches of 500 (about 0.1 s of the interpreter's time, which the loop that sends offers
     # shares), and a deciding process lets a pause about to fall due go first.
@@ -128,6 +131,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         worker.steps = [
             Background(watcher.step),
             Background(rulebook.step),
+            Background(drift.step),
             decider.step,
             decider.explain,
             recorder.step_in_background,
@@ -138,7 +142,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
     else:
         # A front end of Redis mode: decisions are the `runstream` workers' job; this process
         # still writes the record (what any process put in the journal).
-        worker.steps = [recorder.step_in_background, feed_step, counts.step]
+        worker.steps = [recorder.step_in_background, feed_step, counts.step, Background(drift.step)]
 
     async def finish() -> None:
         await decider.drain()
@@ -155,6 +159,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         worker=worker,
         models=models,
         watcher=watcher,
+        drift=drift,
         rulebook=rulebook,
         decider=decider,
         recorder=recorder,

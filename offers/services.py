@@ -12,7 +12,16 @@ from django.db import DataError, IntegrityError, connection, models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, ScoringModel, Site
+from offers.models import (
+    DeadRecord,
+    Decision,
+    Mark,
+    ModelEvent,
+    Offer,
+    OfferRule,
+    ScoringModel,
+    Site,
+)
 from streaming.model_trial import trial_model
 from streaming.records import DecisionMade, MarkMade, ReasonsMade, Record, kind_of
 
@@ -28,16 +37,21 @@ def model_create(
     name: str = MODEL_NAME,
     notes: str = "",
     pause_seconds: float | None = None,
+    reference: dict[str, Any] | None = None,
+    user: str = "",
 ) -> ScoringModel:
     """Store a new version of a model as a candidate (not yet scoring anything).
 
-    `pause_seconds`: the pause length its training examples were cut at, when known."""
+    `pause_seconds`: the pause length its training examples were cut at, when known;
+    `reference`: its training data in bins (`streaming.drift.reference_of`), to measure drift;
+    `user`: who did it, '' for a command.
+    """
     with transaction.atomic():
         latest = (
             ScoringModel.objects.select_for_update().filter(name=name).aggregate(Max("version"))
         )
         version = (latest["version__max"] or 0) + 1
-        return ScoringModel.objects.create(
+        model = ScoringModel.objects.create(
             name=name,
             version=version,
             artifact=artifact,
@@ -46,27 +60,30 @@ def model_create(
             metrics=metrics,
             notes=notes,
             pause_seconds=pause_seconds,
+            reference=reference or {},
         )
+        ModelEvent.objects.create(
+            model=model, action=ModelEvent.Action.CREATED, user=user, note=notes
+        )
+        return model
 
 
-def model_activate(*, model: ScoringModel) -> ScoringModel:
+def model_activate(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:
     """Make `model` the one every server and worker scores with; the previous one is retired.
 
     The model is tried first in a process of its own (`streaming.model_trial`): ModelError, and
-    nothing changes, when it fails.
+    nothing changes, when it fails. `user`: who did it, '' for a command; `note`: why, for
+    the model's timeline (ModelEvent).
     """
-    trial_model(bytes(model.artifact))
-    with transaction.atomic():
-        ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).exclude(pk=model.pk).update(
-            state=ScoringModel.State.RETIRED
-        )
-        model.state = ScoringModel.State.ACTIVE
-        model.activated_at = timezone.now()
-        model.save(update_fields=["state", "activated_at"])
-    return model
+    return _model_make_active(model, action=ModelEvent.Action.ACTIVATED, user=user, note=note)
 
 
-def model_rollback() -> ScoringModel | None:
+def model_promote(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:
+    """Make the shadow `model` the active one (as `model_activate`), recorded as promoted."""
+    return _model_make_active(model, action=ModelEvent.Action.PROMOTED, user=user, note=note)
+
+
+def model_rollback(*, user: str = "") -> ScoringModel | None:
     """Re-activate the version active before the current one; None when there is none.
 
     No transaction around the trial (model_activate): it takes a second or two, and an open
@@ -79,23 +96,94 @@ def model_rollback() -> ScoringModel | None:
     previous = earlier.order_by("-activated_at").first()
     if previous is None:
         return None
-    return model_activate(model=previous)
+    return _model_make_active(previous, action=ModelEvent.Action.ROLLED_BACK, user=user, note="")
 
 
-def model_shadow(*, model: ScoringModel | None) -> None:
+def _model_make_active(model: ScoringModel, *, action: str, user: str, note: str) -> ScoringModel:
+    trial_model(bytes(model.artifact))
+    with transaction.atomic():
+        replaced = list(
+            ScoringModel.objects.select_for_update()
+            .filter(state=ScoringModel.State.ACTIVE)
+            .exclude(pk=model.pk)
+        )
+        ScoringModel.objects.filter(pk__in=[r.pk for r in replaced]).update(
+            state=ScoringModel.State.RETIRED
+        )
+        model.state = ScoringModel.State.ACTIVE
+        model.activated_at = timezone.now()
+        model.save(update_fields=["state", "activated_at"])
+        previous = ", ".join(r.label for r in replaced)[:80]
+        ModelEvent.objects.bulk_create(
+            [
+                ModelEvent(model=model, action=action, user=user, previous=previous, note=note),
+                *(
+                    ModelEvent(
+                        model=r,
+                        action=ModelEvent.Action.RETIRED,
+                        user=user,
+                        note=f"replaced by {model.label}",
+                    )
+                    for r in replaced
+                ),
+            ]
+        )
+    return model
+
+
+def model_shadow(*, model: ScoringModel | None, user: str = "", note: str = "") -> None:
     """Run `model` beside the active one (scored and recorded, never acted on); None stops it.
 
-    Tried first like an activation: ModelError, and nothing changes, when it fails.
+    Tried first like an activation: ModelError, and nothing changes, when it fails. The shadow
+    it replaces is retired.
     """
     if model is not None:
         trial_model(bytes(model.artifact))
     with transaction.atomic():
-        ScoringModel.objects.filter(state=ScoringModel.State.SHADOW).update(
+        replaced = ScoringModel.objects.select_for_update().filter(state=ScoringModel.State.SHADOW)
+        if model is not None:
+            replaced = replaced.exclude(pk=model.pk)
+        stopped = list(replaced)
+        ScoringModel.objects.filter(pk__in=[r.pk for r in stopped]).update(
             state=ScoringModel.State.RETIRED
         )
+        events = [
+            ModelEvent(
+                model=r,
+                action=ModelEvent.Action.UNSHADOWED,
+                user=user,
+                note=f"replaced by {model.label}" if model is not None else note,
+            )
+            for r in stopped
+        ]
         if model is not None:
             model.state = ScoringModel.State.SHADOW
             model.save(update_fields=["state"])
+            previous = ", ".join(r.label for r in stopped)[:80]
+            events.append(
+                ModelEvent(
+                    model=model,
+                    action=ModelEvent.Action.SHADOWED,
+                    user=user,
+                    previous=previous,
+                    note=note,
+                )
+            )
+        ModelEvent.objects.bulk_create(events)
+
+
+def model_refuse(
+    *, model: ScoringModel, note: str, compared_with: str = "", user: str = ""
+) -> None:
+    """Record that the gate kept `model` from replacing `compared_with` (a label), and why; the
+    model stays as it is (a candidate)."""
+    ModelEvent.objects.create(
+        model=model,
+        action=ModelEvent.Action.REFUSED,
+        user=user,
+        previous=compared_with,
+        note=note,
+    )
 
 
 def offer_redeem(*, code: str, site: str, at: datetime.datetime | None = None) -> Offer | None:

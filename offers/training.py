@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Protocol
 
 import numpy as np
@@ -19,18 +18,22 @@ from django.conf import settings
 from django.utils import timezone
 
 from offers import services
-from offers.models import Decision, ScoringModel
+from offers.evaluation import figures_table, known_outcomes, score
+from offers.models import ScoringModel
+from streaming.drift import reference_of
+from streaming.evaluation import Figures, figures, gate
 from streaming.features import FEATURE_NAMES
 from streaming.generator import generate_sessions
-from streaming.policy import Outcome
-from streaming.training import labelled_from_decisions, pause_examples, train_booster
+from streaming.model_file import ModelError
+from streaming.training import Split, pause_examples, stratified_split, time_split, train_booster
 
 DEFAULT_SESSIONS = 20_000
 DEFAULT_MIN_RECORDED = 500
 DEFAULT_ROUNDS = 200
 DEFAULT_MAX_DEPTH = 6
-# A decision's outcome is known once its session had this long to buy.
-OUTCOME_KNOWN_AFTER = timedelta(minutes=30)
+# The share of examples held out: to measure the new model, and to compare it with the active
+# one at the gate.
+TEST_FRACTION = 0.2
 
 Say = Callable[[str], object]
 
@@ -45,20 +48,16 @@ class TrainingData:
     y: npt.NDArray[np.float32]
     source: str  # "recorded" or "generated"
     description: str  # "N recorded decisions", "N generated sessions (M pauses)"
+    split: Split  # (training rows, held-out rows)
+    held_out: str  # the held-out rows in words
 
 
-def recorded_rows(*, now: datetime) -> list[tuple[dict[str, float], bool]]:
-    """(features, converted) of decisions whose outcome is known.
+class GateRefused(Exception):
+    """The new model did worse than the active one on the held-out rows: kept as a candidate."""
 
-    Decisions that made an offer are left out: whether those sessions bought says as much about
-    the offer as about the shopper, and the model is to predict what happens without one.
-    """
-    decisions = (
-        Decision.objects.filter(at__lt=now - OUTCOME_KNOWN_AFTER)
-        .exclude(outcome=Outcome.OFFER)
-        .values_list("features", "converted_at")
-    )
-    return [(features, converted_at is not None) for features, converted_at in decisions]
+    def __init__(self, model: ScoringModel, message: str) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 def training_data(
@@ -69,14 +68,27 @@ def training_data(
     say: Say,
     progress: Say | None = None,
 ) -> TrainingData:
-    """Recorded decisions when there are `min_recorded` usable ones with both outcomes.
+    """Recorded decisions when there are `min_recorded` with a known outcome, both outcomes
+    among them: the most recent TEST_FRACTION of them held out (a time split).
 
-    Otherwise `sessions` generated sessions, replayed into pause examples.
+    Otherwise `sessions` generated sessions, replayed into pause examples, a stratified
+    TEST_FRACTION of them held out. Decisions that made an offer are never used: whether those
+    sessions bought says as much about the offer as about the shopper, and the model is to
+    predict what happens without one.
     """
-    X, y = labelled_from_decisions(recorded_rows(now=timezone.now()))
-    if len(y) >= min_recorded and 0 < y.sum() < len(y):
-        return TrainingData(X, y, "recorded", f"{len(y)} recorded decisions")
-    say(f"{len(y)} usable recorded decisions (fewer than {min_recorded} or one outcome only)")
+    known = known_outcomes(now=timezone.now())
+    if known.n >= min_recorded and known.both_outcomes():
+        split = time_split(known.n, test_fraction=TEST_FRACTION)
+        first = known.at[int(split[1][0])]
+        return TrainingData(
+            known.X,
+            known.y.astype(np.float32),
+            "recorded",
+            f"{known.n} recorded decisions",
+            split,
+            f"the {len(split[1])} most recent recorded decisions (from {first:%Y-%m-%d %H:%M})",
+        )
+    say(f"{known.n} usable recorded decisions (fewer than {min_recorded} or one outcome only)")
     generated = generate_sessions(sessions, seed=seed, progress=_percent("generating", progress))
     # list[GeneratedSession], one per shopper
     X, y = pause_examples(
@@ -85,7 +97,15 @@ def training_data(
         progress=_percent("replaying", progress),
     )
     # X: pauses x features, y: 1 = abandoned
-    return TrainingData(X, y, "generated", f"{sessions} generated sessions ({len(y)} pauses)")
+    split = stratified_split(y, test_fraction=TEST_FRACTION, seed=seed)
+    return TrainingData(
+        X,
+        y,
+        "generated",
+        f"{sessions} generated sessions ({len(y)} pauses)",
+        split,
+        f"{len(split[1])} held-out generated pauses",
+    )
 
 
 def train_model(
@@ -97,14 +117,23 @@ def train_model(
     max_depth: int = DEFAULT_MAX_DEPTH,
     artifact_format: str = ScoringModel.Format.UBJSON,
     activate: bool = False,
+    force: bool = False,
+    shadow: bool = False,
     say: Say,
     progress: Say | None = None,
 ) -> ScoringModel:
-    """Train, store as a new version, and activate it when asked.
+    """Train, store as a new version, and activate it or put it in shadow when asked.
 
+    `activate` goes through the gate: the new model and the active one are scored on the same
+    held-out rows, and the new one is activated only when its ROC-AUC is at least the active
+    one's minus 0.005 and its log-loss at most 2% worse (`streaming.evaluation.gate`); else it
+    stays a candidate and GateRefused says why. `force` activates past the gate; with no active
+    model there is nothing to pass. `shadow` puts it in shadow instead (no gate).
     `say` gets the summary lines; `progress`, if given, percentage lines while generating,
     replaying and training.
     """
+    if shadow and (activate or force):
+        raise ValueError("a new model is either activated or put in shadow, not both")
     started = time.perf_counter()
     data = training_data(
         sessions=sessions, seed=seed, min_recorded=min_recorded, say=say, progress=progress
@@ -116,6 +145,7 @@ def train_model(
         seed=seed,
         rounds=rounds,
         max_depth=max_depth,
+        split=data.split,
         progress=_percent("training rounds", progress),
     )
     stored: dict[str, object] = dict(metrics)
@@ -127,12 +157,63 @@ def train_model(
         notes=f"trained on {data.description}",
         # generated pauses are cut at it, recorded decisions were made at it
         pause_seconds=settings.PAUSE_SECONDS,
+        # what it learnt from, in bins: live decisions are compared with it for drift
+        reference=reference_of(data.X, booster.inplace_predict(data.X).astype(np.float64)),
     )
-    if activate:
-        model = services.model_activate(model=model)
+    refused = None
+    if shadow:
+        services.model_shadow(model=model, note="trained with --shadow")
+    elif activate or force:
+        refused = _through_the_gate(model, data, force=force, say=say)
     say(f"{model.label} ({model.state}) in {time.perf_counter() - started:.1f} s")
     say(metrics_table(model.metrics))
+    if refused is not None:
+        raise GateRefused(model, refused)
     return model
+
+
+def _through_the_gate(
+    model: ScoringModel, data: TrainingData, *, force: bool, say: Say
+) -> str | None:
+    """Activate `model` if it passes the gate (or is forced past it); else why it did not."""
+    active = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
+    if active is None:
+        services.model_activate(model=model, note="no model was active")
+        return None
+    if force:
+        say(f"gate: not applied (--force), {model.label} replaces {active.label}")
+        services.model_activate(model=model, note="activated past the gate (--force)")
+        return None
+    held_out = data.split[1]
+    X, y = data.X[held_out], data.y[held_out].astype(np.float64)
+    new = figures(y, score(model, X))
+    try:
+        current = figures(y, score(active, X))
+    except ModelError as exc:
+        say(f"gate: {active.label} cannot be scored ({exc}), {model.label} replaces it")
+        services.model_activate(model=model, note=f"{active.label} could not be scored: {exc}")
+        return None
+    verdict = gate(new, current)
+    say(f"gate: {model.label} against {active.label} on {data.held_out}")
+    table = figures_table([(model.label, new), (f"{active.label} (active)", current)])
+    say("\n".join(f"  {line}" for line in table.splitlines()))
+    why = "; ".join(verdict.reasons)
+    both = f"{_compact(model.label, new)}; {_compact(active.label, current)}"
+    note = f"on {data.held_out}: {why} ({both})"
+    if verdict.passed:
+        say(f"gate: passed ({why})")
+        services.model_activate(model=model, note=note)
+        return None
+    say(f"gate: refused ({why})")
+    services.model_refuse(model=model, note=note, compared_with=active.label)
+    return (
+        f"{model.label} is kept as a candidate: against {active.label} on {data.held_out}, {why} "
+        "(--force activates it anyway)"
+    )
+
+
+def _compact(label: str, f: Figures) -> str:
+    return f"{label}: ROC-AUC {f.roc_auc:.4f}, log-loss {f.log_loss:.4f}"
 
 
 def train_default_model(

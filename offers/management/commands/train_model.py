@@ -12,19 +12,39 @@ from offers.training import (
     DEFAULT_MIN_RECORDED,
     DEFAULT_ROUNDS,
     DEFAULT_SESSIONS,
+    GateRefused,
     train_model,
 )
 from streaming.model_file import MAX_DEPTH, MAX_TREES
+
+# The exit status when the gate keeps the new model from being activated.
+GATE_REFUSED = 3
 
 
 class Command(BaseCommand):
     help = (
         "Train a cart-risk model on recorded decisions (when there are enough) or on generated "
-        "shoppers, and store it as a new version; progress on stderr."
+        "shoppers, and store it as a new version; progress on stderr. Exits 3 when --activate "
+        "keeps it a candidate because it does worse than the active model."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--activate", action="store_true", help="score with it from now on")
+        parser.add_argument(
+            "--activate",
+            action="store_true",
+            help="score with it from now on if it passes the gate: on the same held-out "
+            "decisions, its ROC-AUC at least the active model's minus 0.005 and its log-loss at "
+            "most 2%% worse; otherwise it stays a candidate and the command exits with status 3",
+        )
+        parser.add_argument(
+            "--force", action="store_true", help="activate it whatever the gate says"
+        )
+        parser.add_argument(
+            "--shadow",
+            action="store_true",
+            help="run it in shadow (scored and recorded beside the active model, never acted "
+            "on); `manage.py promote_shadow` promotes it once it has proved itself",
+        )
         parser.add_argument(
             "--sessions",
             type=_positive,
@@ -61,6 +81,8 @@ class Command(BaseCommand):
             self.stderr.write(f"train_model: {line}")
             self.stderr.flush()
 
+        if options["shadow"] and (options["activate"] or options["force"]):
+            raise CommandError("--shadow or --activate, not both")
         try:
             train_model(
                 sessions=options["sessions"],
@@ -70,10 +92,14 @@ class Command(BaseCommand):
                 max_depth=options["max_depth"],
                 artifact_format=options["format"],
                 activate=options["activate"],
+                force=options["force"],
+                shadow=options["shadow"],
                 say=self.stdout.write,
                 progress=progress,
             )
-        except ValueError as exc:
+        except GateRefused as exc:
+            raise CommandError(str(exc), returncode=GATE_REFUSED) from exc
+        except ValueError as exc:  # a ModelError too: the model failed its trial
             raise CommandError(str(exc)) from exc
 
 
