@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from offers import evaluation
 from offers.evaluation import compare_models, default_models, feature_importance, known_outcomes
 from offers.models import Decision, ScoringModel
 from streaming.evaluation import figures
@@ -166,11 +167,16 @@ def test_no_known_outcomes_leave_the_figures_unknown():
     assert table.startswith("0 decisions with a known outcome")
 
 
-def test_large_sets_report_progress_on_stderr(demo_site, three_models):
-    record_outcomes(demo_site, 5000, seed=7)
+def test_large_sets_report_progress_on_stderr(demo_site, three_models, monkeypatch):
+    monkeypatch.setattr(evaluation, "_CHUNK", 100)  # as if thousands
+    record_outcomes(demo_site, 250, seed=7)
     _, err = evaluate(three_models[0].label)
-    assert "evaluate_models: reading decisions: 5000/5000" in err
-    assert f"scoring 5000 decisions with {three_models[0].label}" in err
+    assert err.splitlines() == [
+        "evaluate_models: reading decisions: 100/250",
+        "evaluate_models: reading decisions: 200/250",
+        "evaluate_models: reading decisions: 250/250",
+        f"evaluate_models: scoring 250 decisions with {three_models[0].label}",
+    ]
 
 
 def test_default_models_are_the_active_the_shadow_and_the_latest_candidate(three_models):
