@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from offers import alert_views, views
+from offers import alert_views, redeem, views
 
 urlpatterns = [
     path("", views.shop, name="shop"),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
     path("api/decisions/", views.api_decisions, name="api-decisions"),
+    path("api/redeem/", redeem.api_redeem, name="api-redeem"),
     path("api/alerts/", alert_views.api_alerts, name="api-alerts"),
     path(
         "api/alerts/<int:alert_id>/acknowledge/",

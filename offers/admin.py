@@ -414,3 +414,6 @@ class DeadRecordAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
         return bool(request.user.is_superuser)
+
+
+from offers import admin_keys  # noqa: E402, F401  # registers the API keys' admin

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from offers import metrics
 from offers.runtime import Runtime
-from streaming.protocol import OFFER_EVENTS, Event, ProtocolError
+from streaming.protocol import OFFER_EVENTS, Event, ProtocolError, Purchase
 from streaming.records import MarkMade
 
 # Events that record what became of an offer or of the session, in the database.
@@ -86,4 +86,15 @@ async def ingest(
 
 
 def _mark(session_id: str, event: Event, now: float) -> MarkMade:
-    return MarkMade(session_id, getattr(event.props, "offer_id", None), event.name, now)
+    props = event.props
+    if isinstance(props, Purchase):
+        return MarkMade(
+            session_id,
+            None,
+            event.name,
+            now,
+            order_id=props.order_id or "",
+            total=props.total,
+            code=(props.code or "").strip().upper(),
+        )
+    return MarkMade(session_id, getattr(props, "offer_id", None), event.name, now)

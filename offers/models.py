@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import secrets
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -247,6 +249,16 @@ class Offer(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     dismissed_at = models.DateTimeField(null=True, blank=True)
     redeemed_at = models.DateTimeField(null=True, blank=True)
+    redeemed_order_id = models.CharField(
+        max_length=128, blank=True, help_text="The order that redeemed it: it may redeem it again."
+    )
+    redeemed_total = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="What that order's shopper paid, after the discount.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -275,6 +287,11 @@ class Mark(models.Model):
     at = models.DateTimeField()
     recorded_at = models.DateTimeField(auto_now_add=True, db_index=True)
     applied = models.BooleanField(default=False, db_index=True)
+    # A purchase's order, what was paid (after any discount) and the offer code used, as far as
+    # the shop said: the purchase event and the shop's redemption each fill in what is missing.
+    order_id = models.CharField(max_length=128, blank=True)
+    total = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    code = models.CharField(max_length=40, blank=True)
 
     class Meta:
         ordering = ["at", "id"]
@@ -286,6 +303,51 @@ class Mark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ApiKey(models.Model):
+    """A site's secret key for its shop's backend (`POST /api/redeem/`).
+
+    Only a SHA-256 digest of the key is kept: the key is 32 random bytes, so a fast hash is
+    enough (nothing to guess from), and it is looked up by its digest. The key itself is shown
+    once, when it is made.
+    """
+
+    KEY_PREFIX = "lok_"
+    PREFIX_LENGTH = len(KEY_PREFIX) + 8
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, help_text="What uses it, e.g. the checkout server.")
+    prefix = models.CharField(
+        max_length=16, editable=False, help_text="The key's first characters, to tell keys apart."
+    )
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["site", "-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    @staticmethod
+    def digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def new_secret(self) -> str:
+        """Give the key a fresh secret (kept as its digest and prefix) and return it: the only
+        time it is seen."""
+        key = self.KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix = key[: self.PREFIX_LENGTH]
+        self.secret_hash = self.digest(key)
+        return key
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
 
 
 class DeadRecord(models.Model):

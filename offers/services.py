@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from django.db import DataError, IntegrityError, connection, models, transaction
@@ -13,6 +14,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from offers.models import (
+    ApiKey,
     DeadRecord,
     Decision,
     Mark,
@@ -186,16 +188,70 @@ def model_refuse(
     )
 
 
-def offer_redeem(*, code: str, site: str, at: datetime.datetime | None = None) -> Offer | None:
-    """Use an offer code once, on the site that offered it: the offer, or None when it is
-    unknown there, expired or already used.
+class Refusal(StrEnum):
+    """Why a code is not redeemed."""
 
-    A conditional update, so of two checkouts racing with one code exactly one wins.
+    UNKNOWN = "unknown"  # no such code on this site
+    USED = "used"  # redeemed by another order
+    EXPIRED = "expired"
+
+
+class OfferRefused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"code {refusal}")
+        self.refusal = refusal
+
+
+def offer_redeem(
+    *,
+    code: str,
+    site: str,
+    order_id: str,
+    total: Decimal,
+    at: datetime.datetime | None = None,
+) -> Offer:
+    """Use an offer code for an order, once, on the site that offered it; OfferRefused (with
+    why) when it is unknown there, used by another order, or expired.
+
+    `total` is what the order's shopper paid, after the discount. The same order redeeming the
+    same code again gets the same offer (a retried request is no second use). The redemption
+    writes the session's purchase (order, total, code) through the record's own path, so the
+    session is converted whether its decision is written before or after.
+
+    A conditional update on the offer's row, so of many orders racing with one code exactly
+    one wins, on PostgreSQL and SQLite alike.
     """
+    if not order_id:
+        raise ValueError("an order id is needed: it is what makes a redemption idempotent")
     at = at or timezone.now()
-    offers = Offer.objects.filter(code=code, decision__site__key=site)
-    used = offers.filter(redeemed_at=None, expires_at__gt=at).update(redeemed_at=at)
-    return offers.get() if used else None
+    found = (
+        Offer.objects.filter(code=code, decision__site__key=site).values_list("pk", flat=True)
+    ).first()
+    if found is None:
+        raise OfferRefused(Refusal.UNKNOWN)
+    # The update comes first in its transaction: on SQLite the transaction then waits for the
+    # write lock instead of failing on it; on PostgreSQL the loser waits for the winner's row.
+    with transaction.atomic():
+        won = Offer.objects.filter(pk=found, redeemed_at=None, expires_at__gt=at).update(
+            redeemed_at=at, redeemed_order_id=order_id, redeemed_total=total
+        )
+        offer = Offer.objects.get(pk=found)
+        if won:
+            purchase = MarkMade(
+                offer.session,
+                None,
+                "purchase",
+                at.timestamp(),
+                order_id=order_id,
+                total=float(total),
+                code=offer.code,
+            )
+            dead = _marks_write([purchase])
+            if dead:
+                raise IntegrityError(f"the purchase could not be written: {dead[0][1]}")
+    if won or (offer.redeemed_at is not None and offer.redeemed_order_id == order_id):
+        return offer
+    raise OfferRefused(Refusal.USED if offer.redeemed_at is not None else Refusal.EXPIRED)
 
 
 def offer_check(*, code: str, site: str, at: datetime.datetime | None = None) -> Offer | None:
@@ -205,6 +261,45 @@ def offer_check(*, code: str, site: str, at: datetime.datetime | None = None) ->
     return Offer.objects.filter(
         code=code, decision__site__key=site, redeemed_at=None, expires_at__gt=at
     ).first()
+
+
+def api_key_create(*, site: Site, name: str) -> tuple[ApiKey, str]:
+    """A new API key for `site`, and the key itself: shown once, never stored (only its digest
+    and its first characters are)."""
+    key = ApiKey(site=site, name=name)
+    secret = key.new_secret()
+    key.save()
+    return key, secret
+
+
+def api_key_revoke(*, key: ApiKey, at: datetime.datetime | None = None) -> bool:
+    """Stop `key` from working, from now on; False when it was already revoked."""
+    at = at or timezone.now()
+    revoked = ApiKey.objects.filter(pk=key.pk, revoked_at=None).update(revoked_at=at)
+    key.refresh_from_db(fields=["revoked_at"])
+    return bool(revoked)
+
+
+# A key's last use is written at most this often: not one write per request.
+API_KEY_USE_EVERY = datetime.timedelta(minutes=1)
+
+
+def api_key_authenticate(*, secret: str, at: datetime.datetime | None = None) -> ApiKey | None:
+    """The unrevoked key whose secret this is (with its site), or None."""
+    if not secret.startswith(ApiKey.KEY_PREFIX) or len(secret) > 200:
+        return None
+    key = (
+        ApiKey.objects.select_related("site")
+        .filter(secret_hash=ApiKey.digest(secret), revoked_at=None)
+        .first()
+    )
+    if key is None:
+        return None
+    at = at or timezone.now()
+    if key.last_used_at is None or at - key.last_used_at >= API_KEY_USE_EVERY:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=at)
+        key.last_used_at = at
+    return key
 
 
 def utc(at: float) -> datetime.datetime:
@@ -474,20 +569,89 @@ def _marks_write(marks: Sequence[MarkMade]) -> list[tuple[Record, str]]:
         if m.kind not in MARK_KINDS or (m.kind != "purchase" and not m.offer_id):
             dead.append((m, f"not a mark: {m.kind!r} for offer {m.offer_id!r}"))
             continue
+        try:
+            total = _money(m.total)
+        except DataError as exc:
+            dead.append((m, str(exc)))
+            continue
         rows.append(
-            Mark(session=m.session_id, offer_public_id=m.offer_id or "", kind=m.kind, at=utc(m.at))
+            Mark(
+                session=m.session_id,
+                offer_public_id=m.offer_id or "",
+                kind=m.kind,
+                at=utc(m.at),
+                order_id=m.order_id[:_ORDER_ID_LENGTH],
+                total=total,
+                code=m.code[:_CODE_LENGTH],
+            )
         )
     # One mark of a kind per session and offer: sent again, it changes nothing.
     now = timezone.now()
     _insert(
         Mark,
-        ("session", "offer_public_id", "kind", "at", "recorded_at", "applied"),
-        [(r.session, r.offer_public_id, r.kind, r.at, now, False) for r in rows],
+        (
+            "session",
+            "offer_public_id",
+            "kind",
+            "at",
+            "recorded_at",
+            "applied",
+            "order_id",
+            "total",
+            "code",
+        ),
+        [
+            (r.session, r.offer_public_id, r.kind, r.at, now, False, r.order_id, r.total, r.code)
+            for r in rows
+        ],
         ignore_conflicts=True,
     )
+    _purchases_fill_in([r for r in rows if r.kind == Mark.Kind.PURCHASE])
     sessions = {row.session for row in rows}
     marks_apply(list(Mark.objects.filter(session__in=sessions, applied=False)))
     return dead
+
+
+_ORDER_ID_LENGTH = _concrete(Mark, "order_id").max_length or 128
+_CODE_LENGTH = _concrete(Mark, "code").max_length or 40
+_MAX_TOTAL = Decimal(10) ** 12
+
+
+def _money(total: float | None) -> Decimal | None:
+    if total is None:
+        return None
+    value = Decimal(str(round(total, 2)))
+    if not value.is_finite() or abs(value) >= _MAX_TOTAL:
+        raise DataError(f"purchase total {total} does not fit the record")
+    return value
+
+
+def _purchases_fill_in(purchases: Sequence[Mark]) -> None:
+    """A session's purchase is one mark, made by the first of its purchase event and its
+    redemption to arrive: the later one fills in the order, total and code it lacks."""
+    told = [p for p in purchases if p.total is not None or p.code or p.order_id]
+    if not told:
+        return
+    quote = connection.ops.quote_name
+    table = quote(Mark._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET total = COALESCE(total, %s), "
+            "order_id = CASE WHEN order_id = '' THEN %s ELSE order_id END, "
+            "code = CASE WHEN code = '' THEN %s ELSE code END "
+            "WHERE session = %s AND offer_public_id = '' AND kind = %s "
+            "AND (total IS NULL OR order_id = '' OR code = '')",
+            [
+                (
+                    connection.ops.adapt_decimalfield_value(p.total, 14, 2),
+                    p.order_id,
+                    p.code,
+                    p.session,
+                    Mark.Kind.PURCHASE.value,
+                )
+                for p in told
+            ],
+        )
 
 
 MARK_KINDS = frozenset(Mark.Kind.values)

@@ -28,7 +28,7 @@ from offers.limits import client_address
 from offers.models import SITE_KEY_MAX_LENGTH, SITE_KEY_PATTERN, Decision, Offer, Product
 from offers.operators import is_operator, operator_required
 from offers.runtime import get_runtime
-from offers.services import offer_check, offer_redeem
+from offers.services import OfferRefused, Refusal, offer_check, offer_redeem
 from offers.sites import SiteUnknowable, find_site
 from offers.tokens import read_token
 from streaming.protocol import MAX_BATCH_EVENTS, UNREADABLE, decode_events, unreadable_detail
@@ -255,16 +255,29 @@ def checkout_order(request: HttpRequest) -> HttpResponse:
     code = _posted_code(request)
     percent = 0
     if code:
-        offer = offer_redeem(code=code, site=DEMO_SITE)
-        if offer is None:
-            return JsonResponse(
-                {"placed": False, "error": "code_refused", "detail": _refusal(code)}, status=409
-            )
-        percent = offer.discount_percent
+        # The code's discount, to know what is paid; the redemption is what says if it applies.
+        offered = Offer.objects.filter(code=code, decision__site__key=DEMO_SITE)
+        percent = offered.values_list("discount_percent", flat=True).first() or 0
     paid = (total * (100 - percent) / 100).quantize(_CENT, ROUND_HALF_UP)
+    if code:
+        # As `POST /api/redeem/` does: once, the same order again is no second use.
+        try:
+            offer_redeem(code=code, site=DEMO_SITE, order_id=order_id, total=paid)
+        except OfferRefused as refused:
+            return JsonResponse(
+                {"placed": False, "error": "code_refused", "detail": _REFUSALS[refused.refusal]},
+                status=409,
+            )
     return JsonResponse(
         {"placed": True, "order_id": order_id, "discount_percent": percent, "total": float(paid)}
     )
+
+
+_REFUSALS = {
+    Refusal.UNKNOWN: "That code is unknown.",
+    Refusal.USED: "That code is already used.",
+    Refusal.EXPIRED: "That code has expired.",
+}
 
 
 @functools.cache

@@ -141,7 +141,9 @@
         .then(function (answer) {
           place.disabled = false;
           if (answer.placed) {
-            window.liveoffers('track', 'purchase', { order_id: answer.order_id, total: answer.total });
+            var bought = { order_id: answer.order_id, total: answer.total };
+            if (code && answer.discount_percent) bought.code = code.code;
+            window.liveoffers('track', 'purchase', bought);
             keep('');
             save({});
             form.hidden = true;

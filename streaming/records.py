@@ -67,6 +67,10 @@ class MarkMade:
     offer_id: str | None
     kind: str  # offer_shown, offer_accepted, offer_dismissed, purchase
     at: float
+    # A purchase's order id, what was paid and the offer code used, when the shop says.
+    order_id: str = ""
+    total: float | None = None
+    code: str = ""
 
 
 Record = DecisionMade | ReasonsMade | MarkMade

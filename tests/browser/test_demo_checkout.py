@@ -86,7 +86,7 @@ def test_a_code_applied_at_checkout_stays_through_a_reload_and_is_used_by_the_or
     assert recorded_offer(live_offers, wire.session)["redeemed_at"] is not None
     (purchase,) = wire.wait_acked("purchase")
     order = page.locator("[data-order-status]").inner_text().split()[3]
-    assert purchase["props"] == {"order_id": order, "total": discounted}
+    assert purchase["props"] == {"order_id": order, "total": discounted, "code": offer["code"]}
     assert page.evaluate("sessionStorage.getItem('demo-shop:code')") is None
 
     # A new checkout with the same code: refused, at the full price.

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -237,19 +239,28 @@ async def test_reasons_fill_in_a_decision_recorded_before_them():
 @pytest.mark.usefixtures("demo_site")
 def test_an_offer_code_is_used_once_on_its_own_site_and_not_after_it_expires():
     from offers.models import Site
-    from offers.services import offer_redeem
+    from offers.services import OfferRefused, Refusal, offer_redeem
+
+    def refusal(**how: Any) -> Refusal:
+        with pytest.raises(OfferRefused) as refused:
+            offer_redeem(total=Decimal("90.00"), **how)
+        return refused.value.refusal
 
     Site.objects.create(key="other", name="Another shop")
     services.decision_record_batch(decisions=[decision("s1:3")])
     code = Offer.objects.get().code
     during = dt.datetime.fromtimestamp(T0 + 60, tz=dt.UTC)
-    assert offer_redeem(code=code, site="other", at=during) is None  # not where it was offered
-    assert offer_redeem(code=code, site="demo", at=during) is not None
-    assert offer_redeem(code=code, site="demo", at=during) is None
-    assert offer_redeem(code="SAVE10-NOSUCHCODE", site="demo", at=during) is None
-    Offer.objects.update(redeemed_at=None)
+    # not where it was offered
+    assert refusal(code=code, site="other", order_id="1", at=during) == Refusal.UNKNOWN
+    offer = offer_redeem(code=code, site="demo", order_id="1", total=Decimal("90.00"), at=during)
+    assert offer.redeemed_at == during
+    assert refusal(code=code, site="demo", order_id="2", at=during) == Refusal.USED
+    assert refusal(code="SAVE10-NOSUCHCODE", site="demo", order_id="2", at=during) == (
+        Refusal.UNKNOWN
+    )
+    Offer.objects.update(redeemed_at=None, redeemed_order_id="")
     late = dt.datetime.fromtimestamp(T0 + 1801, tz=dt.UTC)
-    assert offer_redeem(code=code, site="demo", at=late) is None
+    assert refusal(code=code, site="demo", order_id="3", at=late) == Refusal.EXPIRED
 
 
 @pytest.mark.usefixtures("demo_site")
