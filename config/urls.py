@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-from offers import alert_views, redeem, views
+from offers import alert_views, money, redeem, views
 
 urlpatterns = [
     path("", views.shop, name="shop"),
@@ -18,6 +18,7 @@ urlpatterns = [
     path("metrics", views.metrics_view, name="metrics"),
     path("api/decisions/", views.api_decisions, name="api-decisions"),
     path("api/redeem/", redeem.api_redeem, name="api-redeem"),
+    path("api/uplift/", money.api_uplift, name="api-uplift"),
     path("api/alerts/", alert_views.api_alerts, name="api-alerts"),
     path(
         "api/alerts/<int:alert_id>/acknowledge/",
