@@ -87,7 +87,7 @@ async def measure(rate: int, seconds: int, *, sampled: bool) -> dict[str, float]
     feed._next_uplift = float("inf")  # the uplift query is the database's, not the feed's, cost
     start = time.time()
     if not sampled:
-        feed._bucket = TokenBucket(rate=1e12, burst=10**12, now=start)
+        feed._decision_frames.bucket = TokenBucket(rate=1e12, burst=10**12, now=start)
     feed_cpu = stats_cpu = 0.0
     frames = 0
     for second in range(seconds):

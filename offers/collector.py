@@ -69,6 +69,7 @@ async def ingest(
                 runtime.feed.count_accepted()
             if event.name in OUTCOME_EVENTS:
                 marks.append(_mark(session_id, event, now))
+        fresh = list(marks)
         # A mark sent again is journaled again (the record makes it once): its first ack may
         # have been lost with a process killed between applying it and journaling it.
         marks += [
@@ -78,6 +79,8 @@ async def ingest(
         ]
         # Into the journal before the acknowledgement goes out: acknowledged is never lost.
         await runtime.journal.append(marks)
+        if fresh:
+            await runtime.feed.on_marks(fresh)  # the dashboards' items follow
         if ignored:
             metrics.OFFER_EVENTS_IGNORED.inc(ignored)
     for error in result.errors:

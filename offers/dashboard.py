@@ -12,27 +12,35 @@ short lease) publishes the stats, so every dashboard, on whichever server, sees 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import msgspec
+import numpy as np
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from offers.models import DeadRecord, Decision
+from offers.phrasing import reasons_in_words
 from streaming import lua
 from streaming.decider import ModelSlot
 from streaming.journal import Journal
 from streaming.policy import OUTCOMES, Outcome
 from streaming.ratelimit import TokenBucket
-from streaming.records import DecisionMade
+from streaming.records import DecisionMade, MarkMade
 from streaming.store import SessionStore
 from streaming.uplift import Group, uplift
 
@@ -40,8 +48,15 @@ log = logging.getLogger(__name__)
 
 GROUP = "dashboard"
 HISTORY_SECONDS = 15 * 60
+# Each kind of frame has a rate of its own: a flood of no_offers or marks never pushes out offers.
 DECISION_FRAMES_PER_SECOND = 50
+NO_OFFER_FRAMES_PER_SECOND = 20
+MARK_FRAMES_PER_SECOND = 50
 RECENT_DECISIONS = 50
+RECENT_NO_OFFERS = 50
+RECENT_MARKS = 200
+# Offer and holdout frames sent before their reasons, waiting for them (the oldest are let go).
+AWAITING_REASONS = 1000
 RISK_BINS = 10
 UPLIFT_EVERY = 5.0
 # Records waiting for the database past which the dashboard says the record is behind.
@@ -100,7 +115,8 @@ class SharedBoard:
     `dash:lead`, the publisher's lease; `dash:published`, the totals of the last stats frame, so
     that the rates go on unbroken when another worker takes the lease over; `dash:stats`,
     `dash:history` and `dash:recent`, the last stats frame, the last 15 minutes of per-second
-    rates and the latest decision frames, for a dashboard that connects to any server.
+    rates and the latest decision frames, for a dashboard that connects to any server;
+    `dash:recent_no_offer` and `dash:marks`, the latest no_offer decisions and marks likewise.
     """
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "lo:") -> None:
@@ -111,19 +127,33 @@ class SharedBoard:
         self._published = f"{prefix}dash:published"
         self._history = f"{prefix}dash:history"
         self._recent = f"{prefix}dash:recent"
+        self._recent_no_offer = f"{prefix}dash:recent_no_offer"
+        self._marks = f"{prefix}dash:marks"
         self._me = secrets.token_hex(8)
         self._lead = client.register_script(_LEAD_LUA)
 
-    async def add(self, counts: dict[str, int], frames: list[str]) -> None:
-        """Add this process's counts and decision frames since its last call."""
-        if not counts and not frames:
+    async def add(
+        self,
+        counts: dict[str, int],
+        frames: list[str],
+        no_offers: Sequence[str] = (),
+        marks: Sequence[str] = (),
+    ) -> None:
+        """Add this process's counts, decision frames (offers and holdouts, then no_offers) and
+        mark frames since its last call."""
+        if not counts and not frames and not no_offers and not marks:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
             for name, count in counts.items():
                 pipe.hincrby(self._totals, name, count)
-            if frames:
-                pipe.rpush(self._recent, *frames)
-                pipe.ltrim(self._recent, -RECENT_DECISIONS, -1)
+            for key, added, kept in (
+                (self._recent, frames, RECENT_DECISIONS),
+                (self._recent_no_offer, no_offers, RECENT_NO_OFFERS),
+                (self._marks, marks, RECENT_MARKS),
+            ):
+                if added:
+                    pipe.rpush(key, *added)
+                    pipe.ltrim(key, -kept, -1)
             await pipe.execute()
 
     async def lead(self) -> bool:
@@ -152,12 +182,16 @@ class SharedBoard:
             pipe.lrange(self._history, 0, -1)
             pipe.get(self._stats)
             pipe.lrange(self._recent, 0, -1)
-            history, stats, recent = await pipe.execute()
+            pipe.lrange(self._recent_no_offer, 0, -1)
+            pipe.lrange(self._marks, 0, -1)
+            history, stats, recent, no_offers, marks = await pipe.execute()
         return {
             "type": "snapshot",
             "history": [msgspec.json.decode(row) for row in history],
             "stats": None if stats is None else msgspec.json.decode(stats),
             "decisions": [msgspec.json.decode(frame) for frame in recent],
+            "no_offer_decisions": [msgspec.json.decode(frame) for frame in no_offers],
+            "marks": [msgspec.json.decode(frame) for frame in marks],
         }
 
 
@@ -170,8 +204,11 @@ class DashboardFeed:
         shared: SharedBoard | None = None,
         publishes: bool = True,
         journal: Journal | None = None,
+        pause_seconds: float | None = None,
     ) -> None:
         self.store = store
+        # the pause the reasons are worded against (`offers.phrasing`)
+        self.pause_seconds = settings.PAUSE_SECONDS if pause_seconds is None else pause_seconds
         self.journal = journal
         self._set_aside = 0
         self.models = models
@@ -179,12 +216,21 @@ class DashboardFeed:
         self.publishes = publishes  # a Redis-mode front end only adds its counts
         self.counted = Totals()
         self.history: deque[list[float]] = deque(maxlen=HISTORY_SECONDS)
-        self.recent: deque[str] = deque(maxlen=RECENT_DECISIONS)
+        # the latest frames, for a dashboard's snapshot; a frame's reasons are filled in when
+        # they come
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
+        self.recent_no_offers: deque[dict[str, Any]] = deque(maxlen=RECENT_NO_OFFERS)
+        self.recent_marks: deque[dict[str, Any]] = deque(maxlen=RECENT_MARKS)
         self.last_stats: dict[str, Any] | None = None
-        self._bucket: TokenBucket | None = None
-        self._skipped = 0
+        self._decision_frames = _Sampler(DECISION_FRAMES_PER_SECOND)
+        self._no_offer_frames = _Sampler(NO_OFFER_FRAMES_PER_SECOND)
+        self._mark_frames = _Sampler(MARK_FRAMES_PER_SECOND)
+        self._awaiting: OrderedDict[str, dict[str, Any]] = OrderedDict()  # pause key -> frame
         self._shared = Totals()  # what was added to the shared board so far
-        self._unshared_frames: list[str] = []
+        # frames not yet added to the shared board (encoded then: with the reasons come by then)
+        self._unshared_frames: list[dict[str, Any]] = []
+        self._unshared_no_offers: list[dict[str, Any]] = []
+        self._unshared_marks: list[dict[str, Any]] = []
         # the totals of the last stats frame (shared: read when this process takes the lease)
         self._seen: Totals | None = None if shared else Totals()
         self._next_stats = 0.0
@@ -199,28 +245,93 @@ class DashboardFeed:
         self.counted.offers_accepted += 1
 
     async def on_decisions(self, decisions: list[DecisionMade], now: float | None = None) -> None:
+        """Count decisions as soon as they are made, and show a sample of them: offers and
+        holdouts (their reasons follow, `on_reasons`), and no_offers at a rate of their own."""
         now = time.time() if now is None else now
+        # counted for the batch at once: a batch is thousands of pauses at peak
         counted = self.counted
-        for decision in decisions:
-            counted.decisions[decision.outcome] += 1
-            if decision.risk is not None:
-                counted.risk_bins[min(RISK_BINS - 1, int(decision.risk * RISK_BINS))] += 1
-            if decision.outcome == Outcome.NO_OFFER:
+        counted.decisions.update(map(_outcome_of, decisions))
+        risks = np.fromiter(
+            (risk for risk in map(_risk_of, decisions) if risk is not None), dtype=np.float64
+        )
+        if len(risks):
+            bins = np.clip(risks[np.isfinite(risks)] * RISK_BINS, 0, RISK_BINS - 1).astype(np.intp)
+            for i, count in enumerate(np.bincount(bins, minlength=RISK_BINS).tolist()):
+                counted.risk_bins[i] += count
+        no_offers = [d for d in decisions if d.outcome == Outcome.NO_OFFER]
+        shown = [d for d in decisions if d.outcome != Outcome.NO_OFFER] if no_offers else decisions
+        # Above its rate a kind of frame is sampled, and the next says how many were left out.
+        for sampler, kind in ((self._decision_frames, shown), (self._no_offer_frames, no_offers)):
+            if not kind:
                 continue
-            # Above DECISION_FRAMES_PER_SECOND the feed samples, and says how many it left out.
-            if self._bucket is None:
-                self._bucket = TokenBucket(
-                    rate=DECISION_FRAMES_PER_SECOND, burst=DECISION_FRAMES_PER_SECOND, now=now
-                )
-            if self._bucket.take(1, now) == 0:
-                self._skipped += 1
-                continue
-            frame = _encode(decision_frame(decision, skipped=self._skipped))
-            self._skipped = 0
+            granted, skipped = sampler.take_many(len(kind), now)
+            for decision in kind[:granted]:
+                await self._show(decision, skipped)
+                skipped = 0
+
+    async def _show(self, decision: DecisionMade, skipped: int) -> None:
+        frame = decision_frame(decision, skipped=skipped, pause_seconds=self.pause_seconds)
+        if decision.outcome == Outcome.NO_OFFER:
+            self.recent_no_offers.append(frame)
+            if self.shared is not None:
+                self._unshared_no_offers.append(frame)
+        else:
             self.recent.append(frame)
             if self.shared is not None:
                 self._unshared_frames.append(frame)
-            await _broadcast(frame)
+            if frame["reasons_pending"]:
+                self._await_reasons(decision.pause_key, frame)
+        await _broadcast(_encode(frame))
+
+    def _await_reasons(self, pause_key: str, frame: dict[str, Any]) -> None:
+        self._awaiting[pause_key] = frame
+        while len(self._awaiting) > AWAITING_REASONS:
+            self._awaiting.popitem(last=False)
+
+    async def on_reasons(self, decisions: Sequence[DecisionMade]) -> None:
+        """The reasons of decisions shown before them: into their frames (for the snapshot), and
+        out to the dashboards. A decision without reasons by now gets none."""
+        if not self._awaiting:
+            return
+        for decision in decisions:
+            frame = self._awaiting.pop(decision.pause_key, None)
+            if frame is None:
+                continue
+            frame["reasons"] = decision.reasons
+            frame["reasons_in_words"] = reasons_in_words(
+                decision.reasons, decision.features, pause_seconds=self.pause_seconds
+            )
+            frame["reasons_pending"] = False
+            update = {
+                "type": "reasons",
+                "session": decision.session_id,
+                "pause_key": decision.pause_key,
+                "reasons": frame["reasons"],
+                "reasons_in_words": frame["reasons_in_words"],
+            }
+            await _broadcast(_encode(update))
+
+    async def on_marks(self, marks: Sequence[MarkMade]) -> None:
+        """What shoppers did with offers and carts (shown, accepted, dismissed, bought), out to
+        the dashboards as small update frames, at a rate of their own. Never raises: a mark is
+        in the journal already, and the feed is for watching."""
+        for mark in marks:
+            if self._mark_frames.take(mark.at) is None:
+                continue
+            frame = {
+                "type": "mark",
+                "session": mark.session_id,
+                "offer_id": mark.offer_id,
+                "kind": mark.kind,
+                "at": round(mark.at, 3),
+            }
+            self.recent_marks.append(frame)
+            if self.shared is not None:
+                self._unshared_marks.append(frame)
+            try:
+                await _broadcast(_encode(frame))
+            except Exception as exc:
+                log.warning("could not send a mark to the dashboards: %s", exc)
 
     # --- the worker step ------------------------------------------------------------------------
     async def step(self, now: float) -> bool:
@@ -256,11 +367,20 @@ class DashboardFeed:
         # Taken before the await: what is counted meanwhile goes out next time.
         counted = self.counted.copy()
         frames, self._unshared_frames = self._unshared_frames, []
+        no_offers, self._unshared_no_offers = self._unshared_no_offers, []
+        marks, self._unshared_marks = self._unshared_marks, []
         try:
-            await self.shared.add(counted.minus(self._shared), frames)
+            await self.shared.add(
+                counted.minus(self._shared),
+                [_encode(frame) for frame in frames],
+                [_encode(frame) for frame in no_offers],
+                [_encode(frame) for frame in marks],
+            )
         except BaseException:
             # kept for the next turn, as many as a snapshot shows
             self._unshared_frames = (frames + self._unshared_frames)[-RECENT_DECISIONS:]
+            self._unshared_no_offers = (no_offers + self._unshared_no_offers)[-RECENT_NO_OFFERS:]
+            self._unshared_marks = (marks + self._unshared_marks)[-RECENT_MARKS:]
             raise
         self._shared = counted
 
@@ -302,7 +422,8 @@ class DashboardFeed:
         }
 
     async def snapshot(self) -> str:
-        """What a dashboard gets on (re)connect: the last 15 minutes and the latest decisions."""
+        """What a dashboard gets on (re)connect: the last 15 minutes, the latest decisions (offers
+        and holdouts, and no_offers apart) and the latest marks, to apply to them."""
         if self.shared is not None:
             return _encode(await self.shared.snapshot())
         return _encode(
@@ -310,24 +431,86 @@ class DashboardFeed:
                 "type": "snapshot",
                 "history": list(self.history),
                 "stats": self.last_stats,
-                "decisions": [msgspec.json.decode(frame) for frame in self.recent],
+                "decisions": list(self.recent),
+                "no_offer_decisions": list(self.recent_no_offers),
+                "marks": list(self.recent_marks),
             }
         )
 
 
-def decision_frame(decision: DecisionMade, *, skipped: int = 0) -> dict[str, Any]:
+class _Sampler:
+    """A token bucket for one kind of frame, counting what it left out since the last it let
+    through."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.bucket: TokenBucket | None = None
+        self.skipped = 0
+
+    def take(self, now: float) -> int | None:
+        """None: leave this one out; else send it, saying how many were left out before it."""
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate=self.rate, burst=self.rate, now=now)
+        if self.bucket.take(1, now) == 0:
+            self.skipped += 1
+            return None
+        skipped, self.skipped = self.skipped, 0
+        return skipped
+
+    def take_many(self, wanted: int, now: float) -> tuple[int, int]:
+        """`take` for `wanted` frames in a row: how many of the first to send, and how many
+        were left out before the first of them."""
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate=self.rate, burst=self.rate, now=now)
+        granted = self.bucket.take(wanted, now)
+        if granted == 0:
+            self.skipped += wanted
+            return 0, 0
+        skipped, self.skipped = self.skipped, wanted - granted
+        return granted, skipped
+
+
+_outcome_of = attrgetter("outcome")
+_risk_of = attrgetter("risk")
+
+
+def decision_frame(
+    decision: DecisionMade, *, skipped: int = 0, pause_seconds: float | None = None
+) -> dict[str, Any]:
+    pause = settings.PAUSE_SECONDS if pause_seconds is None else pause_seconds
+    explained = decision.outcome != Outcome.NO_OFFER
     return {
         "type": "decision",
         "session": decision.session_id,
+        "pause_key": decision.pause_key,
         "at": round(decision.at, 3),
         "outcome": decision.outcome,
+        "why": decision.why,
         "risk": None if decision.risk is None else round(decision.risk, 4),
         "cart_value": round(decision.cart_value, 2),
         "model": decision.model,
+        "offer_id": None if decision.offer is None else decision.offer.offer_id,
         "reasons": decision.reasons,
+        "reasons_in_words": reasons_in_words(
+            decision.reasons, decision.features, pause_seconds=pause
+        ),
+        # offers and holdouts get their reasons a moment after they are decided
+        "reasons_pending": explained and not decision.reasons,
         "features": decision.features,
+        "admin_url": decision_admin_url(decision.pause_key),
         "skipped": skipped,
     }
+
+
+@functools.cache
+def _decisions_admin() -> str:
+    return reverse("admin:offers_decision_changelist")
+
+
+def decision_admin_url(pause_key: str) -> str:
+    """The decision in the admin: its change list narrowed to its pause, which goes on to the
+    decision itself once it is recorded (it may not be yet when the frame goes out)."""
+    return f"{_decisions_admin()}?{urlencode({'pause_key': pause_key})}"
 
 
 def _uplift_now() -> dict[str, Any]:

@@ -97,12 +97,17 @@ def build_runtime(*, decides: bool = True) -> Runtime:
     recorder = Recorder(journal, batch_size=500, next_due=store.next_deadline if decides else None)
     shared = SharedBoard(store.redis) if isinstance(store, RedisStore) else None
     feed = DashboardFeed(
-        store=store, models=models, shared=shared, publishes=decides, journal=journal
+        store=store,
+        models=models,
+        shared=shared,
+        publishes=decides,
+        journal=journal,
+        pause_seconds=pause_seconds,
     )
 
     async def record(decisions: list[DecisionMade]) -> None:
         record_decisions(decisions)
-        await feed.on_decisions(decisions)
+        await feed.on_reasons(decisions)
 
     decider = Decider(
         store=store,
@@ -119,6 +124,8 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         batch_size=CLAIM_CHUNK if isinstance(store, RedisStore) else 5000,
         backlog_limit=settings.RECORD_BACKLOG_MAX,
         on_held_back=metrics.RECORD_HELD_BACK.inc,
+        # the feed shows decisions as they are made, and their reasons when they come
+        on_decided=feed.on_decisions,
     )
     worker = StreamWorker(
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline

@@ -1,9 +1,14 @@
 /* The operator dashboard: one socket (/ws/dashboard/), tiles, two uPlot charts, a feed of
-   at-risk carts with their reasons in plain words, and the uplift panel. No build step. */
+   decisions (why, and their reasons in words, worded by the server) that follows what shoppers
+   do with their offers, and the uplift panel. No build step. */
 'use strict';
 (function () {
   var HISTORY = 15 * 60;
-  var FEED = 50;
+  var FEED = 50; // offers and holdouts shown, and no-offer decisions apart
+  var MARKS_KEPT = 200; // marks remembered for items that come after them
+  var SHOW_NO_OFFERS = 'liveoffers:dashboard:show-no-offers';
+  var MARK_WORDS = { offer_shown: 'shown', offer_accepted: 'accepted', offer_dismissed: 'dismissed', purchase: 'bought' };
+  var marksSeen = [];
   var socket = null;
   var retry = 0;
   var history = { t: [], events: [], decisions: [] };
@@ -13,36 +18,7 @@
   function $(selector) { return document.querySelector(selector); }
   function number(n) { return n == null ? '–' : Number(n).toLocaleString('en'); }
   function percent(p) { return p == null ? '–' : (p * 100).toFixed(1) + '%'; }
-  function money(v) { return '€' + Number(v).toLocaleString('en', { maximumFractionDigits: 0 }); }
-  function plural(n, one, many) { return n + ' ' + (n === 1 ? one : many); }
-
-  // --- reasons in plain words --------------------------------------------------------------
-  var WORDS = {
-    cart_value: function (v) { return 'cart ' + money(v); },
-    cart_lines: function (v) { return plural(v, 'product', 'products') + ' in the cart'; },
-    cart_quantity: function (v) { return plural(v, 'item', 'items') + ' in the cart'; },
-    distinct_products: function (v) { return 'looked at ' + plural(v, 'product', 'products'); },
-    product_views: function (v) { return plural(v, 'product page', 'product pages') + ' viewed'; },
-    page_views: function (v) { return plural(v, 'page', 'pages') + ' viewed'; },
-    views_since_add: function (v) { return 'compared ' + plural(v, 'product', 'products') + ' since adding to cart'; },
-    seconds_since_add: function (v) { return 'added to cart ' + minutes(v) + ' ago'; },
-    session_seconds: function (v) { return minutes(v) + ' on the site'; },
-    searches: function (v) { return 'searched ' + plural(v, 'time', 'times'); },
-    adds: function (v) { return 'added to cart ' + plural(v, 'time', 'times'); },
-    removes: function (v) { return 'removed from cart ' + plural(v, 'time', 'times'); },
-    hidden: function (v) { return v ? 'left the tab' : 'tab in view'; },
-    checkout_started: function (v) { return v ? 'started checkout' : 'did not start checkout'; },
-    offers_seen: function (v) { return v ? 'saw ' + plural(v, 'offer', 'offers') + ' before' : 'no offer seen before'; },
-    hour_of_day: function (v) { return 'at ' + String(v).padStart(2, '0') + ':00 UTC'; }
-  };
-  function minutes(seconds) {
-    return seconds < 90 ? Math.round(seconds) + ' s' : Math.round(seconds / 60) + ' min';
-  }
-  function inWords(reason) {
-    var say = WORDS[reason.feature];
-    var text = say ? say(reason.value) : reason.feature + ' ' + reason.value;
-    return text + (reason.contribution >= 0 ? ' (raises risk)' : ' (lowers risk)');
-  }
+  function money(v) { return '€' + Number(v).toLocaleString('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 }); }
 
   // --- rendering ---------------------------------------------------------------------------
   function showStats(stats) {
@@ -90,31 +66,136 @@
     $('[data-uplift=verdict]').textContent = c.verdict;
   }
 
+  // --- the feed ------------------------------------------------------------------------------
+  function showReasons(item, frame) {
+    var list = item.querySelector('.reasons');
+    list.textContent = '';
+    var words = frame.reasons_in_words || [];
+    words.forEach(function (text) {
+      var line = document.createElement('li');
+      line.textContent = text;
+      list.appendChild(line);
+    });
+    if (!words.length && frame.outcome !== 'no_offer') {
+      var none = document.createElement('li');
+      none.className = 'pending';
+      none.textContent = frame.reasons_pending ? 'reasons pending' : 'no reasons worked out';
+      list.appendChild(none);
+    }
+  }
+
   function addDecision(frame, atTop) {
     var list = $('[data-feed]');
     var item = document.createElement('li');
+    item.className = 'decision ' + frame.outcome;
+    item.dataset.session = frame.session;
+    item.dataset.pauseKey = frame.pause_key || '';
+    item.dataset.offer = frame.offer_id || '';
+    item.dataset.outcome = frame.outcome;
     var outcome = document.createElement('span');
     outcome.className = 'outcome ' + frame.outcome;
-    outcome.textContent = frame.outcome === 'offer' ? 'Offer' : 'Holdout';
-    var why = document.createElement('ul');
+    outcome.textContent = { offer: 'Offer', holdout: 'Holdout', no_offer: 'No offer' }[frame.outcome] || frame.outcome;
+    var body = document.createElement('div');
+    body.className = 'body';
+    var why = document.createElement('p');
     why.className = 'why';
-    (frame.reasons || []).forEach(function (reason) {
-      var line = document.createElement('li');
-      line.textContent = inWords(reason);
-      why.appendChild(line);
-    });
-    if (!why.children.length) { var none = document.createElement('li'); none.textContent = 'reasons pending'; why.appendChild(none); }
+    why.textContent = frame.why || '';
+    var reasons = document.createElement('ul');
+    reasons.className = 'reasons';
+    var marks = document.createElement('p');
+    marks.className = 'marks';
+    marks.setAttribute('aria-live', 'polite');
+    body.append(why, reasons, marks);
     var meta = document.createElement('span');
     meta.className = 'meta';
     meta.textContent = 'risk ' + (frame.risk == null ? '–' : frame.risk.toFixed(2)) + ' · ' + money(frame.cart_value) +
-      ' · ' + (frame.model || 'no model') + ' · ' + new Date(frame.at * 1000).toLocaleTimeString();
-    item.append(outcome, why, meta);
-    item.dataset.session = frame.session;
+      ' · ' + (frame.model || 'no model') + ' · ' + new Date(frame.at * 1000).toLocaleTimeString() + ' · ';
+    var link = document.createElement('a');
+    link.href = frame.admin_url || '/admin/offers/decision/?session=' + encodeURIComponent(frame.session);
+    link.textContent = 'in the admin';
+    meta.appendChild(link);
+    item.append(outcome, body, meta);
+    showReasons(item, frame);
+    marksSeen.forEach(function (mark) { if (belongsTo(item, mark)) markItem(item, mark.kind); });
     if (atTop) list.prepend(item); else list.append(item);
-    while (list.children.length > FEED) list.lastChild.remove();
-    $('[data-feed-empty]').hidden = true;
-    var note = $('[data-skipped]');
-    if (frame.skipped) { note.hidden = false; note.textContent = 'Busy: ' + number(frame.skipped) + ' decisions left out of this feed (sampled above 50 a second).'; }
+    trim(list, frame.outcome === 'no_offer');
+    showEmpty();
+    if (frame.skipped) {
+      var note = $(frame.outcome === 'no_offer' ? '[data-skipped-no-offers]' : '[data-skipped]');
+      note.hidden = false;
+      note.textContent = 'Busy: ' + number(frame.skipped) + (frame.outcome === 'no_offer'
+        ? ' no-offer decisions left out of this feed (sampled above 20 a second).'
+        : ' decisions left out of this feed (sampled above 50 a second).');
+    }
+  }
+
+  // Offers and holdouts, and no-offer decisions, are kept FEED each: no-offers never push out offers.
+  function trim(list, noOffers) {
+    var items = list.querySelectorAll(noOffers ? 'li.no_offer' : 'li.offer, li.holdout');
+    for (var i = FEED; i < items.length; i++) items[i].remove();
+  }
+
+  function showEmpty() {
+    var list = $('[data-feed]');
+    var all = showingNoOffers();
+    var shown = list.querySelectorAll(all ? 'li.decision' : 'li.offer, li.holdout').length;
+    var hidden = all ? 0 : list.querySelectorAll('li.no_offer').length;
+    var empty = $('[data-feed-empty]');
+    empty.hidden = shown > 0;
+    empty.textContent = all ? 'No decisions yet.'
+      : 'No offer or holdout decisions yet.' + (hidden ? ' ' + plural(hidden, 'no-offer decision is', 'no-offer decisions are') +
+        ' hidden: show them to see why no offer was made.' : '');
+  }
+  function plural(n, one, many) { return n + ' ' + (n === 1 ? one : many); }
+
+  function belongsTo(item, mark) {
+    return item.dataset.session === mark.session && (!mark.offer_id || item.dataset.offer === mark.offer_id);
+  }
+
+  function markItem(item, kind) {
+    var words = MARK_WORDS[kind] || kind;
+    var done = (item.dataset.marks || '').split(' ').filter(Boolean);
+    if (done.indexOf(kind) >= 0) return;
+    done.push(kind);
+    item.dataset.marks = done.join(' ');
+    var chip = document.createElement('span');
+    chip.className = 'mark ' + kind;
+    chip.textContent = words;
+    item.querySelector('.marks').appendChild(chip);
+  }
+
+  // What a shopper did (saw, took or closed the offer, bought): onto the items it belongs to,
+  // and remembered for a decision item that comes after it.
+  function applyMark(mark) {
+    marksSeen.push(mark);
+    if (marksSeen.length > MARKS_KEPT) marksSeen.shift();
+    $('[data-feed]').querySelectorAll('li.decision').forEach(function (item) {
+      if (belongsTo(item, mark)) markItem(item, mark.kind);
+    });
+  }
+
+  function applyReasons(frame) {
+    $('[data-feed]').querySelectorAll('li.decision').forEach(function (item) {
+      if (item.dataset.pauseKey === frame.pause_key) {
+        showReasons(item, { outcome: item.dataset.outcome, reasons_in_words: frame.reasons_in_words, reasons_pending: false });
+      }
+    });
+  }
+
+  function showingNoOffers() { return $('[data-show-no-offers]').checked; }
+
+  function setShowNoOffers(on) {
+    $('[data-show-no-offers]').checked = on;
+    $('[data-feed-section]').classList.toggle('show-no-offers', on);
+    showEmpty();
+  }
+
+  function remembered() {
+    try { return window.localStorage.getItem(SHOW_NO_OFFERS) === '1'; } catch (e) { return false; }
+  }
+
+  function remember(on) {
+    try { window.localStorage.setItem(SHOW_NO_OFFERS, on ? '1' : '0'); } catch (e) { /* private mode: not kept */ }
   }
 
   // --- charts --------------------------------------------------------------------------------
@@ -159,14 +240,21 @@
       (frame.history || []).forEach(pushHistory);
       makeCharts(); drawRate();
       $('[data-feed]').textContent = '';
-      (frame.decisions || []).forEach(function (d) { addDecision(d, true); });
+      marksSeen = [];
+      var decisions = (frame.decisions || []).concat(frame.no_offer_decisions || []);
+      decisions.sort(function (a, b) { return a.at - b.at; });
+      decisions.forEach(function (d) { addDecision(d, true); });
+      (frame.marks || []).forEach(applyMark);
+      showEmpty();
       showStats(frame.stats);
     },
     stats: function (frame) {
       pushHistory([Math.round(frame.at), frame.events_per_second, frame.decisions_per_second]);
       makeCharts(); drawRate(); showStats(frame);
     },
-    decision: function (frame) { addDecision(frame, true); }
+    decision: function (frame) { addDecision(frame, true); },
+    reasons: applyReasons,
+    mark: applyMark
   };
 
   function connect() {
@@ -192,5 +280,12 @@
   document.addEventListener('visibilitychange', function () {
     if (document.hidden) { if (socket) socket.close(); } else { connect(); }
   });
-  window.addEventListener('DOMContentLoaded', function () { makeCharts(); connect(); });
+  window.addEventListener('DOMContentLoaded', function () {
+    setShowNoOffers(remembered());
+    $('[data-show-no-offers]').addEventListener('change', function (event) {
+      remember(event.target.checked);
+      setShowNoOffers(event.target.checked);
+    });
+    makeCharts(); connect();
+  });
 })();

@@ -21,7 +21,7 @@ from offers.dashboard import DashboardFeed, SharedBoard
 from offers.runtime import Runtime
 from streaming.decider import ModelSlot
 from streaming.policy import Outcome
-from streaming.records import DecisionMade
+from streaming.records import DecisionMade, MarkMade, OfferMade
 from streaming.store import MemoryStore
 from tests.conftest import service_missing
 from tests.factories import T0, operator_user
@@ -56,7 +56,19 @@ async def operator_socket(
     )
 
 
-def made(i: int, outcome: str = "offer", risk: float = 0.9) -> DecisionMade:
+WHY = {
+    "offer": "risk 0.90 reached the rule's 0.60",
+    "holdout": "holdout: control group (risk 0.70 reached the rule's 0.60)",
+    "no_offer": "risk 0.20 below the rule's 0.60",
+}
+
+
+def made(
+    i: int, outcome: str = "offer", risk: float = 0.9, *, reasons: bool = True
+) -> DecisionMade:
+    offer = None
+    if outcome == "offer":
+        offer = OfferMade(f"o-{i}", f"SAVE10-{i}", 1, "t", "m", 10, T0, T0 + 1800)
     return DecisionMade(
         session_id=f"s{i}",
         site="demo",
@@ -68,9 +80,13 @@ def made(i: int, outcome: str = "offer", risk: float = 0.9) -> DecisionMade:
         shadow_risk=None,
         model="cart-risk@1",
         shadow_model="",
-        features={"views_since_add": 6.0, "cart_value": 340.0},
+        features={"views_since_add": 6.0, "cart_value": 340.0, "seconds_since_add": 30.0},
         cart_value=340.0,
-        reasons=[{"feature": "views_since_add", "value": 6.0, "contribution": 1.4}],
+        offer=offer,
+        reasons=[{"feature": "views_since_add", "value": 6.0, "contribution": 1.4}]
+        if reasons and outcome != "no_offer"
+        else [],
+        why=WHY[outcome],
     )
 
 
@@ -85,9 +101,13 @@ async def test_staff_get_a_snapshot_then_live_frames(runtime: Runtime):
     )
     first: dict[str, Any] = await ws.receive_json_from()
     second: dict[str, Any] = await ws.receive_json_from()
+    third: dict[str, Any] = await ws.receive_json_from()
     assert (first["type"], first["outcome"], first["session"]) == ("decision", "offer", "s1")
     assert first["reasons"][0]["feature"] == "views_since_add" and first["cart_value"] == 340.0
-    assert second["outcome"] == "holdout"  # no_offer decisions are counted, not listed
+    assert second["outcome"] == "holdout"
+    # no_offer decisions go out too, after the batch's offers (the page shows them when asked),
+    # each saying why
+    assert (third["outcome"], third["why"]) == ("no_offer", "risk 0.20 below the rule's 0.60")
     await ws.disconnect()
 
 
@@ -133,6 +153,7 @@ async def test_stats_go_out_once_a_second_with_what_happened_in_it(runtime: Runt
     runtime.feed.count_events(120)
     await runtime.feed.on_decisions([made(1), made(2, "no_offer", 0.15)], now=T0)
     await ws.receive_json_from()  # the offer's decision frame
+    await ws.receive_json_from()  # the no_offer's
     await runtime.feed.step(T0)
     stats = await ws.receive_json_from()
     assert stats["type"] == "stats"
@@ -196,6 +217,151 @@ async def test_a_dashboard_that_comes_back_catches_up_from_the_snapshot(runtime:
     assert snapshot["history"][-1][1] == 10
     assert [d["session"] for d in snapshot["decisions"]] == ["s1"]
     assert snapshot["stats"]["events_per_second"] == 10
+    await ws.disconnect()
+
+
+async def test_a_batch_is_counted_at_once_whatever_its_risks(runtime: Runtime):
+    no_risk = made(4, "no_offer", 0.2)
+    no_risk.risk = None
+    batch = [made(1, risk=1.0), made(2, "holdout", 0.05), made(3, risk=float("nan")), no_risk]
+    await runtime.feed.on_decisions(batch, now=T0)
+    counted = runtime.feed.counted
+    assert counted.decisions == {"offer": 2, "holdout": 1, "no_offer": 1}
+    assert counted.risk_bins == [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+
+
+async def test_a_decision_frame_says_why_in_words_and_links_to_the_decision(runtime: Runtime):
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    await runtime.feed.on_decisions([made(1)], now=T0)
+    frame = await ws.receive_json_from()
+    assert frame["why"] == "risk 0.90 reached the rule's 0.60"
+    assert frame["offer_id"] == "o-1" and frame["pause_key"] == "s1:1"
+    # the reasons as recorded, and in words (the pause itself left out)
+    assert frame["reasons_in_words"] == ["compared 6 products since adding to cart (raises risk)"]
+    assert frame["reasons_pending"] is False
+    assert frame["admin_url"] == "/admin/offers/decision/?pause_key=s1%3A1"
+    await ws.disconnect()
+
+
+async def test_offers_go_out_as_decided_and_their_reasons_follow(runtime: Runtime):
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    offer, holdout = made(1, reasons=False), made(2, "holdout", 0.7, reasons=False)
+    await runtime.feed.on_decisions([offer, holdout, made(3, "no_offer", 0.2)], now=T0)
+    frames = [await ws.receive_json_from() for _ in range(3)]
+    assert [(f["outcome"], f["reasons_pending"]) for f in frames] == [
+        ("offer", True),
+        ("holdout", True),
+        ("no_offer", False),
+    ]  # offers and holdouts first
+    offer.reasons = [{"feature": "searches", "value": 0.0, "contribution": 0.8}]
+    await runtime.feed.on_reasons([offer, holdout])
+    first, second = await ws.receive_json_from(), await ws.receive_json_from()
+    assert (first["type"], first["pause_key"]) == ("reasons", "s1:1")
+    assert first["reasons_in_words"] == ["made no search (raises risk)"]
+    # explaining failed for the holdout: it says so rather than waiting for ever
+    assert (second["pause_key"], second["reasons_in_words"]) == ("s2:1", [])
+    await runtime.feed.on_reasons([offer])  # told twice: nothing more
+    assert await ws.receive_nothing(timeout=0.1)
+    await ws.disconnect()
+    # a dashboard that connects now gets the frames with their reasons
+    again = await operator_socket()
+    await again.connect()
+    snapshot = await again.receive_json_from()
+    first_frame = snapshot["decisions"][0]
+    assert first_frame["reasons_in_words"] == ["made no search (raises risk)"]
+    assert first_frame["reasons_pending"] is False
+    await again.disconnect()
+
+
+async def test_a_flood_of_no_offers_never_pushes_out_offers(runtime: Runtime):
+    from offers.dashboard import NO_OFFER_FRAMES_PER_SECOND, RECENT_NO_OFFERS
+
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    flood = [made(100 + i, "no_offer", 0.1) for i in range(500)]
+    await runtime.feed.on_decisions([*flood[:250], made(1), *flood[250:], made(2)], now=T0)
+    frames = []
+    while not await ws.receive_nothing(timeout=0.1):
+        frames.append(await ws.receive_json_from())
+    offers = [f["session"] for f in frames if f["outcome"] == "offer"]
+    assert offers == ["s1", "s2"]
+    assert len(frames) == NO_OFFER_FRAMES_PER_SECOND + 2
+    await runtime.feed.on_decisions([made(3, "no_offer", 0.1)], now=T0 + 1)
+    late = await ws.receive_json_from()
+    assert (late["session"], late["skipped"]) == ("s3", 500 - NO_OFFER_FRAMES_PER_SECOND)
+    for second in range(2, 10):
+        await runtime.feed.on_decisions(flood[:50], now=T0 + second)
+    snapshot = json.loads(await runtime.feed.snapshot())
+    assert [d["session"] for d in snapshot["decisions"]] == ["s1", "s2"]
+    assert len(snapshot["no_offer_decisions"]) == RECENT_NO_OFFERS
+    await ws.disconnect()
+
+
+async def shopper_with_an_offer(runtime: Runtime) -> str:
+    session = "shopper-1"
+    await runtime.store.open(session_id=session, site="demo", now=T0)
+    await runtime.store.note_offer(session, at=T0, offer_id="o-1", frame="{}", expires_at=T0 + 1800)
+    return session
+
+
+@pytest.mark.usefixtures("demo_site")
+async def test_what_shoppers_do_with_offers_and_carts_updates_the_feed(runtime: Runtime):
+    from offers.collector import ingest
+    from streaming.protocol import Event, ProtocolError
+    from tests.factories import event
+
+    session = await shopper_with_an_offer(runtime)
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    events: list[Event | ProtocolError] = [
+        event("e1", "offer_shown", offer_id="o-1"),
+        event("e2", "offer_accepted", offer_id="o-1"),
+        event("e3", "purchase", order_id="D-1", total=300.0),
+    ]
+    result = await ingest(
+        runtime, session_id=session, site="demo", items=events, client="c", now=T0 + 5
+    )
+    assert result.acked == ["e1", "e2", "e3"]
+    marks = [await ws.receive_json_from() for _ in range(3)]
+    assert [(m["type"], m["session"], m["offer_id"], m["kind"]) for m in marks] == [
+        ("mark", session, "o-1", "offer_shown"),
+        ("mark", session, "o-1", "offer_accepted"),
+        ("mark", session, None, "purchase"),
+    ]
+    # an event sent again is acknowledged again, and shown once
+    again = await ingest(
+        runtime, session_id=session, site="demo", items=events[1:2], client="c", now=T0 + 6
+    )
+    assert again.acked == ["e2"] and await ws.receive_nothing(timeout=0.1)
+    snapshot = json.loads(await runtime.feed.snapshot())
+    assert [m["kind"] for m in snapshot["marks"]] == ["offer_shown", "offer_accepted", "purchase"]
+    await ws.disconnect()
+
+
+async def test_marks_have_a_rate_of_their_own(runtime: Runtime):
+    from offers.dashboard import MARK_FRAMES_PER_SECOND, RECENT_MARKS
+
+    ws = await operator_socket()
+    await ws.connect()
+    await ws.receive_json_from()
+    await runtime.feed.on_marks([MarkMade(f"s{i}", None, "purchase", T0) for i in range(300)])
+    await runtime.feed.on_decisions([made(1)], now=T0)
+    frames = []
+    while not await ws.receive_nothing(timeout=0.1):
+        frames.append(await ws.receive_json_from())
+    assert sum(f["type"] == "mark" for f in frames) == MARK_FRAMES_PER_SECOND
+    assert [f["session"] for f in frames if f["type"] == "decision"] == ["s1"]
+    for second in range(1, 10):
+        await runtime.feed.on_marks(
+            [MarkMade(f"s{i}", None, "purchase", T0 + second) for i in range(50)]
+        )
+    assert len(json.loads(await runtime.feed.snapshot())["marks"]) == RECENT_MARKS
     await ws.disconnect()
 
 
@@ -271,6 +437,7 @@ async def test_in_redis_mode_every_process_counts_and_one_publishes(
 
     front.count_events(120)
     front.count_accepted()
+    await front.on_marks([MarkMade("s1", "o-1", "offer_accepted", T0 + 1)])
     await first.on_decisions([made(1)], now=T0 + 1)
     await second.on_decisions([made(2, "no_offer", 0.2), made(3, "holdout", 0.7)], now=T0 + 1)
     # each process adds its counts once a second; the publisher shows what was added by then
@@ -295,6 +462,8 @@ async def test_in_redis_mode_every_process_counts_and_one_publishes(
     assert snapshot["stats"] == later
     # in the order the processes added them
     assert sorted(d["session"] for d in snapshot["decisions"]) == ["s1", "s3", "s4"]
+    assert [d["session"] for d in snapshot["no_offer_decisions"]] == ["s2"]
+    assert [(m["session"], m["kind"]) for m in snapshot["marks"]] == [("s1", "offer_accepted")]
 
     # the publisher stops (its lease runs out): the other worker takes over, rates unbroken
     await client.delete(f"{prefix}dash:lead")
