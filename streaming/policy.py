@@ -154,19 +154,26 @@ class Verdicts:
         n = len(self)
         if n == 0:
             return []
-        known = ~np.isnan(self.risks)
-        # (n,) the risk in cents, as the words show it (-1: none)
-        cents = np.where(known, np.floor(np.where(known, self.risks, 0.0) * 100 + _EPSILON), -1)
-        # (n,) how many rules, by min_risk, the risk reached: the same rules for the same site
+        why = self.why
+        # (n,) the risk in cents, where the words show it (-1: they do not)
+        shows_risk = ((why == MATCHED) | (why == LOW_RISK)) & ~np.isnan(self.risks)
+        risks = np.where(shows_risk, self.risks, 0.0)
+        cents = np.where(shows_risk, np.floor(risks * 100 + _EPSILON), -1).astype(np.int64)
+        # (n,) how many rules, by min_risk, a too small cart's risk reached: the same rules for
+        # the same site
         thresholds = np.sort(np.asarray([rule.min_risk for rule in self.rules], dtype=np.float64))
-        reached = np.where(known, np.searchsorted(thresholds, self.risks, side="right"), 0)
-        _, site = np.unique(np.asarray(self.sites, dtype=object), return_inverse=True)
+        small = why == SMALL_CART
+        reached = np.where(
+            small, np.searchsorted(thresholds, np.where(small, self.risks, 0.0), side="right"), 0
+        )
+        # the site, where the words depend on its rules
+        site = np.where(small | (why == LOW_RISK), _site_indexes(self.sites), 0)
         # (n,) one integer a distinct text
         rules = len(self.rules) + 1
-        key = self.why.astype(np.int64) * len(OUTCOMES) + self.outcome
+        key = why.astype(np.int64) * len(OUTCOMES) + self.outcome
         key = key * rules + (self.rule + 1)
         key = key * (int(site.max()) + 1) + site
-        key = key * 102 + (cents.astype(np.int64) + 1)
+        key = key * 102 + (cents + 1)
         key = key * rules + reached
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         texts = np.asarray(
@@ -208,6 +215,15 @@ class Verdicts:
         if why == NO_BUDGET:
             return "daily budget spent"
         return "taken over: decided before its worker stopped"
+
+
+def _site_indexes(sites: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Each row's site as a small integer (the usual batch: one shop, all 0)."""
+    distinct = set(sites)
+    if len(distinct) == 1:
+        return np.zeros(len(sites), dtype=np.int64)
+    index = {site: i for i, site in enumerate(sorted(distinct))}
+    return np.fromiter(map(index.__getitem__, sites), dtype=np.int64, count=len(sites))
 
 
 # Risks are shown cut (never rounded up) to the cent: a risk below a rule never reads as equal.
