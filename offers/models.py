@@ -249,8 +249,13 @@ class Offer(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     dismissed_at = models.DateTimeField(null=True, blank=True)
     redeemed_at = models.DateTimeField(null=True, blank=True)
+    # A database default too: the record writes offers with a column list (COPY) without it.
     redeemed_order_id = models.CharField(
-        max_length=128, blank=True, help_text="The order that redeemed it: it may redeem it again."
+        max_length=128,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The order that redeemed it: it may redeem it again.",
     )
     redeemed_total = models.DecimalField(
         max_digits=14,
@@ -289,9 +294,9 @@ class Mark(models.Model):
     applied = models.BooleanField(default=False, db_index=True)
     # A purchase's order, what was paid (after any discount) and the offer code used, as far as
     # the shop said: the purchase event and the shop's redemption each fill in what is missing.
-    order_id = models.CharField(max_length=128, blank=True)
+    order_id = models.CharField(max_length=128, blank=True, default="", db_default="")
     total = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
-    code = models.CharField(max_length=40, blank=True)
+    code = models.CharField(max_length=40, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["at", "id"]

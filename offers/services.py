@@ -628,30 +628,35 @@ def _money(total: float | None) -> Decimal | None:
 
 def _purchases_fill_in(purchases: Sequence[Mark]) -> None:
     """A session's purchase is one mark, made by the first of its purchase event and its
-    redemption to arrive: the later one fills in the order, total and code it lacks."""
-    told = [p for p in purchases if p.total is not None or p.code or p.order_id]
-    if not told:
-        return
+    redemption to arrive: the later one fills in the order, total and code it lacks (rows with
+    nothing to fill in are left alone)."""
     quote = connection.ops.quote_name
     table = quote(Mark._meta.db_table)
+    # One statement for each set of columns told, run for all the purchases that tell them.
+    by_told: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for p in purchases:
+        told = {"total": p.total is not None, "order_id": bool(p.order_id), "code": bool(p.code)}
+        columns = tuple(column for column, given in told.items() if given)
+        if columns:
+            values = {"total": p.total, "order_id": p.order_id, "code": p.code}
+            by_told.setdefault(columns, []).append(
+                (*(values[c] for c in columns), p.session, Mark.Kind.PURCHASE.value)
+            )
     with connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {table} SET total = COALESCE(total, %s), "
-            "order_id = CASE WHEN order_id = '' THEN %s ELSE order_id END, "
-            "code = CASE WHEN code = '' THEN %s ELSE code END "
-            "WHERE session = %s AND offer_public_id = '' AND kind = %s "
-            "AND (total IS NULL OR order_id = '' OR code = '')",
-            [
-                (
-                    connection.ops.adapt_decimalfield_value(p.total, 14, 2),
-                    p.order_id,
-                    p.code,
-                    p.session,
-                    Mark.Kind.PURCHASE.value,
-                )
-                for p in told
-            ],
-        )
+        for columns, params in by_told.items():
+            sets = ", ".join(
+                f"{quote(c)} = CASE WHEN {_UNTOLD[c]} THEN %s ELSE {quote(c)} END" for c in columns
+            )
+            untold = " OR ".join(_UNTOLD[c] for c in columns)
+            cursor.executemany(
+                f"UPDATE {table} SET {sets} WHERE session = %s AND offer_public_id = '' "
+                f"AND kind = %s AND ({untold})",
+                params,
+            )
+
+
+# When a purchase's column has not been told yet.
+_UNTOLD = {"total": "total IS NULL", "order_id": "order_id = ''", "code": "code = ''"}
 
 
 MARK_KINDS = frozenset(Mark.Kind.values)

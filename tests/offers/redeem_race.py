@@ -27,7 +27,8 @@ def main() -> None:
     from django.utils import timezone
 
     from offers.models import Decision, Mark, Offer, Site
-    from offers.services import api_key_create
+    from offers.services import api_key_create, record_write
+    from streaming.records import MarkMade
 
     setup_test_environment()
     call_command("migrate", verbosity=0)
@@ -71,7 +72,17 @@ def main() -> None:
     for thread in threads:
         thread.join()
     offer = Offer.objects.get()
-    purchases = list(Mark.objects.filter(kind="purchase").values("order_id", "total", "code"))
+    purchases = list(
+        Mark.objects.filter(kind="purchase", session="s-race").values("order_id", "total", "code")
+    )
+    # A purchase told in two halves (the snippet's event, then the shop's redemption) is one.
+    at = now.timestamp()
+    record_write(records=[MarkMade("s-halves", None, "purchase", at, order_id="7")])
+    record_write(records=[MarkMade("s-halves", None, "purchase", at, total=12.5, code="C-1")])
+    record_write(records=[MarkMade("s-halves", None, "purchase", at, order_id="8", total=1.0)])
+    halves = list(
+        Mark.objects.filter(session="s-halves").values("order_id", "total", "code", "applied")
+    )
     print(
         json.dumps(
             {
@@ -79,6 +90,7 @@ def main() -> None:
                 "redeemed_by": offer.redeemed_order_id,
                 "purchases": [{**p, "total": str(p["total"])} for p in purchases],
                 "converted": Decision.objects.filter(converted_at__isnull=False).count(),
+                "halves": [{**h, "total": str(h["total"])} for h in halves],
             }
         )
     )

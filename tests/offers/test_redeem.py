@@ -16,14 +16,14 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from offers import redeem
+from offers import redeem, services
 from offers.collector import ingest
 from offers.models import ApiKey, Decision, Mark, Offer, Site
 from offers.recorder import Recorder
 from offers.runtime import Runtime
 from offers.services import api_key_authenticate, api_key_create, api_key_revoke, record_write
 from streaming.policy import Outcome
-from streaming.records import MarkMade
+from streaming.records import DecisionMade, MarkMade, OfferMade
 from tests.factories import T0, event
 from tests.subprocesses import ROOT, project_env
 from tests.test_services import postgres_url  # noqa: F401  (a fixture)
@@ -291,6 +291,25 @@ def test_a_key_past_its_rate_gets_429_with_retry_after(
 # --- one purchase, whichever of its event and its redemption comes first ---------------------
 
 
+def decision_with_offer() -> DecisionMade:
+    made = DecisionMade(
+        session_id="s-fast",
+        site="demo",
+        pause_key="s-fast:1",
+        deadline=T0,
+        at=T0,
+        outcome=Outcome.OFFER,
+        risk=0.9,
+        shadow_risk=None,
+        model="",
+        shadow_model="",
+        features={},
+        cart_value=120.0,
+    )
+    made.offer = OfferMade("o-fast", "SAVE10-FAST", None, "t", "m", 10, T0, T0 + 1800)
+    return made
+
+
 def purchase_event(session: str, **told: Any) -> MarkMade:
     return MarkMade(session, None, "purchase", T0, **told)
 
@@ -351,6 +370,42 @@ async def test_a_purchase_events_order_total_and_code_are_recorded(runtime: Runt
     )
 
 
+@pytest.mark.parametrize(
+    ("model", "written"),
+    [
+        (Decision, services._DECISION_COLUMNS),
+        (Offer, services._OFFER_COLUMNS),
+    ],
+)
+def test_every_column_the_records_fast_insert_leaves_out_has_a_database_default(model, written):
+    """The record writes decisions and offers with a column list (COPY on PostgreSQL): a column
+    left out of it must be one the database fills in, or the batch fails."""
+    from django.db.models import NOT_PROVIDED
+
+    for field in model._meta.concrete_fields:
+        if field.primary_key or field.name in written:
+            continue
+        assert field.null or field.db_default is not NOT_PROVIDED, field.name
+
+
+def test_the_fast_insert_writes_an_offer_on_its_first_try(demo_site):
+    # raises when the database cannot fill in a column left out
+    services._decisions_insert([decision_with_offer()], set(), {"demo": demo_site.pk}, {})
+    offer = Offer.objects.get()
+    assert (offer.code, offer.redeemed_order_id, offer.redeemed_total) == ("SAVE10-FAST", "", None)
+
+
+def test_a_purchase_journaled_before_it_carried_its_order_is_read_without_one():
+    import msgspec
+
+    from streaming.records import decode
+
+    old = msgspec.msgpack.encode(
+        ("mark", {"session_id": "s-1", "offer_id": None, "kind": "purchase", "at": T0})
+    )
+    assert decode(old) == MarkMade("s-1", None, "purchase", T0, order_id="", total=None, code="")
+
+
 # --- the demo checkout goes the same way -----------------------------------------------------
 
 
@@ -408,6 +463,9 @@ def check_one_winner(result: dict[str, Any]) -> None:
     (purchase,) = result["purchases"]
     assert purchase == {"order_id": result["redeemed_by"], "total": "90.00", "code": "SAVE10-RACE"}
     assert result["converted"] == 1
+    assert result["halves"] == [
+        {"order_id": "7", "total": "12.50", "code": "C-1", "applied": False}  # no decision
+    ]
 
 
 @pytest.mark.slow
