@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -147,18 +146,31 @@ class Verdicts:
     def whys(self) -> list[str]:
         """Why each row got its outcome, in words: `verdict(i).reason` of every row.
 
-        The words of a row depend only on its why, outcome, rule, site and risk to the cent (and
-        which rules that risk reached), so each distinct text is made once, from one of its rows:
-        a batch of thousands of pauses has a few dozen.
+        The words of a row depend only on its why, outcome, rule, site and risk to the cent (or
+        finer, where the cents would misread against the rule), and which rules that risk
+        reached, so each distinct text is made once, from one of its rows: a batch of thousands of
+        pauses has a few dozen.
         """
         n = len(self)
         if n == 0:
             return []
         why = self.why
-        # (n,) the risk in cents, where the words show it (-1: they do not)
-        shows_risk = ((why == MATCHED) | (why == LOW_RISK)) & ~np.isnan(self.risks)
+        matched, low = why == MATCHED, why == LOW_RISK
+        sites = _site_indexes(self.sites)
+        # (n,) the threshold a shown risk is read against: the rule's, or the lowest of the site's
+        mins = np.asarray([rule.min_risk for rule in self.rules] + [np.nan], dtype=np.float64)
+        lowest = np.asarray(self._lowest_min_risks(), dtype=np.float64)
+        threshold = np.where(matched, mins[self.rule], np.where(low, lowest[sites], np.nan))
+        # (n,) the risk in cents where the words show it (-1: they do not), or past 100 a rank of
+        # the exact risk, where the cents would misread (0.597 "below" 0.60)
+        shows_risk = (matched | low) & ~np.isnan(self.risks)
         risks = np.where(shows_risk, self.risks, 0.0)
-        cents = np.where(shows_risk, np.floor(risks * 100 + _EPSILON), -1).astype(np.int64)
+        cents = np.rint(risks * 100)
+        misread = shows_risk & ((cents / 100 < threshold) != low)
+        cents = np.where(shows_risk, cents, -1).astype(np.int64)
+        if misread.any():
+            _, rank = np.unique(risks[misread], return_inverse=True)
+            cents[misread] = 101 + rank.reshape(-1)
         # (n,) how many rules, by min_risk, a too small cart's risk reached: the same rules for
         # the same site
         thresholds = np.sort(np.asarray([rule.min_risk for rule in self.rules], dtype=np.float64))
@@ -167,13 +179,13 @@ class Verdicts:
             small, np.searchsorted(thresholds, np.where(small, self.risks, 0.0), side="right"), 0
         )
         # the site, where the words depend on its rules
-        site = np.where(small | (why == LOW_RISK), _site_indexes(self.sites), 0)
+        site = np.where(small | low, sites, 0)
         # (n,) one integer a distinct text
         rules = len(self.rules) + 1
         key = why.astype(np.int64) * len(OUTCOMES) + self.outcome
         key = key * rules + (self.rule + 1)
         key = key * (int(site.max()) + 1) + site
-        key = key * 102 + (cents + 1)
+        key = key * (int(cents.max()) + 2) + (cents + 1)
         key = key * rules + reached
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         texts = np.asarray(
@@ -183,11 +195,19 @@ class Verdicts:
         whys: list[str] = texts[inverse.reshape(-1)].tolist()
         return whys
 
+    def _lowest_min_risks(self) -> list[float]:
+        """The lowest min_risk of the rules for each site, by `_site_indexes`."""
+        distinct = sorted(set(self.sites))
+        return [
+            min((rule.min_risk for rule in self.rules if rule.applies_to(site)), default=np.nan)
+            for site in distinct
+        ]
+
     def _reason(self, i: int, why: int, rule: Rule | None) -> str:
         risk, site = float(self.risks[i]), self.sites[i]
-        shown = _risk_text(risk) if risk == risk else "none"  # NaN: no risk
         if why == MATCHED:
             assert rule is not None
+            shown = _risk_text(risk, rule.min_risk, below=False)
             matched = f"risk {shown} reached the rule's {_threshold_text(rule.min_risk)}"
             if self.outcome[i] == HOLDOUT:
                 return f"holdout: control group ({matched})"
@@ -202,7 +222,8 @@ class Verdicts:
             return "no offer rule for this shop"
         candidates = [rule for rule in self.rules if rule.applies_to(site)]
         if why == LOW_RISK:
-            lowest = _threshold_text(min(rule.min_risk for rule in candidates))
+            bar = min(rule.min_risk for rule in candidates)
+            shown, lowest = _risk_text(risk, bar, below=True), _threshold_text(bar)
             if len(candidates) == 1:
                 return f"risk {shown} below the rule's {lowest}"
             return f"risk {shown} below every rule (lowest {lowest})"
@@ -226,12 +247,15 @@ def _site_indexes(sites: Sequence[str]) -> npt.NDArray[np.int64]:
     return np.fromiter(map(index.__getitem__, sites), dtype=np.int64, count=len(sites))
 
 
-# Risks are shown cut (never rounded up) to the cent: a risk below a rule never reads as equal.
-_EPSILON: Final = 1e-9
-
-
-def _risk_text(risk: float) -> str:
-    return f"{math.floor(risk * 100 + _EPSILON) / 100:.2f}"
+def _risk_text(risk: float, threshold: float, *, below: bool) -> str:
+    """The risk to the cent, or finer where the cents would misread against the threshold: "0.47"
+    below 0.60, "0.597" below 0.60 (not "0.60"), "0.625" reaching 0.625 (not "0.62")."""
+    for digits in (2, 3, 4, 5, 6):
+        scale = 10**digits
+        shown = round(risk * scale) / scale  # as `whys` rounds: half to even, as np.rint
+        if (shown < threshold) == below:
+            break
+    return f"{shown:.{digits}f}"
 
 
 def _threshold_text(value: float) -> str:

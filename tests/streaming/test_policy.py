@@ -117,14 +117,33 @@ def test_a_risk_below_every_rule_gets_no_offer() -> None:
     assert decision(risk=0.42, rules=[GENTLE]).reason == "risk 0.42 below the rule's 0.50"
 
 
-def test_a_risk_just_below_a_rule_never_reads_as_reaching_it() -> None:
-    assert decision(risk=0.4999, rules=[GENTLE]).reason == "risk 0.49 below the rule's 0.50"
+def test_a_risk_is_shown_to_the_cent_or_finer_where_the_cents_would_misread() -> None:
+    assert decision(risk=0.4712, rules=[GENTLE]).reason == "risk 0.47 below the rule's 0.50"
+    assert decision(risk=0.497, rules=[GENTLE]).reason == "risk 0.497 below the rule's 0.50"
+    assert decision(risk=0.4999, rules=[GENTLE]).reason == "risk 0.4999 below the rule's 0.50"
+    assert decision(risk=0.996, rules=[GENTLE]).reason == "risk 1.00 reached the rule's 0.50"
     assert decision(risk=0.29, rules=[replace(GENTLE, min_risk=0.29)]).reason == (
         "risk 0.29 reached the rule's 0.29"
+    )
+    assert decision(risk=0.625, rules=[replace(GENTLE, min_risk=0.625)]).reason == (
+        "risk 0.625 reached the rule's 0.625"
     )
     assert decision(risk=0.6, rules=[replace(GENTLE, min_risk=0.625)]).reason == (
         "risk 0.60 below the rule's 0.625"
     )
+
+
+def test_a_batch_near_its_rules_says_each_rows_risk_as_the_row_does() -> None:
+    risks = [0.495, 0.4951, 0.4999, 0.5, 0.5004, 0.497, 0.497, 0.47, 0.4712, 0.8, 0.7999]
+    verdicts = batch(risks, rules=[GENTLE, GENEROUS])
+
+    whys = verdicts.whys()
+
+    assert whys == [verdicts.verdict(i).reason for i in range(len(risks))]
+    assert whys[0] == "risk 0.495 below every rule (lowest 0.50)"
+    assert whys[3] == whys[4] == "risk 0.50 reached the rule's 0.50"
+    assert whys[5] == whys[6] and whys[7] == whys[8] == "risk 0.47 below every rule (lowest 0.50)"
+    assert whys[10] == "risk 0.80 reached the rule's 0.50"  # 0.7999 is below GENEROUS's 0.80
 
 
 def test_a_small_cart_falls_through_to_a_rule_without_minimum() -> None:
