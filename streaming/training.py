@@ -28,6 +28,7 @@ from streaming.state import SessionState
 Floats = npt.NDArray[np.float32]
 Progress = Callable[[int, int], None]
 
+DAY_SECONDS: Final = 86400.0
 EARLY_STOPPING_ROUNDS: Final = 20
 LEARNING_RATE: Final = 0.1
 # Examples a thread should have before training uses more than one (see `training_threads`).
@@ -44,12 +45,19 @@ def pause_examples(
     start: float = 0.0,
     progress: Progress | None = None,
 ) -> tuple[Floats, Floats]:
-    """Every pause of every session as (X: n x features, y: 1 = abandoned), both float32."""
+    """Every pause of every session as (X: n x features, y: 1 = abandoned), both float32.
+
+    The sessions start one after another over the day from `start` (midnight UTC by default),
+    as live traffic does, so that `hour_of_day` takes every value it will meet when served.
+    """
     sessions = list(sessions)
     rows: list[list[float]] = []
     labels: list[float] = []
+    spacing = DAY_SECONDS / max(len(sessions), 1)
     for done, session in enumerate(sessions, start=1):
-        session_rows, purchased = _replay(session, pause_seconds=pause_seconds, start=start)
+        session_rows, purchased = _replay(
+            session, pause_seconds=pause_seconds, start=start + (done - 1) * spacing
+        )
         rows.extend(session_rows)
         labels.extend([0.0 if purchased else 1.0] * len(session_rows))
         if progress is not None and (done % 1000 == 0 or done == len(sessions)):
