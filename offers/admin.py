@@ -265,7 +265,7 @@ class DecisionAdmin(ReadOnlyAdmin):
         "session",
         "outcome",
         "risk_shown",
-        "why",
+        "why_shown",
         "reasons_shown",
         "model_label",
         "shadow_risk_shown",
@@ -311,7 +311,14 @@ class DecisionAdmin(ReadOnlyAdmin):
         words = obj.reasons_in_words()
         if not words:
             return "-"
-        return format_html_join("", "<div>{}</div>", ((said,) for said in words))
+        # wide enough to read in the change list beside the other columns
+        return format_html_join(
+            "", '<div style="min-width: 18rem">{}</div>', ((said,) for said in words)
+        )
+
+    @admin.display(description="why", ordering="why")
+    def why_shown(self, obj: Decision) -> str:
+        return format_html('<div style="min-width: 12rem">{}</div>', obj.why or "-")
 
     @admin.display(description="what each feature pushed (log-odds; + raises the risk)")
     def contributions(self, obj: Decision) -> str:
