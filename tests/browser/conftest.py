@@ -30,7 +30,14 @@ from playwright.sync_api import (
 )
 
 from tests.conftest import service_missing
-from tests.subprocesses import GENEROUS_RULES, STAFF_COOKIE, Server, manage, project_env
+from tests.subprocesses import (
+    GENEROUS_RULES,
+    SMALL_MODEL,
+    STAFF_COOKIE,
+    Server,
+    manage,
+    project_env,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -303,6 +310,7 @@ def shop_database(tmp_path_factory: pytest.TempPathFactory) -> ShopDatabase:
     )
     for command in (
         ["migrate", "--noinput"],
+        ["shell", "-v", "0", "-c", SMALL_MODEL],
         ["bootstrap_demo"],
         ["shell", "-v", "0", "-c", GENEROUS_RULES],
     ):

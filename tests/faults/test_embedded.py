@@ -24,7 +24,7 @@ from streaming.policy import Outcome
 from streaming.records import DecisionMade, MarkMade, OfferMade
 from tests.faults.conftest import PrivatePostgres, wait_for
 from tests.faults.shoppers import Cart, Recorded, failures, pause_carts, read_record, reconcile
-from tests.subprocesses import GENEROUS_RULES, Server, manage, project_env
+from tests.subprocesses import GENEROUS_RULES, SMALL_MODEL, Server, manage, project_env
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,6 @@ PAUSE = "1"
 
 
 DEMO_MODELS = ("offers.site", "offers.product", "offers.offerrule", "offers.scoringmodel")
-# A small model, active before `bootstrap_demo` runs, spares it training the demo's (15 s or
-# more): with the generous rules every paused cart gets an offer whatever its risk.
-SMALL_MODEL = (
-    "from offers.services import model_activate; from tests.factories import stored_model; "
-    "model_activate(model=stored_model())"
-)
 
 
 @pytest.fixture(scope="module")
