@@ -69,6 +69,9 @@ def record_outcomes(
     other; those whose shopper bought converted a minute after their decision."""
     X, y = pauses(count * 2 + 50, seed)
     assert len(y) >= count, "more sessions needed"
+    # spread over the generated day, as live decisions are (every hour_of_day)
+    picked = np.linspace(0, len(y) - 1, count).astype(int)
+    X, y = X[picked], y[picked]
     newest = timezone.now() - age
     decisions = []
     for i, (features, label) in enumerate(zip(as_dicts(X[:count]), y[:count], strict=True)):
