@@ -67,7 +67,9 @@ def test_a_product_page_tracks_its_product_view(client: Client):
     assert client.get("/product/nope/").status_code == 404
 
 
-def test_an_offer_code_takes_off_its_discount_once_when_the_order_is_placed(client: Client, demo_site):
+def test_an_offer_code_takes_off_its_discount_once_when_the_order_is_placed(
+    client: Client, demo_site
+):
     decision = Decision.objects.create(
         site=demo_site, session="s", pause_key="s:1", at=timezone.now(), outcome=Outcome.OFFER
     )
