@@ -98,9 +98,8 @@ def api_redeem(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(limiter.retry_after())
         return response
     declared = request.META.get("CONTENT_LENGTH") or ""
-    if (declared.isdigit() and int(declared) > MAX_BODY_BYTES) or len(
-        request.body
-    ) > MAX_BODY_BYTES:
+    too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+    if too_large or len(request.body) > MAX_BODY_BYTES:
         return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     try:
         body = _decoder.decode(request.body)
