@@ -43,6 +43,8 @@ class Backtest:
     budget: dict[str, dict[int, int]] = field(default_factory=dict)  # day -> rule id -> used
     roc_auc: dict[str, float | None] = field(default_factory=dict)
     pr_auc: dict[str, float | None] = field(default_factory=dict)
+    # each pause's decision, in time order: {"session", "at", "outcome", "risk", "why"}
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,15 @@ def run_backtest(
         )
         verdict = verdicts.verdict(0)
         result.outcomes[verdict.outcome.value] += 1
+        result.decisions.append(
+            {
+                "session": pause.session_id,
+                "at": round(pause.at, 3),
+                "outcome": verdict.outcome.value,
+                "risk": round(float(risks[i]), 6),
+                "why": verdict.reason,
+            }
+        )
         if verdict.rule is not None and verdict.outcome != Outcome.NO_OFFER:
             spent[verdict.rule.id] += 1
             last_offer[pause.session_id] = pause.at

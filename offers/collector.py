@@ -57,6 +57,8 @@ async def ingest(
         result.acked = applied.acked
         result.errors.extend(applied.errors)
         metrics.EVENTS_ACCEPTED.inc(len(applied.fresh))
+        if runtime.event_log is not None:
+            runtime.event_log.append(session_id, site, now, applied.fresh)
         if applied.duplicates:
             metrics.EVENTS_DUPLICATE.inc(applied.duplicates)
         ignored = 0

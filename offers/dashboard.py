@@ -350,7 +350,7 @@ class DashboardFeed:
         if now >= self._next_uplift:
             self._next_uplift = now + UPLIFT_EVERY
             try:
-                self._uplift = await database_sync_to_async(_uplift_now)()
+                self._uplift = await database_sync_to_async(conversion_now)()
                 self._set_aside = await DeadRecord.objects.acount()
             except Exception:
                 log.exception("could not work out the uplift; showing the last figures")
@@ -513,7 +513,7 @@ def decision_admin_url(pause_key: str) -> str:
     return f"{_decisions_admin()}?{urlencode({'pause_key': pause_key})}"
 
 
-def _uplift_now() -> dict[str, Any]:
+def conversion_now() -> dict[str, Any]:
     since = timezone.now() - UPLIFT_WINDOW
     rows = (
         Decision.objects.filter(at__gte=since, outcome__in=[Outcome.OFFER, Outcome.HOLDOUT])

@@ -5,13 +5,27 @@ Built once from settings on first use; tests rebuild it with `reset_runtime()`.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from offers import layer_reports, metrics
-from offers.dashboard import DashboardFeed, SharedBoard
+from offers.alerts import (
+    AlertWatch,
+    BudgetCheck,
+    DeadRecordsCheck,
+    DelayCheck,
+    DriftCheck,
+    Every,
+    LayerDropsCheck,
+    LiveAucCheck,
+    ModelLoadCheck,
+    OffersHurtCheck,
+    Webhook,
+)
+from offers.dashboard import DashboardFeed, SharedBoard, conversion_now
 from offers.drift import DriftWatch
 from offers.limits import Limits, parse_networks
 from offers.recorder import Recorder, record_decisions
@@ -20,6 +34,7 @@ from offers.rulebook import RuleBook
 from streaming.budget import Budget, RedisBudget
 from streaming.decider import Decider, ModelSlot
 from streaming.delivery import Delivery, LayerDelivery, LocalDelivery
+from streaming.eventlog import EventLog
 from streaming.journal import FileJournal, Journal, RedisJournal
 from streaming.records import DecisionMade
 from streaming.redis_store import CLAIM_CHUNK, RedisStore
@@ -43,6 +58,31 @@ class Runtime:
     limits: Limits
     pause_seconds: float
     token_max_age: int
+    event_log: EventLog | None = None
+    alerts: AlertWatch | None = None
+
+
+class EventLogWriter:
+    """Writes the event log's queue once a second (in a thread) and prunes old days daily."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self._next = 0.0
+        self._next_prune = 0.0
+
+    async def step(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + 1.0
+        if self.log.waiting():
+            await asyncio.to_thread(self.log.flush)
+        if now >= self._next_prune:
+            self._next_prune = now + 3600.0
+            await asyncio.to_thread(self.log.prune, now)
+        return False
+
+    async def finish(self) -> None:
+        await asyncio.to_thread(self.log.flush)
 
 
 class CountsRefresher:
@@ -131,6 +171,23 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         store=store, tick_seconds=min(0.25, pause_seconds / 2), wake_at=store.next_deadline
     )
     counts = CountsRefresher(store)
+    event_log = (
+        EventLog(settings.EVENT_LOG, days=settings.EVENT_LOG_DAYS) if settings.EVENT_LOG else None
+    )
+    alerts = AlertWatch(
+        [
+            ModelLoadCheck(watcher),
+            DriftCheck(drift),
+            Every(LiveAucCheck(settings.OUTCOME_WINDOW_SECONDS), 300.0),
+            DelayCheck(),
+            Every(OffersHurtCheck(conversion_now), 60.0),
+            Every(BudgetCheck(), 30.0),
+            DeadRecordsCheck(),
+            LayerDropsCheck(),
+        ],
+        redis=store.redis if isinstance(store, RedisStore) else None,
+        webhook=Webhook(settings.ALERT_WEBHOOK_URL) if settings.ALERT_WEBHOOK_URL else None,
+    )
     # What waits on the database runs beside the loop, never in its way: pauses are decided
     # with the rules and models last loaded while the database is slow or away.
     feed_step = Background(feed.step)
@@ -145,6 +202,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
             feed_step,
             counts.step,
             worker.step_evict,
+            Background(alerts.step),
         ]
     else:
         # A front end of Redis mode: decisions are the `runstream` workers' job; this process
@@ -155,6 +213,10 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         await decider.drain()
         await recorder.flush()
 
+    if event_log is not None:
+        writer = EventLogWriter(event_log)
+        worker.steps.append(Background(writer.step))
+        worker.finishers.append(writer.finish)
     worker.finishers.append(finish)
     worker.finishers.append(journal.aclose)
     closer = getattr(store, "aclose", None)
@@ -183,6 +245,8 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         ),
         pause_seconds=pause_seconds,
         token_max_age=settings.SESSION_TOKEN_MAX_AGE,
+        event_log=event_log,
+        alerts=alerts,
     )
     metrics.LIVE_SESSIONS.set_function(lambda: len(runtime.store))
     metrics.OPEN_SOCKETS.set_function(lambda: runtime.delivery.open_sockets())

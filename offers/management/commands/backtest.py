@@ -39,6 +39,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", dest="json_path", help="also write the figures here ('-': stdout)"
         )
+        parser.add_argument(
+            "--decisions",
+            dest="decisions_path",
+            help="write each pause's decision by the first model here (JSON lines)",
+        )
 
     def handle(self, *_args: Any, **options: Any) -> None:
         from offers.backtest import rules_from_file, run_backtest
@@ -106,6 +111,9 @@ class Command(BaseCommand):
             for day, spent in result.budget.items():
                 used = ", ".join(f"rule {rule}: {count}" for rule, count in sorted(spent.items()))
                 self.stdout.write(f"budget used on {day} ({result.model}): {used}")
+        if options["decisions_path"]:
+            with open(options["decisions_path"], "w") as file:
+                file.writelines(json.dumps(d) + "\n" for d in results[0].decisions)
         if options["json_path"]:
             text = json.dumps({"models": [r.as_json() for r in results]}, indent=2)
             if options["json_path"] == "-":

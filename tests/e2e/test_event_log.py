@@ -1,0 +1,86 @@
+"""The clickstream at rest, from a real server: simulated shoppers' events written through to the
+event log, and `backtest` on that log deciding the same pauses as the live worker did."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streaming.eventlog import read_log
+from tests.subprocesses import ROOT, Server, manage, prepared_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LIVE_DECISIONS = """
+import json
+from offers.models import Decision
+print(json.dumps([[d.session, d.at.timestamp(), d.outcome, d.risk] for d in Decision.objects.all()]))
+"""
+
+
+def test_the_log_holds_every_applied_event_and_a_backtest_of_it_decides_as_live(tmp_path: Path):
+    events = tmp_path / "events"
+    env, _ = prepared_env(
+        tmp_path,
+        PAUSE_SECONDS="1",
+        EVENT_LOG=str(events),
+        # a second offer to a session inside the test: cooldown and holdout as the backtest
+        # reads them from the same settings
+        OFFER_COOLDOWN_SECONDS="5",
+    )
+    server = Server(env)
+    try:
+        simulated = subprocess.run(
+            [sys.executable, "manage.py", "simulate", "--url", server.url]
+            + ["--shoppers", "30", "--seconds", "10"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert simulated.returncode == 0, simulated.stdout + simulated.stderr
+        time.sleep(3)  # the last pauses fall due and are recorded
+    finally:
+        assert server.stop() == 0  # SIGTERM: what is queued for the log is written
+    logged = list(read_log(events))
+    assert logged, "nothing in the event log"
+    assert all(e.site == "demo" for e in logged)
+    names = {e.event.name for e in logged}
+    assert {"page_view", "add_to_cart", "offer_shown"} <= names, names
+    # never a token: the log holds session ids, not what the browser authenticates with
+    raw = b"".join(path.read_bytes() for path in events.rglob("*.gz"))
+    assert b"token" not in raw
+
+    live = manage("shell", "-v", "0", "-c", LIVE_DECISIONS, env=env)
+    assert live.returncode == 0, live.stderr
+    decided = json.loads(live.stdout)
+    assert len(decided) >= 10, "too few live decisions to compare"
+    replayed_path = tmp_path / "backtest.jsonl"
+    backtest = manage(
+        "backtest", "--clickstream", "log", "--decisions", str(replayed_path), env=env
+    )
+    assert backtest.returncode == 0, backtest.stderr
+    replayed = [json.loads(line) for line in replayed_path.read_text().splitlines()]
+
+    by_session: dict[str, list[dict[str, object]]] = {}
+    for decision in replayed:
+        by_session.setdefault(str(decision["session"]), []).append(decision)
+    same = 0
+    for session, at, outcome, risk in decided:
+        # the backtest's pause at the live decision's deadline (live decides just after it)
+        match = [d for d in by_session.get(session, []) if 0 <= at - float(str(d["at"])) < 1.0]
+        assert match, f"no replayed pause for the live decision of {session} at {at}"
+        replay = match[0]
+        if replay["outcome"] == outcome and abs(float(str(replay["risk"])) - risk) <= 0.01:
+            same += 1
+    print(f"{same} of {len(decided)} live decisions decided alike; {len(replayed)} replayed")
+    assert same >= 0.99 * len(decided), f"{same} of {len(decided)} decided alike"
+    # and no pause the live worker did not see, beyond those cut off when the server stopped
+    assert len(replayed) <= len(decided) + 30
