@@ -36,8 +36,10 @@ def test_the_log_holds_every_applied_event_and_a_backtest_of_it_decides_as_live(
     server = Server(env)
     try:
         simulated = subprocess.run(
-            [sys.executable, "manage.py", "simulate", "--url", server.url]
-            + ["--shoppers", "30", "--seconds", "10"],
+            [
+                *(sys.executable, "manage.py", "simulate", "--url", server.url),
+                *("--shoppers", "30", "--seconds", "10"),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
