@@ -3,30 +3,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from offers.bodies import MODEL_UPLOAD_BYTES
-from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, Product, ScoringModel, Site
-from offers.services import model_activate, model_create, model_rollback, model_shadow
-from streaming.features import FEATURE_NAMES, FEATURES
-from streaming.model_file import (
-    MAX_DEPTH,
-    MAX_NODES,
-    MAX_NODES_PER_TREE,
-    MAX_TREES,
-    ModelError,
-    check_model_file,
-    sniff_format,
-)
-from streaming.model_trial import trial_model
-
-MAX_MODEL_BYTES = MODEL_UPLOAD_BYTES  # what the body limit lets staff send
+from offers.models import DeadRecord, Decision, Mark, Offer, OfferRule, Product, Site
+from streaming.features import FEATURES
 
 
 @admin.register(Site)
@@ -56,183 +40,6 @@ class OfferRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic onl
     ]
     list_editable = ["priority", "active"]
     list_filter = ["site", "active"]
-
-
-class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg]  # generic only in django-stubs
-    """Upload of an XGBoost model file: JSON or UBJSON, checked before anything is stored."""
-
-    model_file = forms.FileField(
-        required=False,
-        help_text="An XGBoost Booster saved as JSON or UBJSON (never a pickle), trained on "
-        f"the live feature list, within the limits: at most {MAX_TREES:,} trees, "
-        f"{MAX_NODES_PER_TREE:,} nodes a tree and {MAX_NODES:,} in all, a depth of {MAX_DEPTH}, "
-        "finite values. It is tried in a separate process before it is stored.",
-    )
-
-    class Meta:
-        model = ScoringModel
-        fields = ["name", "notes"]
-
-    def clean_model_file(self) -> bytes | None:
-        upload = self.cleaned_data.get("model_file")
-        if self.instance.pk:
-            return None  # a stored version's artifact never changes
-        if upload is None:
-            raise forms.ValidationError("Choose a model file to upload.")
-        if upload.size > MAX_MODEL_BYTES:
-            raise forms.ValidationError(f"The file is over {MAX_MODEL_BYTES // 2**20} MiB.")
-        raw: bytes = upload.read()
-        try:
-            # The bounds and the structure here; XGBoost only ever reads the file in the trial's
-            # process, never in this one.
-            check_model_file(raw)
-            trial_model(raw)
-        except ModelError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return raw
-
-
-@admin.register(ScoringModel)
-class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
-    form = ScoringModelForm
-    list_display = ["label", "state", "auc", "pause", "created_at", "activated_at"]
-    list_filter = ["state", "name"]
-    readonly_fields = [
-        "version",
-        "state",
-        "artifact_format",
-        "pause",
-        "metrics_table",
-        "feature_names",
-        "created_at",
-        "activated_at",
-    ]
-    actions = ["activate", "rollback", "run_as_shadow", "stop_shadow"]
-
-    @admin.display(description="trained for pauses of", ordering="pause_seconds")
-    def pause(self, obj: ScoringModel) -> str:
-        if obj.pause_seconds is None:
-            return "not known"
-        if obj.pause_differs():
-            return format_html(
-                '<strong style="color: var(--error-fg)">⚠ {} s: the live pause is {} s</strong>',
-                f"{obj.pause_seconds:g}",
-                f"{settings.PAUSE_SECONDS:g}",
-            )
-        return f"{obj.pause_seconds:g} s"
-
-    def _warn_of_pauses(self, request: HttpRequest, models: Any) -> None:
-        """A warning for each model, among those in use or asked for, trained for another pause
-        than the live one: its risks are those of pauses of another length."""
-        for model in models:
-            if model.pause_differs():
-                self.message_user(
-                    request,
-                    f"Model {model.label} ({model.get_state_display().lower()}) was trained for "
-                    f"pauses of {model.pause_seconds:g} s, but PAUSE_SECONDS is "
-                    f"{settings.PAUSE_SECONDS:g} s: its risks are those of pauses of another "
-                    "length. Train a model for the live pause (manage.py train_model), or set "
-                    "PAUSE_SECONDS back.",
-                    messages.WARNING,
-                )
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        if request.method == "GET":
-            in_use = ScoringModel.objects.filter(
-                state__in=[ScoringModel.State.ACTIVE, ScoringModel.State.SHADOW]
-            )
-            self._warn_of_pauses(request, in_use)
-        return super().changelist_view(request, extra_context)
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:
-        if request.method == "GET" and object_id.isdigit():
-            self._warn_of_pauses(request, ScoringModel.objects.filter(pk=object_id))
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    @admin.display(description="held-out AUC")
-    def auc(self, obj: ScoringModel) -> str:
-        value = obj.metrics.get("auc") if isinstance(obj.metrics, dict) else None
-        return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
-
-    @admin.display(description="metrics")
-    def metrics_table(self, obj: ScoringModel) -> str:
-        if not obj.metrics:
-            return "-"
-        return format_html_join(
-            "", "<div><b>{}</b>: {}</div>", ((k, v) for k, v in sorted(obj.metrics.items()))
-        )
-
-    def get_fields(self, _request: HttpRequest, obj: Any = None) -> Any:
-        if obj is None:
-            return ["name", "notes", "model_file"]
-        return ["name", "notes", *self.readonly_fields]
-
-    def save_model(self, request: HttpRequest, obj: ScoringModel, form: Any, change: bool) -> None:
-        if change:
-            obj.save(update_fields=["name", "notes"])
-            return
-        raw = form.cleaned_data["model_file"]
-        created = model_create(
-            artifact=raw,
-            artifact_format=sniff_format(raw),
-            feature_names=list(FEATURE_NAMES),
-            metrics={"uploaded_by": request.user.get_username()},
-            name=obj.name,
-            notes=obj.notes,
-        )
-        obj.pk, obj.version = created.pk, created.version
-        obj.refresh_from_db()
-
-    @admin.action(description="Activate the selected model (every server within 2 s)")
-    def activate(self, request: HttpRequest, queryset: Any) -> None:
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one model to activate.", messages.ERROR)
-            return
-        model = queryset.get()
-        try:
-            model_activate(model=model)
-        except ModelError as exc:
-            self.message_user(request, f"{model.label} was not activated: {exc}", messages.ERROR)
-            return
-        self.message_user(request, f"{model.label} is now active.", messages.SUCCESS)
-
-    @admin.action(description="Roll back to the previously active model")
-    def rollback(self, request: HttpRequest, _queryset: Any) -> None:
-        try:
-            model = model_rollback()
-        except ModelError as exc:
-            self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
-            return
-        if model is None:
-            self.message_user(request, "No earlier active model to roll back to.", messages.ERROR)
-        else:
-            self.message_user(
-                request, f"Rolled back: {model.label} is active again.", messages.SUCCESS
-            )
-
-    @admin.action(description="Run the selected model in shadow (scored, never acted on)")
-    def run_as_shadow(self, request: HttpRequest, queryset: Any) -> None:
-        if queryset.count() != 1 or queryset.get().state == ScoringModel.State.ACTIVE:
-            self.message_user(
-                request, "Select exactly one model that is not active.", messages.ERROR
-            )
-            return
-        model = queryset.get()
-        try:
-            model_shadow(model=model)
-        except ModelError as exc:
-            self.message_user(
-                request, f"{model.label} does not run in shadow: {exc}", messages.ERROR
-            )
-            return
-        self.message_user(request, f"{model.label} now runs in shadow.", messages.SUCCESS)
-
-    @admin.action(description="Stop the shadow model")
-    def stop_shadow(self, request: HttpRequest, _queryset: Any) -> None:
-        model_shadow(model=None)
-        self.message_user(request, "No model runs in shadow now.", messages.SUCCESS)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
@@ -423,4 +230,4 @@ class DeadRecordAdmin(ReadOnlyAdmin):
         return bool(request.user.is_superuser)
 
 
-from offers import admin_keys  # noqa: E402, F401  # registers the API keys' admin
+from offers import admin_keys, admin_models  # noqa: E402, F401  # register API keys and models

@@ -91,14 +91,20 @@ def model_rollback(*, user: str = "") -> ScoringModel | None:
     No transaction around the trial (model_activate): it takes a second or two, and an open
     transaction would hold SQLite's lock against every writer that long.
     """
+    previous = model_rollback_target()
+    if previous is None:
+        return None
+    return _model_make_active(previous, action=ModelEvent.Action.ROLLED_BACK, user=user, note="")
+
+
+def model_rollback_target() -> ScoringModel | None:
+    """The version `model_rollback` would re-activate: the one activated last before the
+    current one (None when there is none)."""
     current = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
     earlier = ScoringModel.objects.filter(activated_at__isnull=False)
     if current is not None:
         earlier = earlier.exclude(pk=current.pk)
-    previous = earlier.order_by("-activated_at").first()
-    if previous is None:
-        return None
-    return _model_make_active(previous, action=ModelEvent.Action.ROLLED_BACK, user=user, note="")
+    return earlier.order_by("-activated_at").first()
 
 
 def _model_make_active(model: ScoringModel, *, action: str, user: str, note: str) -> ScoringModel:
@@ -172,6 +178,40 @@ def model_shadow(*, model: ScoringModel | None, user: str = "", note: str = "") 
                 )
             )
         ModelEvent.objects.bulk_create(events)
+
+
+class ModelInUse(Exception):
+    """The active model cannot be retired: another is activated (or the previous one rolled
+    back to) first."""
+
+
+def model_retire(*, model: ScoringModel, user: str = "", note: str = "") -> bool:
+    """Retire a candidate or the shadow model (it stops being scored); False when it was
+    retired already. ModelInUse for the active model."""
+    with transaction.atomic():
+        state = (
+            ScoringModel.objects.select_for_update()
+            .filter(pk=model.pk)
+            .values_list("state", flat=True)
+            .get()
+        )
+        if state == ScoringModel.State.ACTIVE:
+            raise ModelInUse(
+                f"{model.label} is the active model: activate another or roll back first"
+            )
+        if state == ScoringModel.State.RETIRED:
+            return False
+        ScoringModel.objects.filter(pk=model.pk).update(state=ScoringModel.State.RETIRED)
+        model.state = ScoringModel.State.RETIRED
+        said = ScoringModel.State(state).label.lower()
+        ModelEvent.objects.create(
+            model=model,
+            action=ModelEvent.Action.RETIRED,
+            user=user,
+            note=f"was {'in ' if state == ScoringModel.State.SHADOW else 'a '}{said}"
+            + (f"; {note}" if note else ""),
+        )
+    return True
 
 
 def model_refuse(

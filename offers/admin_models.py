@@ -1,0 +1,1115 @@
+"""The model registry in the admin: upload, compare, activate, shadow, roll back, retire.
+
+Each change to what scores decisions goes through a confirmation page (a GET that says what will
+happen and, for an activation or a shadow, how the model does against the active one on
+recorded outcomes; then a POST) and is written twice: to the admin's history (LogEntry, with the
+user and both versions) and to the model's own timeline (ModelEvent). The models in use (active,
+shadow) are never deleted: another is activated, or they are retired, first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
+from django.core.exceptions import PermissionDenied
+from django.db.models import ProtectedError, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from offers.bodies import MODEL_UPLOAD_BYTES
+from offers.charts import Series, colour, unit_chart
+from offers.evaluation import Comparison, ModelEvaluation, compare_models, feature_importance
+from offers.management.commands.promote_shadow import DEFAULT_MIN_OUTCOMES
+from offers.models import Decision, ScoringModel
+from offers.services import (
+    ModelInUse,
+    model_activate,
+    model_create,
+    model_retire,
+    model_rollback,
+    model_rollback_target,
+    model_shadow,
+)
+from streaming.evaluation import gate
+from streaming.features import FEATURE_NAMES, FEATURES
+from streaming.model_file import (
+    MAX_DEPTH,
+    MAX_NODES,
+    MAX_NODES_PER_TREE,
+    MAX_TREES,
+    ModelError,
+    check_model_file,
+    sniff_format,
+)
+from streaming.model_trial import trial_model
+
+MAX_MODEL_BYTES = MODEL_UPLOAD_BYTES  # what the body limit lets staff send
+# The admin's pages measure models on the known outcomes of this many recent days: enough to
+# judge, few enough to read while a page waits.
+COMPARE_DAYS: Final = 30
+MAX_COMPARED: Final = 5
+
+ACTIVE, SHADOW, CANDIDATE, RETIRED = (
+    ScoringModel.State.ACTIVE,
+    ScoringModel.State.SHADOW,
+    ScoringModel.State.CANDIDATE,
+    ScoringModel.State.RETIRED,
+)
+_TEMPLATES: Final = "admin/offers/scoringmodel"
+
+
+# --- measuring models on recorded outcomes -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Models measured on the known outcomes of the last COMPARE_DAYS: the `comparison` of those
+    that could be scored (None when none could) and, by label, why the others could not."""
+
+    comparison: Comparison | None
+    errors: dict[str, str]
+
+    def of(self, model: ScoringModel) -> ModelEvaluation | None:
+        if self.comparison is None:
+            return None
+        return next((e for e in self.comparison.models if e.model.pk == model.pk), None)
+
+
+def measure(models: Sequence[ScoringModel]) -> Measured:
+    """Each model tried in a process of its own first (as an upload is), so that XGBoost reads
+    a stored file here only once it has passed; then all re-scored on the same decisions."""
+    errors: dict[str, str] = {}
+    for model in models:
+        try:
+            trial_model(bytes(model.artifact))
+        except ModelError as exc:
+            errors[model.label] = str(exc)
+    scorable = [model for model in models if model.label not in errors]
+    if not scorable:
+        return Measured(None, errors)
+    since = timezone.now() - datetime.timedelta(days=COMPARE_DAYS)
+    try:
+        return Measured(compare_models(scorable, since=since), errors)
+    except ModelError as exc:
+        return Measured(None, errors | {model.label: str(exc) for model in scorable})
+
+
+def outcomes_in_words(comparison: Comparison | None) -> str:
+    if comparison is None:
+        return "No model could be scored."
+    if comparison.n == 0:
+        return (
+            f"Not enough known outcomes: no decision of the last {COMPARE_DAYS} days has a known "
+            f"outcome yet (one is known {settings.OUTCOME_WINDOW_SECONDS:g} s after its decision, "
+            "and only decisions without an offer measure a model)."
+        )
+    return (
+        f"{comparison.n:,} decisions of the last {COMPARE_DAYS} days with a known outcome "
+        f"(decided before {comparison.known_before:%Y-%m-%d %H:%M} UTC), "
+        f"{comparison.buyers:,} of them bought."
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's verdict in words: `kind` is passed, refused or unknown (nothing to judge on)."""
+
+    kind: str
+    text: str
+
+
+def verdict_in_words(new: ScoringModel, current: ScoringModel | None, found: Measured) -> Verdict:
+    cannot = [f"{label} cannot be scored: {why}" for label, why in found.errors.items()]
+    if cannot:
+        return Verdict("unknown", "; ".join(cannot) + ".")
+    if current is None:
+        return Verdict("unknown", "No model is active: there is nothing to compare it with.")
+    if current.pk == new.pk:
+        return Verdict("unknown", f"{new.label} is the active model.")
+    mine, theirs = found.of(new), found.of(current)
+    if mine is None or theirs is None or found.comparison is None:
+        return Verdict("unknown", "The two models could not be compared.")
+    verdict = gate(mine.figures, theirs.figures)
+    n = found.comparison.n
+    if not verdict.passed and verdict.reasons == ("no outcomes to compare the two models on",):
+        return Verdict(
+            "unknown",
+            f"Not enough known outcomes to compare {new.label} with {current.label} "
+            f"({n:,} decisions with a known outcome, {found.comparison.buyers:,} of them bought: "
+            "both outcomes are needed).",
+        )
+    why = "; ".join(verdict.reasons)
+    if verdict.passed:
+        text = f"By the gate's rule {new.label} may replace {current.label}: {why}."
+    else:
+        text = (
+            f"By the gate's rule {new.label} would not replace {current.label}: {why}. "
+            "It can still be activated (as train_model --force does)."
+        )
+    if n < DEFAULT_MIN_OUTCOMES:
+        text += (
+            f" Only {n:,} known outcomes: promote_shadow waits for {DEFAULT_MIN_OUTCOMES:,} "
+            "before it judges, so these figures are rough."
+        )
+    return Verdict("passed" if verdict.passed else "refused", text)
+
+
+# (attribute, heading, whether a higher value is better)
+FIGURES: Final = (
+    ("roc_auc", "ROC-AUC", True),
+    ("pr_auc", "PR-AUC", True),
+    ("log_loss", "log-loss", False),
+    ("brier", "Brier", False),
+    ("ece", "ECE", False),
+)
+
+
+@dataclass(frozen=True)
+class FigureRow:
+    label: str
+    role: str
+    colour: str
+    n: str
+    buyers: str
+    cells: list[tuple[str, bool]]  # (the figure, whether it is the best of those compared)
+    error: str = ""
+
+
+def figure_rows(models: Sequence[ScoringModel], found: Measured) -> list[FigureRow]:
+    """The metrics table: a row per model, in the order given, the best of each figure marked
+    when more than one model has it."""
+    known = {m.pk: e.figures for m in models if (e := found.of(m)) is not None}
+    best: dict[str, float] = {}
+    for name, _, higher in FIGURES:
+        values = [getattr(f, name) for f in known.values() if not math.isnan(getattr(f, name))]
+        if len(values) > 1:
+            best[name] = max(values) if higher else min(values)
+    rows = []
+    for index, model in enumerate(models):
+        figures = known.get(model.pk)
+        if figures is None:
+            error = found.errors.get(model.label, "not scored")
+            rows.append(
+                FigureRow(model.label, _role(model), colour(index), "-", "-", [], error=error)
+            )
+            continue
+        cells = [
+            (_figure(value), name in best and value == best[name])
+            for name, _, _ in FIGURES
+            for value in (getattr(figures, name),)
+        ]
+        rows.append(
+            FigureRow(
+                model.label,
+                _role(model),
+                colour(index),
+                f"{figures.n:,}",
+                f"{figures.buyers:,}",
+                cells,
+            )
+        )
+    return rows
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _role(model: ScoringModel) -> str:
+    return model.get_state_display().lower()
+
+
+def compact(label: str, figures: dict[str, Any]) -> str:
+    return (
+        f"{label}: ROC-AUC {_figure(figures.get('roc_auc'))}, "
+        f"log-loss {_figure(figures.get('log_loss'))}"
+    )
+
+
+def charts(models: Sequence[ScoringModel], found: Measured) -> dict[str, str]:
+    """The ROC curves and the calibration plot of the models that were scored."""
+    roc, calibration = [], []
+    for index, model in enumerate(models):
+        evaluation = found.of(model)
+        if evaluation is None:
+            continue
+        roc.append(Series(model.label, colour(index), evaluation.roc))
+        calibration.append(
+            Series(
+                model.label,
+                colour(index),
+                [(risk, share) for risk, share, _ in evaluation.calibration],
+                [count for _, _, count in evaluation.calibration],
+            )
+        )
+    return {
+        "roc": unit_chart(
+            roc,
+            name="roc",
+            title="ROC curves: abandoned carts found against bought carts flagged",
+            x_label="false positive rate (bought carts flagged)",
+            y_label="true positive rate (abandoned carts found)",
+            diagonal="chance",
+        ),
+        "calibration": unit_chart(
+            calibration,
+            name="calibration",
+            title="Calibration: the risk given against the share that abandoned",
+            x_label="mean risk given (a tenth of risk each)",
+            y_label="share abandoned",
+            diagonal="perfectly calibrated",
+        ),
+    }
+
+
+# --- what each model learnt from -----------------------------------------------------------------
+
+METRIC_NAMES: Final[dict[str, str]] = {
+    "auc": "held-out ROC-AUC",
+    "pr_auc": "held-out PR-AUC",
+    "log_loss": "held-out log-loss",
+    "n_train": "training rows",
+    "n_test": "held-out rows",
+    "positive_rate": "share abandoned",
+    "rounds": "trees",
+    "features_version": "features version",
+    "uploaded_by": "uploaded by",
+}
+
+
+def training_metrics(model: ScoringModel) -> list[tuple[str, str]]:
+    """The figures a model was stored with (training's, or who uploaded it), named in words."""
+    metrics: dict[str, Any] = model.metrics if isinstance(model.metrics, dict) else {}
+    return [
+        (METRIC_NAMES.get(name) or name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        for name, value in metrics.items()
+        if name != "live" and not isinstance(value, dict | list)
+    ]
+
+
+def live_summary(label: str, live: dict[str, Any]) -> str:
+    """An upload's figures on recorded outcomes (metrics["live"]) in one sentence."""
+    if "error" in live:
+        return f"{label} could not be scored: {live['error']}"
+    if not live.get("n"):
+        return (
+            f"{label} has no figures on recorded outcomes yet: no decision of the last "
+            f"{live.get('days', COMPARE_DAYS)} days had a known outcome when it was uploaded"
+        )
+    said = f"on {live['n']:,} known outcomes, {compact(label, live)}"
+    active = live.get("active")
+    if isinstance(active, dict):
+        if "error" in active:
+            said += f"; the active {active.get('model')} could not be scored: {active['error']}"
+        else:
+            said += f"; the active {compact(str(active.get('model')), active)}"
+    if live.get("gate"):
+        said += f". {live['gate']}"
+    return said
+
+
+@dataclass(frozen=True)
+class Bar:
+    feature: str
+    meaning: str
+    share: str
+    width: float  # percent of the largest
+
+
+def importance_bars(model: ScoringModel) -> tuple[list[Bar], list[str]]:
+    """Each feature's share of the model's total gain, largest first, and the features it never
+    splits on. ModelError when it cannot be loaded."""
+    shares = feature_importance(model)
+    largest = max(shares.values(), default=0.0) or 1.0
+    bars = [
+        Bar(name, FEATURES.get(name, ""), f"{share:.1%}", round(100 * share / largest, 1))
+        for name, share in shares.items()
+        if share > 0
+    ]
+    return bars, [name for name, share in shares.items() if share == 0]
+
+
+# --- the upload form -----------------------------------------------------------------------------
+
+
+class ScoringModelForm(forms.ModelForm):  # type: ignore[type-arg]  # generic only in django-stubs
+    """Upload of an XGBoost model file: JSON or UBJSON, checked before anything is stored."""
+
+    model_file = forms.FileField(
+        required=False,
+        help_text="An XGBoost Booster saved as JSON or UBJSON (never a pickle), trained on "
+        f"the live feature list, within the limits: at most {MAX_TREES:,} trees, "
+        f"{MAX_NODES_PER_TREE:,} nodes a tree and {MAX_NODES:,} in all, a depth of {MAX_DEPTH}, "
+        "finite values. It is tried in a separate process before it is stored, then measured "
+        f"against the active model on the known outcomes of the last {COMPARE_DAYS} days.",
+    )
+
+    class Meta:
+        model = ScoringModel
+        fields = ["name", "notes"]
+
+    def clean_model_file(self) -> bytes | None:
+        upload = self.cleaned_data.get("model_file")
+        if self.instance.pk:
+            return None  # a stored version's artifact never changes
+        if upload is None:
+            raise forms.ValidationError("Choose a model file to upload.")
+        if upload.size > MAX_MODEL_BYTES:
+            raise forms.ValidationError(f"The file is over {MAX_MODEL_BYTES // 2**20} MiB.")
+        raw: bytes = upload.read()
+        try:
+            # The bounds and the structure here; XGBoost only ever reads the file in the trial's
+            # process, never in this one.
+            check_model_file(raw)
+            trial_model(raw)
+        except ModelError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return raw
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    label: str
+
+
+@admin.register(ScoringModel)
+class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
+    form = ScoringModelForm
+    list_display = ["label", "state", "auc", "pause", "created_at", "activated_at"]
+    list_filter = ["state", "name"]
+    readonly_fields = [
+        "version",
+        "state",
+        "pause",
+        "created_at",
+        "activated_at",
+        "metrics_table",
+        "live_figures",
+        "timeline",
+        "artifact_format",
+        "feature_names",
+    ]
+    actions = ["activate", "run_as_shadow", "retire", "compare"]
+
+    # --- columns and fields
+
+    @admin.display(description="trained for pauses of", ordering="pause_seconds")
+    def pause(self, obj: ScoringModel) -> str:
+        if obj.pause_seconds is None:
+            return "not known"
+        if obj.pause_differs():
+            return format_html(
+                '<strong style="color: var(--error-fg)">⚠ {} s: the live pause is {} s</strong>',
+                f"{obj.pause_seconds:g}",
+                f"{settings.PAUSE_SECONDS:g}",
+            )
+        return f"{obj.pause_seconds:g} s"
+
+    @admin.display(description="ROC-AUC")
+    def auc(self, obj: ScoringModel) -> str:
+        metrics = obj.metrics if isinstance(obj.metrics, dict) else {}
+        value = metrics.get("auc")
+        if isinstance(value, int | float):
+            return f"{value:.3f} held out"
+        live = metrics.get("live")
+        value = live.get("roc_auc") if isinstance(live, dict) else None
+        return f"{value:.3f} live, at upload" if isinstance(value, int | float) else "-"
+
+    @admin.display(description="training metrics")
+    def metrics_table(self, obj: ScoringModel) -> str:
+        rows = training_metrics(obj)
+        if not rows:
+            return "-"
+        return format_html_join("", "<div><b>{}</b>: {}</div>", rows)
+
+    @admin.display(description="on recorded outcomes, at upload")
+    def live_figures(self, obj: ScoringModel) -> str:
+        live = obj.metrics.get("live") if isinstance(obj.metrics, dict) else None
+        if not isinstance(live, dict):
+            return "-"
+        rows = [(obj.label, live)]
+        if isinstance(live.get("active"), dict) and "error" not in live["active"]:
+            rows.append((f"{live['active'].get('model')} (then active)", live["active"]))
+        table = format_html(
+            "<table><tr><th>model</th><th>decisions</th><th>buyers</th>{}</tr>{}</table>",
+            format_html_join("", "<th>{}</th>", ((heading,) for _, heading, _ in FIGURES)),
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
+                (
+                    (
+                        label,
+                        figures.get("n", "-"),
+                        figures.get("buyers", "-"),
+                        format_html_join(
+                            "",
+                            "<td>{}</td>",
+                            ((_figure(figures.get(name)),) for name, _, _ in FIGURES),
+                        ),
+                    )
+                    for label, figures in rows
+                ),
+            ),
+        )
+        return format_html("<p>{}</p>{}", live_summary(obj.label, live), table)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: ScoringModel) -> str:
+        events = list(obj.events.all()[:200])
+        if not events:
+            return "-"
+        rows = (
+            (
+                f"{timezone.localtime(event.at):%Y-%m-%d %H:%M:%S}",
+                event.user or "a command",
+                event.get_action_display(),
+                event.previous or "-",
+                event.note,
+            )
+            for event in events
+        )
+        return format_html(
+            '<table class="lo-timeline"><thead><tr><th>when ({})</th><th>who</th><th>what</th>'
+            "<th>in place of</th><th>note</th></tr></thead><tbody>{}</tbody></table>",
+            settings.TIME_ZONE,
+            format_html_join(
+                "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows
+            ),
+        )
+
+    def get_fields(self, _request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["name", "notes", "model_file"]
+        uploaded = isinstance(obj.metrics, dict) and "live" in obj.metrics
+        return [
+            "name",
+            "notes",
+            *(f for f in self.readonly_fields if uploaded or f != "live_figures"),
+        ]
+
+    # --- pages
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        named = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("compare/", view(self.compare_view), name=f"{named}_compare"),
+            path("rollback/", view(self.rollback_view), name=f"{named}_rollback"),
+            path("<int:pk>/activate/", view(self.activate_view), name=f"{named}_activate"),
+            path("<int:pk>/shadow/", view(self.shadow_view), name=f"{named}_shadow"),
+            path("<int:pk>/unshadow/", view(self.unshadow_view), name=f"{named}_unshadow"),
+            path("<int:pk>/retire/", view(self.retire_view), name=f"{named}_retire"),
+            *super().get_urls(),
+        ]
+
+    def _url(self, page: str, model: ScoringModel | None = None) -> str:
+        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_{page}"
+        return reverse(name, args=[] if model is None else [model.pk])
+
+    def _warn_of_pauses(self, request: HttpRequest, models: Any) -> None:
+        """A warning for each model, among those in use or asked for, trained for another pause
+        than the live one: its risks are those of pauses of another length."""
+        for model in models:
+            if model.pause_differs():
+                self.message_user(
+                    request,
+                    f"Model {model.label} ({model.get_state_display().lower()}) was trained for "
+                    f"pauses of {model.pause_seconds:g} s, but PAUSE_SECONDS is "
+                    f"{settings.PAUSE_SECONDS:g} s: its risks are those of pauses of another "
+                    "length. Train a model for the live pause (manage.py train_model), or set "
+                    "PAUSE_SECONDS back.",
+                    messages.WARNING,
+                )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        links = []
+        if request.method == "GET":
+            in_use = ScoringModel.objects.filter(state__in=[ACTIVE, SHADOW])
+            self._warn_of_pauses(request, in_use)
+            if self.has_change_permission(request):
+                target = model_rollback_target()
+                if target is not None:
+                    links.append(Link(self._url("rollback"), f"Roll back to {target.label}…"))
+                shadow = next((m for m in in_use if m.state == SHADOW), None)
+                if shadow is not None:
+                    links.append(
+                        Link(self._url("unshadow", shadow), f"Take {shadow.label} out of shadow…")
+                    )
+        return super().changelist_view(request, {**(extra_context or {}), "model_links": links})
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        links = []
+        model = ScoringModel.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        if request.method == "GET" and model is not None:
+            self._warn_of_pauses(request, [model])
+            links = self._links(request, model)
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), "model_links": links}
+        )
+
+    def _links(self, request: HttpRequest, model: ScoringModel) -> list[Link]:
+        links = []
+        if self.has_change_permission(request, model):
+            if model.state != ACTIVE:
+                links.append(Link(self._url("activate", model), "Activate…"))
+            if model.state in (CANDIDATE, RETIRED):
+                links.append(Link(self._url("shadow", model), "Put in shadow…"))
+            if model.state == SHADOW:
+                links.append(Link(self._url("unshadow", model), "Take out of shadow…"))
+            if model.state in (CANDIDATE, SHADOW):
+                links.append(Link(self._url("retire", model), "Retire…"))
+        active = ScoringModel.objects.filter(state=ACTIVE).exclude(pk=model.pk).first()
+        with_active = [model.pk] if active is None else [model.pk, active.pk]
+        label = "Figures on recorded outcomes" if active is None else f"Compare with {active.label}"
+        compare = f"{self._url('compare')}?ids={','.join(map(str, with_active))}"
+        return [*links, Link(compare, label)]
+
+    def _page(
+        self, request: HttpRequest, template: str, title: str, **context: Any
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"{_TEMPLATES}/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": title,
+                "changelist_url": reverse(
+                    f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+                ),
+                **context,
+            },
+        )
+
+    def _editable(self, request: HttpRequest, pk: int) -> ScoringModel:
+        model = get_object_or_404(ScoringModel, pk=pk)
+        if not self.has_change_permission(request, model):
+            raise PermissionDenied
+        return model
+
+    def _change_url(self, model: ScoringModel) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[model.pk]
+        )
+
+    def _changed_since(self, request: HttpRequest, field: str, now: ScoringModel | None) -> bool:
+        """Whether the registry changed between the confirmation page and its POST: the page's
+        `field` names the model then in that role."""
+        if request.POST.get(field, "") == (now.label if now is not None else ""):
+            return False
+        self.message_user(
+            request,
+            "The registry changed since that page was shown: look again before confirming.",
+            messages.WARNING,
+        )
+        return True
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        model: ScoringModel | None,
+        *,
+        title: str,
+        question: str,
+        button: str,
+        hidden: dict[str, str],
+        measured: bool = False,
+        compared_with: ScoringModel | None = None,
+        possible: bool = True,
+        refusal: str = "",
+    ) -> TemplateResponse:
+        """The confirmation page; `measured`: with the model's figures on recorded outcomes,
+        beside those of `compared_with` (the active model, if any), and the gate's verdict."""
+        context: dict[str, Any] = {}
+        if model is not None and possible and measured:
+            both = [model]
+            if compared_with is not None and compared_with.pk != model.pk:
+                both.append(compared_with)
+            found = measure(both)
+            context = {
+                "rows": figure_rows(both, found),
+                "outcomes": outcomes_in_words(found.comparison),
+                "verdict": verdict_in_words(model, compared_with, found),
+            }
+        shown = [m for m in (model, compared_with) if m is not None]
+        return self._page(
+            request,
+            "confirm.html",
+            title,
+            model=model,
+            question=question,
+            button=button,
+            hidden=hidden,
+            possible=possible,
+            refusal=refusal,
+            warnings=[w for m in shown if (w := m.pause_warning(settings.PAUSE_SECONDS))],
+            cancel_url=self._change_url(model) if model is not None else "",
+            **context,
+        )
+
+    def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        active = ScoringModel.objects.filter(state=ACTIVE).first()
+        here = self._url("activate", model)
+        if request.method == "POST" and model.state != ACTIVE:
+            if self._changed_since(request, "replacing", active):
+                return redirect(here)
+            user = request.user.get_username()
+            seen = request.POST.get("verdict", "")[:500]
+            try:
+                model_activate(model=model, user=user, note=_note("activated in the admin", seen))
+            except ModelError as exc:
+                self.message_user(
+                    request, f"Could not activate {model.label}: {exc}", messages.ERROR
+                )
+                return redirect(self._change_url(model))
+            was = "" if active is None else active.label
+            self.log_change(request, model, _change("Activated", was, model.label, seen))
+            if active is not None:
+                self.log_change(request, active, f"Retired: replaced by {model.label} (activated)")
+            self.message_user(
+                request,
+                f"Activated {model.label}"
+                + ("" if active is None else f" in place of {active.label}")
+                + ": every server scores with it within 2 s.",
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        replacing = "" if active is None else f" in place of {active.label}"
+        return self._confirm(
+            request,
+            model,
+            title=f"Activate {model.label}?",
+            question=(
+                f"{model.label} will score every decision{replacing}, on every server within "
+                "2 s; the model it replaces is retired (roll back brings it back)."
+            ),
+            button=f"Yes, activate {model.label}",
+            hidden={"replacing": "" if active is None else active.label},
+            measured=True,
+            compared_with=active,
+            possible=model.state != ACTIVE,
+            refusal=f"{model.label} is the active model already.",
+        )
+
+    def shadow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        shadow = ScoringModel.objects.filter(state=SHADOW).first()
+        active = ScoringModel.objects.filter(state=ACTIVE).first()
+        possible = model.state in (CANDIDATE, RETIRED)
+        if request.method == "POST" and possible:
+            if self._changed_since(request, "replacing", shadow):
+                return redirect(self._url("shadow", model))
+            user = request.user.get_username()
+            seen = request.POST.get("verdict", "")[:500]
+            try:
+                model_shadow(model=model, user=user, note=_note("put in shadow in the admin", seen))
+            except ModelError as exc:
+                self.message_user(
+                    request, f"Could not put {model.label} in shadow: {exc}", messages.ERROR
+                )
+                return redirect(self._change_url(model))
+            was = "" if shadow is None else shadow.label
+            self.log_change(request, model, _change("Put in shadow", was, model.label, seen))
+            if shadow is not None:
+                self.log_change(
+                    request, shadow, f"Taken out of shadow (retired): replaced by {model.label}"
+                )
+            self.message_user(
+                request,
+                f"Put {model.label} in shadow: it is scored and recorded beside the active "
+                "model on every decision, never acted on.",
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        replacing = "" if shadow is None else f" It takes the place of {shadow.label}, retired."
+        return self._confirm(
+            request,
+            model,
+            title=f"Put {model.label} in shadow?",
+            question=(
+                f"{model.label} will be scored and recorded beside the active model on every "
+                f"decision, never acted on, from within 2 s.{replacing}"
+            ),
+            button=f"Yes, run {model.label} in shadow",
+            hidden={"replacing": "" if shadow is None else shadow.label},
+            measured=True,
+            compared_with=active,
+            possible=possible,
+            refusal=f"{model.label} is {_role(model)}: only a candidate or a retired model is "
+            "put in shadow.",
+        )
+
+    def unshadow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        possible = model.state == SHADOW
+        if request.method == "POST" and possible:
+            model_shadow(
+                model=None,
+                user=request.user.get_username(),
+                note="taken out of shadow in the admin",
+            )
+            self.log_change(
+                request, model, f"Taken out of shadow (retired): {model.label} to no shadow"
+            )
+            self.message_user(request, "No model runs in shadow now.", messages.SUCCESS)
+            return redirect(self._url("changelist"))
+        return self._confirm(
+            request,
+            model,
+            title=f"Take {model.label} out of shadow?",
+            question=f"{model.label} stops being scored beside the active model and is retired; "
+            "no model runs in shadow until another is put there.",
+            button=f"Yes, take {model.label} out of shadow",
+            hidden={},
+            possible=possible,
+            refusal=f"{model.label} is not in shadow.",
+        )
+
+    def retire_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        possible = model.state in (CANDIDATE, SHADOW)
+        if request.method == "POST" and possible:
+            self._retire(request, [model])
+            return redirect(self._url("changelist"))
+        return self._confirm(
+            request,
+            model,
+            title=f"Retire {model.label}?",
+            question=f"{model.label} ({_role(model)}) is retired: it scores nothing, stays in "
+            "the registry with its figures and timeline, can be put in shadow or activated "
+            "again, and can be deleted once no decision refers to it.",
+            button=f"Yes, retire {model.label}",
+            hidden={},
+            possible=possible,
+            refusal=_kept_in_use(model) or f"{model.label} is retired already.",
+        )
+
+    def rollback_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        active = ScoringModel.objects.filter(state=ACTIVE).first()
+        target = model_rollback_target()
+        if request.method == "POST" and target is not None:
+            if self._changed_since(request, "from", active) or self._changed_since(
+                request, "to", target
+            ):
+                return redirect(self._url("rollback"))
+            try:
+                model_rollback(user=request.user.get_username())
+            except ModelError as exc:
+                self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
+                return redirect(self._url("changelist"))
+            was = "" if active is None else active.label
+            self.log_change(request, target, _change("Rolled back", was, target.label, ""))
+            if active is not None:
+                self.log_change(
+                    request, active, f"Retired: rolled back from {active.label} to {target.label}"
+                )
+            self.message_user(
+                request,
+                f"Rolled back from {was or 'no active model'} to {target.label}: "
+                f"{target.label} is active again.",
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        if target is None:
+            question = "There is no earlier active model to roll back to."
+        elif active is None:
+            question = f"No model is active: {target.label}, the last one active, is activated."
+        else:
+            question = (
+                f"Roll back from {active.label} to {target.label}: {target.label} scores every "
+                f"decision again, on every server within 2 s, and {active.label} is retired."
+            )
+        return self._confirm(
+            request,
+            target,
+            title="Roll back?" if target is None else f"Roll back to {target.label}?",
+            question=question,
+            button="" if target is None else f"Yes, roll back to {target.label}",
+            hidden={
+                "from": "" if active is None else active.label,
+                "to": "" if target is None else target.label,
+            },
+            possible=target is not None,
+            refusal=question,
+        )
+
+    def compare_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        asked = [part for part in request.GET.get("ids", "").split(",") if part.strip()]
+        ids = {int(part) for part in asked if part.strip().isdigit()}
+        models = list(ScoringModel.objects.filter(pk__in=ids))
+        if not 1 <= len(asked) <= MAX_COMPARED or len(models) != len(asked):
+            self.message_user(
+                request,
+                f"Select from 1 to {MAX_COMPARED} models to compare (that exist).",
+                messages.ERROR,
+            )
+            return redirect(self._url("changelist"))
+        order: dict[str, int] = {ACTIVE: 0, SHADOW: 1, CANDIDATE: 2, RETIRED: 3}
+        models.sort(key=lambda m: (order.get(m.state, 4), -m.version))
+        found = measure(models)
+        cards = []
+        for index, model in enumerate(models):
+            bars: list[Bar] = []
+            unused: list[str] = []
+            error = found.errors.get(model.label, "")
+            if not error:
+                try:
+                    bars, unused = importance_bars(model)
+                except ModelError as exc:
+                    error = str(exc)
+            live = model.metrics.get("live") if isinstance(model.metrics, dict) else None
+            cards.append(
+                {
+                    "model": model,
+                    "role": _role(model),
+                    "colour": colour(index),
+                    "training": training_metrics(model),
+                    "live": live_summary(model.label, live) if isinstance(live, dict) else "",
+                    "bars": bars,
+                    "unused": unused,
+                    "error": error,
+                    "warning": model.pause_warning(settings.PAUSE_SECONDS),
+                    "pause": "not known"
+                    if model.pause_seconds is None
+                    else f"{model.pause_seconds:g} s",
+                    "url": self._change_url(model),
+                }
+            )
+        scored = found.comparison is not None and found.comparison.n > 0
+        return self._page(
+            request,
+            "compare.html",
+            "Compare models: " + ", ".join(m.label for m in models),
+            rows=figure_rows(models, found),
+            outcomes=outcomes_in_words(found.comparison),
+            scored=scored,
+            charts=charts(models, found) if scored else None,
+            cards=cards,
+            features=len(FEATURE_NAMES),
+        )
+
+    # --- actions
+
+    def _one(self, request: HttpRequest, queryset: QuerySet[ScoringModel], what: str) -> Any:
+        if queryset.count() != 1:
+            self.message_user(request, f"Select exactly one model to {what}.", messages.ERROR)
+            return None
+        return queryset.get()
+
+    @admin.action(
+        description="Activate the selected model (after a confirmation)", permissions=["change"]
+    )
+    def activate(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
+        model = self._one(request, queryset, "activate")
+        return None if model is None else redirect(self._url("activate", model))
+
+    @admin.action(
+        description="Run the selected model in shadow (after a confirmation)",
+        permissions=["change"],
+    )
+    def run_as_shadow(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
+        model = self._one(request, queryset, "put in shadow")
+        return None if model is None else redirect(self._url("shadow", model))
+
+    @admin.action(description="Retire the selected candidates and shadow", permissions=["change"])
+    def retire(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> None:
+        active = [model for model in queryset if model.state == ACTIVE]
+        if active:
+            self.message_user(request, _kept_in_use(active[0]), messages.ERROR)
+            return
+        self._retire(request, list(queryset))
+
+    def _retire(self, request: HttpRequest, models: list[ScoringModel]) -> None:
+        retired = []
+        for model in models:
+            was = _role(model)
+            try:
+                done = model_retire(
+                    model=model, user=request.user.get_username(), note="retired in the admin"
+                )
+            except ModelInUse as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            if done:
+                self.log_change(request, model, f"Retired (was {was})")
+                retired.append(model.label)
+        if retired:
+            self.message_user(
+                request, f"Retired: {', '.join(retired)}. They score nothing now.", messages.SUCCESS
+            )
+        elif models:
+            self.message_user(request, "Nothing to retire: retired already.", messages.INFO)
+
+    @admin.action(description="Compare selected models", permissions=["view"])
+    def compare(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
+        ids = list(queryset.values_list("pk", flat=True))
+        if len(ids) > MAX_COMPARED:
+            self.message_user(
+                request, f"Select at most {MAX_COMPARED} models to compare.", messages.ERROR
+            )
+            return None
+        return redirect(f"{self._url('compare')}?ids={','.join(map(str, ids))}")
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)
+        if "delete_selected" in actions:
+            actions["delete_selected"] = (
+                _delete_unused,
+                "delete_selected",
+                "Delete selected models (retired ones no decision refers to)",
+            )
+        return actions
+
+    # --- uploads and deletions
+
+    def save_model(self, request: HttpRequest, obj: ScoringModel, form: Any, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["name", "notes"])
+            return
+        raw = form.cleaned_data["model_file"]
+        user = request.user.get_username()
+        created = model_create(
+            artifact=raw,
+            artifact_format=sniff_format(raw),
+            feature_names=list(FEATURE_NAMES),
+            metrics={"uploaded_by": user},
+            name=obj.name,
+            notes=obj.notes,
+            user=user,
+        )
+        live = evaluate_upload(created)
+        ScoringModel.objects.filter(pk=created.pk).update(metrics={**created.metrics, "live": live})
+        obj.pk, obj.version = created.pk, created.version
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            f"Uploaded {created.label} as a candidate; {live_summary(created.label, live)}.",
+            messages.INFO,
+        )
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:  # noqa: ARG002  # ModelAdmin's signature
+        live = obj.metrics.get("live") if isinstance(obj.metrics, dict) else None
+        said = f"Uploaded {obj.label} as a candidate"
+        if isinstance(live, dict):
+            said += f"; {live_summary(obj.label, live)}"
+        return super().log_addition(request, obj, said)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        model = ScoringModel.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        if model is not None and (why := _kept(model)):
+            self.message_user(request, why, messages.ERROR)
+            return redirect(self._change_url(model))
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ProtectedError:
+            # a decision written since the check above
+            assert model is not None
+            self.message_user(request, _kept(model) or _referred(model, 1), messages.ERROR)
+            return redirect(self._change_url(model))
+
+
+def _delete_unused(
+    modeladmin: ScoringModelAdmin, request: HttpRequest, queryset: QuerySet[ScoringModel]
+) -> HttpResponse | None:
+    """Django's delete action, for the models that may go: none of it when any must stay."""
+    kept = [why for model in queryset if (why := _kept(model))]
+    if kept:
+        for why in kept:
+            modeladmin.message_user(request, why, messages.ERROR)
+        modeladmin.message_user(request, "Nothing was deleted.", messages.ERROR)
+        return None
+    try:
+        response: HttpResponse | None = delete_selected(modeladmin, request, queryset)
+    except ProtectedError:
+        modeladmin.message_user(
+            request,
+            "Nothing was deleted: a decision now refers to one of them (retire it instead).",
+            messages.ERROR,
+        )
+        return None
+    return response
+
+
+def _kept_in_use(model: ScoringModel) -> str:
+    if model.state == ACTIVE:
+        return (
+            f"{model.label} is the active model: activate another or roll back first; "
+            "retired models can be deleted"
+        )
+    if model.state == SHADOW:
+        return (
+            f"{model.label} is the shadow model: take it out of shadow or retire it first; "
+            "retired models can be deleted"
+        )
+    return ""
+
+
+def _referred(model: ScoringModel, decisions: int) -> str:
+    return (
+        f"{model.label} scored {decisions:,} recorded decision{'s' if decisions != 1 else ''}: "
+        "they refer to it, so it is kept (retired, it scores nothing)"
+    )
+
+
+def _kept(model: ScoringModel) -> str:
+    """Why `model` may not be deleted ('' when it may)."""
+    if why := _kept_in_use(model):
+        return why
+    decisions = Decision.objects.filter(model=model).count()
+    return _referred(model, decisions) if decisions else ""
+
+
+def _note(what: str, seen: str) -> str:
+    return f"{what}; shown: {seen}" if seen else what
+
+
+def _change(what: str, was: str, now: str, seen: str) -> str:
+    said = f"{what}: from {was} to {now}" if was else f"{what}: {now} (none before)"
+    return f"{said}. {seen}" if seen else said
+
+
+def evaluate_upload(model: ScoringModel) -> dict[str, Any]:
+    """An upload's figures on the known outcomes of the last COMPARE_DAYS, beside the active
+    model's on the same decisions, and the gate's verdict: what metrics["live"] keeps."""
+    active = ScoringModel.objects.filter(state=ACTIVE).exclude(pk=model.pk).first()
+    found = measure([model] if active is None else [model, active])
+    live: dict[str, Any] = {"days": COMPARE_DAYS, "at": timezone.now().isoformat()}
+    mine = found.of(model)
+    if mine is None:
+        live["error"] = found.errors.get(model.label, "not scored")
+        return live
+    live.update(mine.figures.as_dict())
+    if active is not None:
+        theirs = found.of(active)
+        if theirs is None:
+            live["active"] = {"model": active.label, "error": found.errors.get(active.label, "")}
+        else:
+            live["active"] = {"model": active.label, **theirs.figures.as_dict()}
+        if mine.figures.n:
+            live["gate"] = verdict_in_words(model, active, found).text
+    return live
