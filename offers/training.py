@@ -20,8 +20,10 @@ from django.utils import timezone
 from offers import services
 from offers.evaluation import figures_table, known_outcomes, score
 from offers.models import ScoringModel
+from streaming.clickstream import Replayed, from_log, read_clickstream, replay
 from streaming.drift import reference_of
 from streaming.evaluation import Figures, figures, gate
+from streaming.eventlog import read_log
 from streaming.features import FEATURE_NAMES
 from streaming.generator import generate_sessions
 from streaming.model_file import ModelError
@@ -60,6 +62,50 @@ class GateRefused(Exception):
         self.model = model
 
 
+@dataclass(frozen=True)
+class ClickstreamSource:
+    """A clickstream to train on: the event log ('log') or a file, in a `streaming.clickstream`
+    format, cut to [since, until) and, for sources that know their shoppers (REES46's user_id),
+    to the even or the odd ones (so that one half can train and the other judge)."""
+
+    path: str
+    fmt: str = "events"
+    since: float | None = None
+    until: float | None = None
+    users: str | None = None  # "even", "odd" or None: all
+
+
+def clickstream_pauses(source: ClickstreamSource, *, progress: Say | None = None) -> Replayed:
+    """The source's real pauses at the live PAUSE_SECONDS, labelled within OUTCOME_WINDOW_SECONDS,
+    in time order."""
+    if source.path == "log":
+        if not settings.EVENT_LOG:
+            raise ValueError("EVENT_LOG is off: there is no event log to read")
+        read = from_log(read_log(settings.EVENT_LOG, since=source.since, until=source.until))
+    else:
+        read = read_clickstream(source.path, source.fmt)
+    picked = [
+        session
+        for session in read.sessions
+        if (source.since is None or session.events[0][0] >= source.since)
+        and (source.until is None or session.events[0][0] < source.until)
+        and (source.users is None or user_half(session.user) == source.users)
+    ]
+    replayed = replay(
+        picked,
+        pause_seconds=settings.PAUSE_SECONDS,
+        outcome_window=settings.OUTCOME_WINDOW_SECONDS,
+        progress=_percent("replaying", progress),
+    )
+    order = np.argsort([pause.at for pause in replayed.pauses], kind="stable")
+    return Replayed(replayed.X[order], replayed.y[order], [replayed.pauses[i] for i in order])
+
+
+def user_half(user: str) -> str | None:
+    """'even' or 'odd' for a numeric user id, else None."""
+    return ("odd" if int(user) % 2 else "even") if user.isdigit() else None
+
+
 def training_data(
     *,
     sessions: int,
@@ -67,6 +113,7 @@ def training_data(
     min_recorded: int,
     say: Say,
     progress: Say | None = None,
+    clickstream: ClickstreamSource | None = None,
 ) -> TrainingData:
     """Recorded decisions when there are `min_recorded` with a known outcome, both outcomes
     among them: the most recent TEST_FRACTION of them held out (a time split).
@@ -76,6 +123,23 @@ def training_data(
     sessions bought says as much about the offer as about the shopper, and the model is to
     predict what happens without one.
     """
+    if clickstream is not None:
+        pauses = clickstream_pauses(clickstream, progress=progress)
+        if len(pauses) < 2 or pauses.y.min() == pauses.y.max():
+            raise ValueError(
+                f"{len(pauses)} pauses in the clickstream, with one outcome only or none: "
+                "nothing to learn from"
+            )
+        split = time_split(len(pauses), test_fraction=TEST_FRACTION)
+        since = time.strftime("%Y-%m-%d %H:%M", time.gmtime(pauses.pauses[int(split[1][0])].at))
+        return TrainingData(
+            pauses.X,
+            pauses.y,
+            "clickstream",
+            f"{len(pauses)} real pauses of {clickstream.path}",
+            split,
+            f"the {len(split[1])} most recent real pauses (from {since} UTC)",
+        )
     known = known_outcomes(now=timezone.now())
     if known.n >= min_recorded and known.both_outcomes():
         split = time_split(known.n, test_fraction=TEST_FRACTION)
@@ -121,8 +185,12 @@ def train_model(
     shadow: bool = False,
     say: Say,
     progress: Say | None = None,
+    clickstream: ClickstreamSource | None = None,
 ) -> ScoringModel:
     """Train, store as a new version, and activate it or put it in shadow when asked.
+
+    With `clickstream`, on its real pauses (the most recent ones held out) rather than on
+    recorded decisions or generated shoppers.
 
     `activate` goes through the gate: the new model and the active one are scored on the same
     held-out rows, and the new one is activated only when its ROC-AUC is at least the active
@@ -136,7 +204,12 @@ def train_model(
         raise ValueError("a new model is either activated or put in shadow, not both")
     started = time.perf_counter()
     data = training_data(
-        sessions=sessions, seed=seed, min_recorded=min_recorded, say=say, progress=progress
+        sessions=sessions,
+        seed=seed,
+        min_recorded=min_recorded,
+        say=say,
+        progress=progress,
+        clickstream=clickstream,
     )
     say(f"training on {data.description}")
     booster, metrics = train_booster(

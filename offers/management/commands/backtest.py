@@ -37,6 +37,9 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="up to this moment (ISO 8601 or Unix seconds)")
         parser.add_argument("--pause-seconds", type=float, default=None)
         parser.add_argument(
+            "--users", choices=["even", "odd"], help="only shoppers with an even (or odd) user id"
+        )
+        parser.add_argument(
             "--json", dest="json_path", help="also write the figures here ('-': stdout)"
         )
         parser.add_argument(
@@ -70,6 +73,10 @@ class Command(BaseCommand):
                 if (since is None or s.events[0][0] >= since)
                 and (until is None or s.events[0][0] < until)
             ]
+        if options["users"]:
+            from offers.training import user_half
+
+            read.sessions = [s for s in read.sessions if user_half(s.user) == options["users"]]
         pause_seconds = options["pause_seconds"] or settings.PAUSE_SECONDS
         replayed = replay(
             read.sessions,

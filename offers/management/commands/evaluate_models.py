@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from offers.evaluation import compare_models, default_models, figures_table, models_by_label
@@ -42,6 +43,18 @@ class Command(BaseCommand):
             "2025-06-01T12:00:00+02:00; UTC when no offset is given)",
         )
 
+        parser.add_argument(
+            "--clickstream",
+            help="score the models on the real pauses of a clickstream instead: 'log' (the "
+            "event log) or a file in --clickstream-format",
+        )
+        parser.add_argument(
+            "--clickstream-format", choices=["events", "rees46", "otto"], default="events"
+        )
+        parser.add_argument(
+            "--users", choices=["even", "odd"], help="only shoppers with an even (or odd) user id"
+        )
+
     def handle(self, *_args: Any, **options: Any) -> None:
         self.stderr.style_func = None  # progress lines are not errors
 
@@ -55,6 +68,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not models:
             raise CommandError("no models to evaluate: train one first (manage.py train_model)")
+        if options["clickstream"]:
+            self._on_clickstream(models, options, progress)
+            return
         try:
             comparison = compare_models(models, since=options["since"], progress=progress)
         except ModelError as exc:
@@ -80,6 +96,41 @@ class Command(BaseCommand):
         if options["json"]:
             Path(options["json"]).write_text(document + "\n", encoding="utf-8")
             self.stdout.write(f"written to {options['json']}")
+
+    def _on_clickstream(self, models: Any, options: dict[str, Any], progress: Any) -> None:
+        from offers.evaluation import score
+        from offers.training import ClickstreamSource, clickstream_pauses
+        from streaming.evaluation import figures
+
+        path = options["clickstream"]
+        source = ClickstreamSource(
+            path,
+            "log" if path == "log" else options["clickstream_format"],
+            since=options["since"].timestamp() if options["since"] else None,
+            users=options["users"],
+        )
+        try:
+            pauses = clickstream_pauses(source, progress=progress)
+        except (OSError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        truth = pauses.y.astype(np.float64)
+        rows = [(model, figures(truth, score(model, pauses.X))) for model in models]
+        document = json.dumps(
+            {
+                "clickstream": path,
+                "models": [{"model": model.label, **f.as_dict()} for model, f in rows],
+            },
+            indent=2,
+        )
+        if options["json"] == "-":
+            self.stdout.write(document)
+            return
+        self.stdout.write(
+            f"{len(pauses)} real pauses of {path}, {int((pauses.y == 0).sum())} of them bought"
+        )
+        self.stdout.write(figures_table([(f"{m.label} ({m.state})", f) for m, f in rows]))
+        if options["json"]:
+            Path(options["json"]).write_text(document + "\n", encoding="utf-8")
 
 
 def _moment(text: str) -> datetime.datetime:

@@ -12,6 +12,7 @@ from offers.training import (
     DEFAULT_MIN_RECORDED,
     DEFAULT_ROUNDS,
     DEFAULT_SESSIONS,
+    ClickstreamSource,
     GateRefused,
     train_model,
 )
@@ -67,6 +68,27 @@ class Command(BaseCommand):
             help=f"at most {MAX_DEPTH}: deeper models are refused when uploaded or activated",
         )
         parser.add_argument(
+            "--clickstream",
+            help="train on the real pauses of a clickstream: 'log' (the event log) or a file "
+            "(see --clickstream-format); the most recent 20%% held out",
+        )
+        parser.add_argument(
+            "--clickstream-format",
+            choices=["events", "rees46", "otto"],
+            default="events",
+            help="the clickstream file's format (default events: session,time,event,product,price)",
+        )
+        parser.add_argument("--since", help="clickstream sessions from (ISO 8601 or Unix seconds)")
+        parser.add_argument(
+            "--until", help="clickstream sessions before (ISO 8601 or Unix seconds)"
+        )
+        parser.add_argument(
+            "--users",
+            choices=["even", "odd"],
+            help="only shoppers with an even (or odd) user id (REES46): train on one half, "
+            "evaluate on the other",
+        )
+        parser.add_argument(
             "--format",
             choices=ScoringModel.Format.values,
             default=ScoringModel.Format.UBJSON,
@@ -83,8 +105,23 @@ class Command(BaseCommand):
 
         if options["shadow"] and (options["activate"] or options["force"]):
             raise CommandError("--shadow or --activate, not both")
+        clickstream = None
+        if options["clickstream"]:
+            from streaming.clickstream import parse_time
+
+            try:
+                clickstream = ClickstreamSource(
+                    options["clickstream"],
+                    "log" if options["clickstream"] == "log" else options["clickstream_format"],
+                    since=parse_time(options["since"]) if options["since"] else None,
+                    until=parse_time(options["until"]) if options["until"] else None,
+                    users=options["users"],
+                )
+            except ValueError as exc:
+                raise CommandError(f"--since/--until: {exc}") from exc
         try:
             train_model(
+                clickstream=clickstream,
                 sessions=options["sessions"],
                 seed=options["seed"],
                 min_recorded=options["min_recorded"],
@@ -99,7 +136,7 @@ class Command(BaseCommand):
             )
         except GateRefused as exc:
             raise CommandError(str(exc), returncode=GATE_REFUSED) from exc
-        except ValueError as exc:  # a ModelError too: the model failed its trial
+        except (OSError, ValueError) as exc:  # a ModelError too: the model failed its trial
             raise CommandError(str(exc)) from exc
 
 
