@@ -892,3 +892,38 @@ def test_an_upload_is_measured_on_recorded_outcomes_beside_the_active_model(
     page = operator.get(f"{MODELS_URL}{model.pk}/change/").content.decode()
     assert "On recorded outcomes, at upload" in page and "cart-risk@1 (then active)" in page
     assert "live, at upload" in operator.get(MODELS_URL).content.decode()
+
+
+def test_a_model_that_does_as_well_passes_the_gate_on_its_confirmation(
+    operator: Client, registry, demo_site
+):
+    from offers.models import ScoringModel
+    from tests.offers.outcomes import record_outcomes
+
+    good, poor, _ = registry
+    ScoringModel.objects.filter(pk=good.pk).update(state=ScoringModel.State.CANDIDATE)
+    ScoringModel.objects.filter(pk=poor.pk).update(state=ScoringModel.State.ACTIVE)
+    record_outcomes(demo_site, 600)
+    page = operator.get(f"{MODELS_URL}{good.pk}/activate/").content.decode()
+    assert 'data-verdict="passed"' in page
+    assert "By the gate&#x27;s rule cart-risk@1 may replace cart-risk@2: ROC-AUC" in page
+    assert "Only " not in page  # 600 outcomes: enough to judge
+
+
+def test_staff_who_may_only_view_models_compare_them_but_change_nothing(client: Client, registry):
+    from django.contrib.auth.models import Permission, User
+
+    from offers.models import ScoringModel
+
+    good, poor, _ = registry
+    viewer = User.objects.create_user("vic", password="pw-for-tests", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_scoringmodel"))
+    client.force_login(viewer)
+    assert client.get(f"{MODELS_URL}compare/?ids={good.pk},{poor.pk}").status_code == 200
+    page = client.get(f"{MODELS_URL}{poor.pk}/change/").content.decode()
+    assert f"{MODELS_URL}{poor.pk}/activate/" not in page
+    for url in (f"{poor.pk}/activate/", f"{poor.pk}/shadow/", f"{poor.pk}/retire/", "rollback/"):
+        assert client.get(f"{MODELS_URL}{url}").status_code == 403
+        assert client.post(f"{MODELS_URL}{url}", {"replacing": good.label}).status_code == 403
+    poor.refresh_from_db()
+    assert poor.state == ScoringModel.State.CANDIDATE
