@@ -17,6 +17,7 @@ from benchmarks import (
     detector,
     ingest,
     layer,
+    realdata,
     record,
     redis,
     scoring,
@@ -36,6 +37,8 @@ NAMED_ONLY: dict[str, Benchmark] = {
     "redis": redis.BENCHMARK,
     "layer": layer.BENCHMARK,
     "record": record.BENCHMARK,
+    # reads a sample that is not shipped
+    "realdata": realdata.BENCHMARK,
 }
 ALL = "all"
 
