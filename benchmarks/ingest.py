@@ -2,8 +2,9 @@
 
 - bare: a `websockets` server that only parses each frame and acks it (benchmarks.bare);
 - floor: a Channels consumer under daphne doing the same, the framework's least (benchmarks.floor);
-- collector: `manage.py serve`, the real thing: parse, validate, rate limit, apply, ack; then the
-  same under `serve --server uvicorn`.
+- collector: `manage.py serve`, the real thing: parse, validate, rate limit, apply, write through
+  to the event log, ack; then the same under `serve --server uvicorn`, and with EVENT_LOG=off
+  (what the event log costs).
 
 Each server runs in its own process pinned to one core, and the load client
 (benchmarks.clients.load) in another process pinned to a second core, so each side has one core
@@ -44,7 +45,10 @@ BASELINES = (
 COLLECTORS = (
     Server("collector", "collector", ("manage.py", "serve")),
     Server("collector-uvicorn", "collector uvicorn", ("manage.py", "serve", "--server", "uvicorn")),
+    # The default server with EVENT_LOG=off: what writing the clickstream through costs.
+    Server("collector-nolog", "collector, event log off", ("manage.py", "serve")),
 )
+WITHOUT_LOG = {"collector-nolog": {"EVENT_LOG": "off"}}
 SERVERS = BASELINES + COLLECTORS
 FRAMES: dict[str, int] = {"single": 1, "batch of 20": 20}
 
@@ -94,6 +98,9 @@ class IngestReport:
         for collector in others:
             rows.append(f"{collector.label} (manage.py {' '.join(collector.argv[1:])}):")
             rows += self._collector_rows(collector, with_baselines=False)
+        for frames in FRAMES:
+            on, off = self.rate("collector", frames), self.rate("collector-nolog", frames)
+            rows.append(f"event log on / off, {frames}: {on / off:.2f}x")
         # Shows which side was the bottleneck: a server below 100% was waiting for its client.
         rows.append("core use (% of one core: server / client)")
         rows.append(_row("frames", *(s.label for s in SERVERS)))
@@ -206,7 +213,12 @@ def run(options: Mapping[str, Any], progress: Progress) -> IngestReport:
         prepare_database(env)
         for server in SERVERS:
             measure_server(
-                server, report, env=env, workdir=workdir, options=options, progress=progress
+                server,
+                report,
+                env=env | WITHOUT_LOG.get(server.key, {}),
+                workdir=workdir,
+                options=options,
+                progress=progress,
             )
     sessions = int(options["sessions"])
     progress(f"memory: filling a MemoryStore with {sessions:,} sessions")

@@ -44,6 +44,7 @@ def test_the_table_gives_the_collector_against_both_baselines():
         "floor": 5_000.0,
         "collector": 10_000.0,
         "collector-uvicorn": 20_000.0,
+        "collector-nolog": 12_500.0,
     }
     for server, rate in rates.items():
         for frames, factor in (("single", 1), ("batch of 20", 10)):
@@ -53,6 +54,8 @@ def test_the_table_gives_the_collector_against_both_baselines():
     singles = [line.split() for line in table.splitlines() if line.startswith("single")]
     assert singles[0] == ["single", "40,000", "5,000", "10,000", "2.00x", "0.25x"]
     assert singles[1] == ["single", "20,000", "4.00x", "0.50x"]
-    assert singles[2] == ["single", *["100%", "/", "50%"] * 4]
+    assert singles[2] == ["single", "12,500", "2.50x", "0.31x"]
+    assert singles[3] == ["single", *["100%", "/", "50%"] * 5]
+    assert "event log on / off, single: 0.80x" in table
     ratios = report.as_dict()["ratios"]
     assert ratios["collector"]["batch of 20"]["collector/floor"] == 2.0
