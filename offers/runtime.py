@@ -63,7 +63,8 @@ class Runtime:
 
 
 class EventLogWriter:
-    """Writes the event log's queue once a second (in a thread) and prunes old days daily."""
+    """Writes the event log's queue once a second (in a thread); every hour compresses the days
+    that are over and deletes those past the retention."""
 
     def __init__(self, log: EventLog) -> None:
         self.log = log
@@ -79,6 +80,7 @@ class EventLogWriter:
         if now >= self._next_prune:
             self._next_prune = now + 3600.0
             await asyncio.to_thread(self.log.prune, now)
+            await asyncio.to_thread(self.log.compress_days, now)
         return False
 
     async def finish(self) -> None:

@@ -2,10 +2,12 @@
 
 The collector hands each frame's fresh events to `EventLog.append` (a deque append: nothing on
 the socket path waits on a disk). `flush`, run about once a second beside the event loop,
-writes them as JSON lines, one gzip member per flush, to `DIR/YYYY-MM-DD/<host>-<pid>.jsonl.gz`
-(the day of the server's receive time, UTC). Each process writes its own files, so any number
-of servers share a directory (a shared volume) or keep their own. `prune` deletes days older
-than the retention; `forget_session` rewrites the files without one session's lines.
+appends them as JSON lines to `DIR/YYYY-MM-DD/<host>-<pid>.jsonl` (the day of the server's
+receive time, UTC); once a day is over, `compress_days` gzips its files (`.jsonl.gz`), so the
+CPU compression takes is spent once a day rather than on every flush of a busy server. Each
+process writes its own files, so any number of servers share a directory (a shared volume) or
+keep their own. `prune` deletes days older than the retention; `forget_session` rewrites the
+files without one session's lines.
 
 A line is `{"at": receive time, "session": id, "site": key, "e": the event as validated}`:
 the event's id, name, client time and props. Never a token or an address.
@@ -24,13 +26,14 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from streaming.protocol import Event, ProtocolError, decode_events
 
-SUFFIX: Final = ".jsonl.gz"
+SUFFIX: Final = ".jsonl"
+COMPRESSED: Final = ".jsonl.gz"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -88,10 +91,9 @@ class EventLog:
         for day, lines in by_day.items():
             path = self.directory / day / f"{self.name}{SUFFIX}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            member = gzip.compress(b"".join(lines), compresslevel=5)
             with path.open("ab") as file:
                 fcntl.flock(file, fcntl.LOCK_EX)  # `forget_session` may be rewriting it
-                file.write(member)
+                file.write(b"".join(lines))
                 file.flush()
             written += len(lines)
         self.written += written
@@ -100,6 +102,29 @@ class EventLog:
     def prune(self, now: float) -> int:
         """Delete the days past the retention; returns how many went."""
         return prune(self.directory, days=self.days, now=now)
+
+    def compress_days(self, now: float) -> int:
+        """Gzip this process's files of the days before today; returns how many."""
+        return compress_days(self.directory, before=day_of(now), name=self.name)
+
+
+def compress_days(directory: Path, *, before: str, name: str = "*") -> int:
+    done = 0
+    for day in _days(directory):
+        if day.name >= before:
+            continue
+        for path in sorted(day.glob(f"{name}{SUFFIX}")):
+            target = path.with_name(path.name.removesuffix(SUFFIX) + COMPRESSED)
+            with path.open("rb") as source:
+                fcntl.flock(source, fcntl.LOCK_EX)
+                data = source.read()
+                with target.open("ab") as out:  # a member more, if compressed before
+                    out.write(gzip.compress(data, compresslevel=6))
+                    out.flush()
+                    os.fsync(out.fileno())
+                path.unlink()
+            done += 1
+    return done
 
 
 def prune(directory: Path, *, days: int, now: float) -> int:
@@ -136,14 +161,18 @@ def log_files(
         path
         for day in _days(Path(directory))
         if first <= day.name <= last
-        for path in sorted(day.glob(f"*{SUFFIX}"))
+        for path in sorted([*day.glob(f"*{COMPRESSED}"), *day.glob(f"*{SUFFIX}")])
     ]
+
+
+def _open(path: Path, file: Any) -> Any:
+    return gzip.open(file, "rb") if path.name.endswith(COMPRESSED) else file
 
 
 def read_lines(path: Path) -> Iterator[LogLine]:
     decoder = msgspec.json.Decoder(LogLine)
-    with gzip.open(path, "rb") as file:
-        for line in file:
+    with path.open("rb") as raw:
+        for line in _open(path, raw):
             if line.strip():
                 yield decoder.decode(line)
 
@@ -171,16 +200,16 @@ def forget_session(directory: str | Path, session_id: str) -> int:
             fcntl.flock(file, fcntl.LOCK_EX)
             kept: list[bytes] = []
             dropped = 0
-            with gzip.open(file, "rb") as lines:
-                for line in lines:
-                    if _session_of(line) == session_id:
-                        dropped += 1
-                    else:
-                        kept.append(line)
+            for line in _open(path, file):
+                if _session_of(line) == session_id:
+                    dropped += 1
+                else:
+                    kept.append(line)
             if dropped:
+                text = b"".join(kept)
                 file.seek(0)
                 file.truncate()
-                file.write(gzip.compress(b"".join(kept), compresslevel=5))
+                file.write(gzip.compress(text) if path.name.endswith(COMPRESSED) else text)
                 file.flush()
                 os.fsync(file.fileno())
                 removed += dropped

@@ -57,7 +57,7 @@ def test_the_log_holds_every_applied_event_and_a_backtest_of_it_decides_as_live(
     names = {e.event.name for e in logged}
     assert {"page_view", "add_to_cart", "offer_shown"} <= names, names
     # never a token: the log holds session ids, not what the browser authenticates with
-    raw = b"".join(path.read_bytes() for path in events.rglob("*.gz"))
+    raw = b"".join(path.read_bytes() for path in events.rglob("*.jsonl"))
     assert b"token" not in raw
 
     live = manage("shell", "-v", "0", "-c", LIVE_DECISIONS, env=env)
