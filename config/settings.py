@@ -143,7 +143,7 @@ _DEFAULT_JOURNAL = (
 RECORD_JOURNAL: str | None = envstr("RECORD_JOURNAL", _DEFAULT_JOURNAL)
 if RECORD_JOURNAL == "off":
     RECORD_JOURNAL = None
-# The clickstream at rest: the directory every applied event is written through to (daily gzip
+# The clickstream at rest: the directory every applied event is written through to (daily
 # JSON-lines files, one per process), kept EVENT_LOG_DAYS days; "off" keeps none.
 EVENT_LOG: str | None = envstr(
     "EVENT_LOG",
