@@ -26,6 +26,14 @@ CONNECTIONS_CLOSED = Counter(
     ["code"],
 )
 LIVE_SESSIONS = Gauge("liveoffers_live_sessions", "Sessions held in this process's store.")
+ACTIVE_SESSIONS = Gauge(
+    "liveoffers_active_sessions",
+    "Sessions that sent an event within the last ten pauses (the dashboard's live sessions).",
+)
+CARTS_AT_RISK = Gauge(
+    "liveoffers_carts_at_risk",
+    "Of the active sessions, those whose cart is not empty and not bought.",
+)
 OPEN_SOCKETS = Gauge("liveoffers_open_sockets", "Collector sockets open in this process.")
 
 DECISIONS = Counter("liveoffers_decisions", "Decisions made, by outcome.", ["outcome"])

@@ -252,6 +252,8 @@ def build_runtime(*, decides: bool = True) -> Runtime:
     )
     metrics.LIVE_SESSIONS.set_function(lambda: len(runtime.store))
     metrics.OPEN_SOCKETS.set_function(lambda: runtime.delivery.open_sockets())
+    metrics.ACTIVE_SESSIONS.set_function(lambda: runtime.store.live_counts()[0])
+    metrics.CARTS_AT_RISK.set_function(lambda: runtime.store.live_counts()[1])
     metrics.RECORD_BACKLOG.set_function(lambda: runtime.journal.waiting())
     return runtime
 

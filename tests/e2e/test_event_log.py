@@ -4,9 +4,11 @@ event log, and `backtest` on that log deciding the same pauses as the live worke
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,19 @@ import json
 from offers.models import Decision
 print(json.dumps([[d.session, d.at.timestamp(), d.outcome, d.risk] for d in Decision.objects.all()]))
 """
+
+
+def metric(url: str, name: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"no {name} in /metrics"
+    return float(found.group(1))
+
+
+def live_now(url: str) -> tuple[float, float]:
+    """The dashboard's live sessions and carts at risk, as /metrics gives them."""
+    return metric(url, "liveoffers_active_sessions"), metric(url, "liveoffers_carts_at_risk")
 
 
 def test_the_log_holds_every_applied_event_and_a_backtest_of_it_decides_as_live(tmp_path: Path):
@@ -48,7 +63,12 @@ def test_the_log_holds_every_applied_event_and_a_backtest_of_it_decides_as_live(
             check=False,
         )
         assert simulated.returncode == 0, simulated.stdout + simulated.stderr
-        time.sleep(3)  # the last pauses fall due and are recorded
+        ended = time.monotonic()
+        # Live sessions fall to 0 within ten pauses (10 s) of the last event, and stay held.
+        while live_now(server.url) != (0, 0):
+            assert time.monotonic() - ended < 10 + 3, f"still live: {live_now(server.url)}"
+            time.sleep(0.5)
+        assert metric(server.url, "liveoffers_live_sessions") > 0
     finally:
         assert server.stop() == 0  # SIGTERM: what is queued for the log is written
     logged = list(read_log(events))
@@ -60,9 +80,9 @@ def test_the_log_holds_every_applied_event_and_a_backtest_of_it_decides_as_live(
     raw = b"".join(path.read_bytes() for path in events.rglob("*.jsonl"))
     assert b"token" not in raw
 
-    live = manage("shell", "-v", "0", "-c", LIVE_DECISIONS, env=env)
-    assert live.returncode == 0, live.stderr
-    decided = json.loads(live.stdout)
+    shell = manage("shell", "-v", "0", "-c", LIVE_DECISIONS, env=env)
+    assert shell.returncode == 0, shell.stderr
+    decided = json.loads(shell.stdout)
     assert len(decided) >= 10, "too few live decisions to compare"
     replayed_path = tmp_path / "backtest.jsonl"
     backtest = manage(
