@@ -25,6 +25,9 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
 PAUSE_SECONDS = envfloat("PAUSE_SECONDS", 30.0, minimum=0.1, maximum=86400)
 OFFER_COOLDOWN_SECONDS = envfloat("OFFER_COOLDOWN_SECONDS", 600.0, minimum=0, maximum=30 * 86400)
 HOLDOUT_PERCENT = envfloat("HOLDOUT_PERCENT", 10.0, minimum=0, maximum=100)
+# Sessions offered or held out at random, wherever a rule's cart minimum and budget allow: the
+# randomised decisions, with the holdout, that an uplift model learns from (streaming/policy.py).
+EXPLORE_PERCENT = envfloat("EXPLORE_PERCENT", 5.0, minimum=0, maximum=100 - HOLDOUT_PERCENT)
 RATE_EVENTS_PER_SECOND = envfloat("RATE_EVENTS_PER_SECOND", 50.0, minimum=0.001)
 RATE_BURST = envint("RATE_BURST", 200, minimum=1)
 # Output queued for one collector socket and not yet written; a client that lets more pile up

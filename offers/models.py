@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from offers.phrasing import reasons_in_words
-from streaming.policy import Outcome
+from streaming.policy import DEFAULT_MARGIN, Outcome, Targeting
 
 ANY_ORIGIN = "*"
 # A site's public key: what a shop's snippet may send as its site.
@@ -52,10 +52,23 @@ class Site(models.Model):
         blank=True,
         help_text="One origin a line (https://shop.example), or * for any origin.",
     )
+    gross_margin_percent = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=Decimal(round(DEFAULT_MARGIN * 100)),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("100"))],
+        help_text="What the shop keeps of a sale before costs of the sale, in %: rules that "
+        "target by uplift offer only where the expected margin with the offer beats it without.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["key"]
+
+    @property
+    def gross_margin(self) -> float:
+        """The gross margin as a fraction (0.30 for 30%)."""
+        return float(self.gross_margin_percent) / 100
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key})"
@@ -114,6 +127,14 @@ class OfferRule(models.Model):
     valid_minutes = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="How long an offer stays valid."
     )
+    targeting = models.CharField(
+        max_length=8,
+        choices=[(t.value, t.label) for t in Targeting],
+        default=Targeting.RISK.value,
+        help_text="By risk: offer from min_risk up. By uplift: also only where the uplift model "
+        "says the offer pays (more expected margin with it than without, at the site's gross "
+        "margin); set min_risk to 0 to let uplift alone decide.",
+    )
     active = models.BooleanField(default=True)
 
     class Meta:
@@ -123,8 +144,30 @@ class OfferRule(models.Model):
         return f"{self.title} (-{self.discount_percent}%, risk ≥ {self.min_risk:.2f})"
 
 
+class _ModelsOfKind(models.Manager["ScoringModel"]):
+    """The models of one kind."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def get_queryset(self) -> models.QuerySet[ScoringModel]:
+        return super().get_queryset().filter(kind=self.kind)
+
+
 class ScoringModel(models.Model):
-    """One version of the cart-risk model: an XGBoost Booster stored as JSON or UBJSON."""
+    """One version of a model: the cart-risk model (an XGBoost Booster stored as JSON or UBJSON)
+    or the uplift model (two Boosters in a JSON envelope, streaming/uplift_model.py).
+
+    `ScoringModel.objects` holds the cart-risk models only, which is what every page and
+    command that says "the active model" means; `ScoringModel.uplift_models` holds the uplift
+    models, versioned and activated on their own (one active uplift model beside the active
+    cart-risk model); `ScoringModel.every_kind` both.
+    """
+
+    class Kind(models.TextChoices):
+        RISK = "risk", "Cart risk"
+        UPLIFT = "uplift", "Uplift"
 
     class State(models.TextChoices):
         CANDIDATE = "candidate", "Candidate"
@@ -156,9 +199,18 @@ class ScoringModel(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    kind = models.CharField(
+        max_length=8, choices=Kind.choices, default=Kind.RISK, editable=False, db_index=True
+    )
+
+    objects = _ModelsOfKind(Kind.RISK)
+    uplift_models = _ModelsOfKind(Kind.UPLIFT)
+    every_kind = models.Manager()
 
     class Meta:
         ordering = ["-version"]
+        default_manager_name = "objects"
+        base_manager_name = "every_kind"
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="unique_model_version"),
         ]

@@ -1,4 +1,4 @@
-"""The offer rules the policy reads, and each rule's budget spent today.
+"""The offer rules the policy reads, each rule's budget spent today, and each site's margin.
 
 A worker step (`async def step(now) -> bool`) that reloads the active rules every few seconds, in
 a thread, so the event loop that serves the sockets never waits on the database.
@@ -11,9 +11,9 @@ import datetime as dt
 from channels.db import database_sync_to_async
 from django.db.models import Count, Q
 
-from offers.models import Decision, Offer, OfferRule
+from offers.models import Decision, Offer, OfferRule, Site
 from streaming.budget import Budget, day_of
-from streaming.policy import Rule
+from streaming.policy import Rule, Targeting
 
 
 class RuleBook:
@@ -25,6 +25,7 @@ class RuleBook:
         self.every = every
         self.seed_every = seed_every
         self._rules: list[Rule] = []
+        self._margins: dict[str, float] = {}
         self._next = 0.0
         self._next_seed = 0.0
         self._seeded_day = ""
@@ -32,17 +33,33 @@ class RuleBook:
     def rules(self) -> list[Rule]:
         return self._rules
 
+    def margins(self) -> dict[str, float]:
+        """Site key -> gross margin (a fraction), for the rules that target by uplift."""
+        return self._margins
+
     async def step(self, now: float) -> bool:
         if now < self._next:
             return False
         self._next = now + self.every
-        self._rules = await database_sync_to_async(_load_rules)()
+        self._rules, self._margins = await database_sync_to_async(_load_rules_and_margins)()
         day = day_of(now)
         if day != self._seeded_day or now >= self._next_seed:
             await self.budget.seed(day, await database_sync_to_async(spent_on)(day))
             self._seeded_day = day
             self._next_seed = now + self.seed_every
         return False
+
+
+def _load_rules_and_margins() -> tuple[list[Rule], dict[str, float]]:
+    return _load_rules(), site_margins()
+
+
+def site_margins() -> dict[str, float]:
+    """Each site's gross margin as a fraction."""
+    return {
+        key: float(percent) / 100
+        for key, percent in Site.objects.values_list("key", "gross_margin_percent")
+    }
 
 
 def _load_rules() -> list[Rule]:
@@ -58,6 +75,7 @@ def _load_rules() -> list[Rule]:
             daily_budget=rule.daily_budget,
             valid_minutes=rule.valid_minutes,
             site=rule.site.key if rule.site else None,
+            targeting=Targeting(rule.targeting),
         )
         for rule in OfferRule.objects.filter(active=True).select_related("site")
     ]

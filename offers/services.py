@@ -24,10 +24,13 @@ from offers.models import (
     ScoringModel,
     Site,
 )
+from streaming.features import FEATURE_NAMES
 from streaming.model_trial import trial_model
 from streaming.records import DecisionMade, MarkMade, ReasonsMade, Record, kind_of
+from streaming.uplift_model import booster_files
 
 MODEL_NAME = "cart-risk"
+UPLIFT_MODEL_NAME = "uplift"
 
 
 def model_create(
@@ -68,6 +71,82 @@ def model_create(
             model=model, action=ModelEvent.Action.CREATED, user=user, note=notes
         )
         return model
+
+
+def uplift_model_create(
+    *,
+    artifact: bytes,
+    metrics: dict[str, object],
+    notes: str = "",
+    pause_seconds: float | None = None,
+    user: str = "",
+) -> ScoringModel:
+    """Store a new version of the uplift model (streaming/uplift_model.py's envelope) as a
+    candidate; its versions count on their own, beside the cart-risk model's."""
+    with transaction.atomic():
+        latest = (
+            ScoringModel.every_kind.select_for_update()
+            .filter(name=UPLIFT_MODEL_NAME)
+            .aggregate(Max("version"))
+        )
+        model = ScoringModel.every_kind.create(
+            name=UPLIFT_MODEL_NAME,
+            kind=ScoringModel.Kind.UPLIFT,
+            version=(latest["version__max"] or 0) + 1,
+            artifact=artifact,
+            artifact_format=ScoringModel.Format.JSON,
+            feature_names=list(FEATURE_NAMES),
+            metrics=metrics,
+            notes=notes,
+            pause_seconds=pause_seconds,
+        )
+        ModelEvent.objects.create(
+            model=model, action=ModelEvent.Action.CREATED, user=user, note=notes
+        )
+        return model
+
+
+def uplift_model_activate(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:
+    """Make `model` the uplift model every worker scores with (within a second, by the registry
+    watcher); the previous one is retired. Each of its boosters is tried in a process of its own
+    first, as a cart-risk model is."""
+    if model.kind != ScoringModel.Kind.UPLIFT:
+        raise ValueError(f"{model.label} is not an uplift model")
+    for booster in booster_files(bytes(model.artifact)):
+        trial_model(booster)
+    with transaction.atomic():
+        replaced = list(
+            ScoringModel.uplift_models.select_for_update()
+            .filter(state=ScoringModel.State.ACTIVE)
+            .exclude(pk=model.pk)
+        )
+        ScoringModel.every_kind.filter(pk__in=[r.pk for r in replaced]).update(
+            state=ScoringModel.State.RETIRED
+        )
+        model.state = ScoringModel.State.ACTIVE
+        model.activated_at = timezone.now()
+        model.save(update_fields=["state", "activated_at"])
+        ModelEvent.objects.bulk_create(
+            [
+                ModelEvent(
+                    model=model,
+                    action=ModelEvent.Action.ACTIVATED,
+                    user=user,
+                    previous=", ".join(r.label for r in replaced)[:80],
+                    note=note,
+                ),
+                *(
+                    ModelEvent(
+                        model=r,
+                        action=ModelEvent.Action.RETIRED,
+                        user=user,
+                        note=f"replaced by {model.label}",
+                    )
+                    for r in replaced
+                ),
+            ]
+        )
+    return model
 
 
 def model_activate(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:

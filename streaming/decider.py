@@ -38,6 +38,7 @@ from streaming.records import DecisionMade, OfferMade, ReasonsMade
 from streaming.scoring import Scorer
 from streaming.state import CART_VALUE, HOLDOUT_BUCKET, LAST_ACTIVITY, LAST_OFFER_AT, SessionState
 from streaming.store import OfferNote, SessionStore, Settled
+from streaming.uplift_model import UpliftScorer
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class ModelSlot:
 
     active: Scorer | None = None
     shadow: Scorer | None = None
+    uplift: UpliftScorer | None = None
 
 
 OnDecided = Callable[[list[DecisionMade]], Awaitable[None]]
@@ -100,8 +102,13 @@ class Decider:
         on_held_back: Callable[[], None] | None = None,
         on_decided: OnDecided | None = None,
         clock: Callable[[], float] = time.time,
+        margins: Callable[[], Mapping[str, float]] = dict,
+        explore_percent: float = 0.0,
     ) -> None:
         self.clock = clock
+        # site key -> gross margin (a fraction), for rules that target by uplift
+        self.margins = margins
+        self.explore_percent = explore_percent
         self.store = store
         self.delivery = delivery
         self.models = models
@@ -136,14 +143,17 @@ class Decider:
         if not states:
             return False
         active, shadow = self.models.active, self.models.shadow
+        rules = self.rules()
+        # the uplift model scores only while a rule targets by uplift
+        uplift = self.models.uplift if any(rule.by_uplift for rule in rules) else None
         # (n, NUMBERS) float64: what each paused session holds; (n, F) float32: its features
         numbers = session_numbers(states)
         matrix = features_of(numbers, now)
-        # (n,) risks from the active model, or None without one
-        risks = await _predict(active, matrix)
+        # (n,) risks from the active model, or None without one; (n,) chances to buy with an
+        # offer and without, or None: one hop to a thread for both models
+        risks, chances = await _predict_both(active, uplift, matrix)
         shadow_risks = await _predict(shadow, matrix)
         resumed = resumed_pauses(numbers, self.pause_seconds)
-        rules = self.rules()
         verdicts = decide_batch(
             states,
             numbers,
@@ -154,6 +164,9 @@ class Decider:
             cooldown_seconds=self.cooldown_seconds,
             holdout_percent=self.holdout_percent,
             resumed=resumed,
+            chances=chances,
+            margins=self.margins(),
+            explore_percent=self.explore_percent,
         )
         if verdicts.spent:
             # Other workers spend the same budgets: what this batch may spend has the last word.
@@ -369,8 +382,13 @@ def decide_batch(
     cooldown_seconds: float,
     holdout_percent: float,
     resumed: npt.NDArray[np.bool_],
+    chances: Chances | None = None,
+    margins: Mapping[str, float] | None = None,
+    explore_percent: float = 0.0,
 ) -> Verdicts:
-    """`policy.decide` on a claimed batch: its sessions' numbers (`session_numbers`) and risks."""
+    """`policy.decide` on a claimed batch: its sessions' numbers (`session_numbers`), risks and
+    chances to buy with an offer and without (`UpliftScorer.predict`)."""
+    p_offer, p_none = chances if chances is not None else (None, None)
     return decide(
         risks=risks,
         sites=[state.site for state in states],
@@ -383,6 +401,10 @@ def decide_batch(
         cooldown_seconds=cooldown_seconds,
         holdout_percent=holdout_percent,
         skip=resumed,
+        p_offer=p_offer,
+        p_none=p_none,
+        margins=margins,
+        explore_percent=explore_percent,
     )
 
 
@@ -400,6 +422,39 @@ def offer_frame(offer: OfferMade) -> str:
             "expires_at": iso_utc(offer.expires_at),
         }
     ).decode()
+
+
+Chances = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (p_offer, p_none)
+
+
+def score_both(
+    active: Scorer | None, uplift: UpliftScorer | None, matrix: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float64] | None, Chances | None]:
+    """The risks and the uplift model's chances of one batch; a model that fails to score gives
+    None (its rules decide nothing) rather than stopping the worker."""
+    risks: npt.NDArray[np.float64] | None = None
+    chances: Chances | None = None
+    if active is not None:
+        try:
+            risks = active.predict_proba(matrix)
+        except Exception:
+            log.exception("model %s failed to score; deciding no_offer", active.label)
+    if uplift is not None:
+        try:
+            chances = uplift.predict(matrix)
+        except Exception:
+            log.exception("uplift model %s failed to score; its rules offer nothing", uplift.label)
+    return risks, chances
+
+
+async def _predict_both(
+    active: Scorer | None, uplift: UpliftScorer | None, matrix: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float64] | None, Chances | None]:
+    if uplift is None:
+        return await _predict(active, matrix), None
+    if len(matrix) < _THREAD_ROWS:
+        return score_both(active, uplift, matrix)
+    return await asyncio.to_thread(score_both, active, uplift, matrix)
 
 
 async def _predict(

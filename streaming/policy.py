@@ -4,6 +4,15 @@ A pure function of the risks, the sessions, the active rules and the clock, for 
 of paused sessions at once: the caller reads the rules, today's budget use and the sessions'
 last offers, and writes what was decided. The batch is decided as if row after row, in order:
 a row's offer spends its rule's budget before the next row is looked at.
+
+A rule targets by risk (offers from its `min_risk` up) or by uplift (README.md, "Targeting by
+uplift"): it then offers only where the expected margin with the offer beats the margin without
+it, `p_offer x cart x (margin - discount) > p_none x cart x margin`, the two chances from the
+uplift model (streaming/uplift_model.py). Its `min_risk`, cart minimum, budget, cooldown and
+holdout hold as for any rule. An `explore_percent` share of sessions (from the same bucket as
+the holdout, the other end of it) is offered or held out at random, half and half, wherever a
+rule's cart minimum and budget allow, whatever its risk or uplift: with the holdout, these are
+the randomised decisions an uplift model learns from.
 """
 
 from __future__ import annotations
@@ -33,6 +42,19 @@ class Outcome(StrEnum):
         return self.value.replace("_", " ").capitalize()
 
 
+class Targeting(StrEnum):
+    """How a rule picks whom to offer. The one list: rules, the admin and the README read it."""
+
+    RISK = "risk"
+    UPLIFT = "uplift"
+
+    @property
+    def label(self) -> str:
+        return {"risk": "By risk (min_risk and up)", "uplift": "By uplift (offers that pay)"}[
+            self.value
+        ]
+
+
 OUTCOMES: Final[tuple[Outcome, ...]] = tuple(Outcome)
 OFFER, HOLDOUT, NO_OFFER = (OUTCOMES.index(o) for o in Outcome)  # indexes into OUTCOMES
 
@@ -40,6 +62,8 @@ OFFER, HOLDOUT, NO_OFFER = (OUTCOMES.index(o) for o in Outcome)  # indexes into 
 CODE_ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH: Final = 10  # 50 random bits
 HOLDOUT_BUCKETS: Final = 10_000
+# A site's gross margin when none is known: Site.gross_margin_percent's default.
+DEFAULT_MARGIN: Final = 0.30
 _TO_CODE_ALPHABET: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CODE_ALPHABET)
 
 Floats = npt.NDArray[np.float64]
@@ -47,6 +71,7 @@ Bools = npt.NDArray[np.bool_]
 
 # Why a row got what it got (`Verdicts.why`); the words are made only when asked for.
 MATCHED, NO_MODEL, NO_RISK, COOLDOWN, NO_RULE, LOW_RISK, SMALL_CART, NO_BUDGET, SKIPPED = range(9)
+EXPLORED, LOW_UPLIFT, NO_UPLIFT = range(9, 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +88,14 @@ class Rule:
     daily_budget: int
     valid_minutes: int
     site: str | None = None
+    targeting: Targeting = Targeting.RISK
 
     def applies_to(self, site: str) -> bool:
         return self.site is None or self.site == site
+
+    @property
+    def by_uplift(self) -> bool:
+        return self.targeting == Targeting.UPLIFT
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +127,18 @@ def in_holdout(session_id: str, percent: float) -> bool:
     return holdout_bucket(session_id) < holdout_limit(percent)
 
 
+def exploring(buckets: Floats, percent: float) -> Bools:
+    """Which buckets explore: the top `percent` % of them, apart from the holdout at the bottom
+    as long as the two percentages add up to at most 100."""
+    return np.asarray(buckets >= HOLDOUT_BUCKETS - holdout_limit(percent))
+
+
+def explore_offers(buckets: Floats) -> Bools:
+    """Of exploring buckets, which are offered (even) rather than held out (odd): half and half,
+    at random as the bucket is (a hash of the session id)."""
+    return np.asarray(np.fmod(buckets, 2) == 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdicts:
     """What the policy decided for each row of a batch."""
@@ -114,6 +156,12 @@ class Verdicts:
     now: float
     holdout_percent: float
     cooldown_seconds: float = 0.0
+    # uplift targeting: each row's chances to buy with and without an offer (None: no uplift
+    # model), its site's margin, and the rule whose uplift its words show (-1: none)
+    p_offer: Floats | None = None
+    p_none: Floats | None = None
+    margins: Floats | None = None
+    uplift_rule: npt.NDArray[np.intp] | None = None
 
     def __len__(self) -> int:
         return len(self.outcome)
@@ -193,7 +241,23 @@ class Verdicts:
             dtype=object,
         )
         whys: list[str] = texts[inverse.reshape(-1)].tolist()
+        # words with a row's own uplift and money in them: made row by row
+        if self.uplift_rule is not None:
+            for i in np.flatnonzero(self.uplift_rule >= 0):
+                whys[i] = self._reason(int(i), int(why[i]), self.rule_of(int(i)))
         return whys
+
+    def uplift_words(self, i: int, rule: Rule) -> str:
+        """Row `i`'s uplift under `rule` in words: "uplift: +0.12 chance to buy, worth 18.20 net"
+        (the chance with the offer less without it, and the expected margin it adds)."""
+        assert self.p_offer is not None
+        assert self.p_none is not None
+        p_offer, p_none = float(self.p_offer[i]), float(self.p_none[i])
+        margin = DEFAULT_MARGIN if self.margins is None else float(self.margins[i])
+        worth = float(self.cart_values[i]) * uplift_gain(
+            p_offer, p_none, margin=margin, discount=rule.discount_percent / 100
+        )
+        return f"uplift: {p_offer - p_none:+.2f} chance to buy, worth {worth:,.2f} net"
 
     def _lowest_min_risks(self) -> list[float]:
         """The lowest min_risk of the rules for each site, by `_site_indexes`."""
@@ -205,6 +269,23 @@ class Verdicts:
 
     def _reason(self, i: int, why: int, rule: Rule | None) -> str:
         risk, site = float(self.risks[i]), self.sites[i]
+        if why == MATCHED and rule is not None and rule.by_uplift and self.p_offer is not None:
+            words = self.uplift_words(i, rule)
+            if self.outcome[i] == HOLDOUT:
+                return f"holdout: control group ({words})"
+            return words
+        if why == EXPLORED:
+            if self.outcome[i] == HOLDOUT:
+                return "explore: held out at random, to learn what offers change"
+            return "explore: offered at random, to learn what offers change"
+        if why == LOW_UPLIFT:
+            index = -1 if self.uplift_rule is None else int(self.uplift_rule[i])
+            shown_rule = self.rules[index] if index >= 0 else None
+            if shown_rule is None or self.p_offer is None:
+                return "uplift: not worth the discount"
+            return f"{self.uplift_words(i, shown_rule)}: not worth the discount"
+        if why == NO_UPLIFT:
+            return "no uplift model yet: the rule targets by uplift"
         if why == MATCHED:
             assert rule is not None
             shown = _risk_text(risk, rule.min_risk, below=False)
@@ -236,6 +317,11 @@ class Verdicts:
         if why == NO_BUDGET:
             return "daily budget spent"
         return "taken over: decided before its worker stopped"
+
+
+def uplift_gain(p_offer: float, p_none: float, *, margin: float, discount: float) -> float:
+    """What an offer is worth per unit of cart: the expected margin with it less without it."""
+    return p_offer * (margin - discount) - p_none * margin
 
 
 def _site_indexes(sites: Sequence[str]) -> npt.NDArray[np.int64]:
@@ -280,6 +366,10 @@ def decide(
     cooldown_seconds: float,
     holdout_percent: float,
     skip: Bools | None = None,
+    p_offer: Floats | None = None,
+    p_none: Floats | None = None,
+    margins: Mapping[str, float] | None = None,
+    explore_percent: float = 0.0,
 ) -> Verdicts:
     """One decision for each paused session of a batch, row after row.
 
@@ -289,6 +379,13 @@ def decide(
     first rule by (priority, id) that applies to its site, whose `min_risk` and
     `min_cart_value` it reaches and whose daily budget is not used up by then, unless it is in
     its cooldown; a matched row in the holdout gets `holdout`, the others `offer`.
+
+    A rule that targets by uplift also needs the offer to pay for the row: `p_offer` and
+    `p_none` (None: no uplift model, and such a rule matches nothing), the margin of the row's
+    site in `margins` (site key -> fraction, DEFAULT_MARGIN for a site not in it) and the rule's
+    discount. A row in the `explore_percent` share (`exploring`) gets the first rule that applies
+    to its site, whose cart minimum it reaches and whose budget is left, whatever its risk and
+    uplift, and is offered or held out at random (`explore_offers`).
     """
     n = len(sites)
     ordered = tuple(sorted(rules, key=lambda r: (r.priority, r.id)))
@@ -297,6 +394,13 @@ def decide(
     why = np.empty(n, dtype=np.int8)
     spent: dict[int, int] = {}
     known = np.full(n, np.nan) if risks is None else np.asarray(risks, dtype=np.float64)
+    by_uplift = any(rule.by_uplift for rule in ordered)
+    margin_of = (
+        _site_margins(sites, margins)
+        if by_uplift or margins
+        else np.full(n, DEFAULT_MARGIN, dtype=np.float64)
+    )
+    shown_uplift = np.full(n, -1, dtype=np.intp) if by_uplift and p_offer is not None else None
     verdicts = Verdicts(
         outcome,
         chosen,
@@ -310,6 +414,10 @@ def decide(
         now,
         holdout_percent,
         cooldown_seconds,
+        p_offer,
+        p_none,
+        margin_of,
+        shown_uplift,
     )
     if risks is None:
         why[:] = NO_MODEL
@@ -330,16 +438,36 @@ def decide(
     has_rule = np.zeros(n, dtype=bool)
     risky = np.zeros(n, dtype=bool)
     fits = np.zeros(n, dtype=bool)
+    worth = np.zeros(n, dtype=bool)  # fits a rule that would offer: by risk, or paying uplift
+    waits = np.zeros(n, dtype=bool)  # fits a rule by uplift, without an uplift model
+    explores = (
+        open_ & exploring(holdout_buckets, explore_percent)
+        if explore_percent > 0
+        else np.zeros(n, dtype=bool)
+    )
     unassigned = open_.copy()
     for index, rule in enumerate(ordered):
         applies = site_of[index]
+        cart_ok = applies & (cart_values >= rule.min_cart_value)
         rule_risky = applies & (known >= rule.min_risk)
-        rule_fits = rule_risky & (cart_values >= rule.min_cart_value)
+        rule_fits = rule_risky & cart_ok
         has_rule |= applies
         risky |= rule_risky
         fits |= rule_fits
+        if not rule.by_uplift:
+            rule_worth = rule_fits
+        elif p_offer is None or p_none is None or shown_uplift is None:
+            rule_worth = np.zeros(n, dtype=bool)
+            waits |= rule_fits
+        else:
+            # (n,) the offer's worth per unit of cart: margin with it less margin without it
+            gain = p_offer * (margin_of - rule.discount_percent / 100) - p_none * margin_of
+            rule_worth = rule_fits & (gain > 0)
+            # the words show the first uplift rule a row fits (its own, once matched)
+            shown_uplift[rule_fits & (shown_uplift < 0) & unassigned] = index
+        worth |= rule_worth
         left = rule.daily_budget - used_today.get(rule.id, 0)
-        takers = np.flatnonzero(unassigned & rule_fits)[: max(left, 0)]
+        takers = np.flatnonzero(unassigned & (rule_worth | (explores & cart_ok)))[: max(left, 0)]
         if len(takers):
             chosen[takers] = index
             unassigned[takers] = False
@@ -348,12 +476,35 @@ def decide(
     why[open_ & ~has_rule] = NO_RULE
     why[open_ & has_rule & ~risky] = LOW_RISK
     why[open_ & risky & ~fits] = SMALL_CART
-    why[open_ & fits & ~matched] = NO_BUDGET
+    why[open_ & fits & ~worth] = LOW_UPLIFT
+    why[open_ & fits & ~worth & waits] = NO_UPLIFT
+    why[open_ & worth & ~matched] = NO_BUDGET
     why[matched] = MATCHED
+    explored = matched & explores
+    why[explored] = EXPLORED
     held = matched & (holdout_buckets < holdout_limit(holdout_percent))
     outcome[matched] = OFFER
-    outcome[held] = HOLDOUT
+    outcome[held | (explored & ~explore_offers(holdout_buckets))] = HOLDOUT
+    if shown_uplift is not None:
+        # only a row matched by an uplift rule, or one that such a rule found not worth it,
+        # shows an uplift
+        chosen_uplift = np.asarray([rule.by_uplift for rule in ordered] + [False])[chosen]
+        shows = (why == LOW_UPLIFT) | ((why == MATCHED) & chosen_uplift)
+        shown_uplift[(why == MATCHED) & chosen_uplift] = chosen[(why == MATCHED) & chosen_uplift]
+        shown_uplift[~shows] = -1
     return verdicts
+
+
+def _site_margins(sites: Sequence[str], margins: Mapping[str, float] | None) -> Floats:
+    """Each row's site's gross margin, as a fraction."""
+    margins = margins or {}
+    distinct = set(sites)
+    if len(distinct) == 1:
+        (site,) = distinct
+        return np.full(len(sites), margins.get(site, DEFAULT_MARGIN), dtype=np.float64)
+    return np.fromiter(
+        (margins.get(site, DEFAULT_MARGIN) for site in sites), dtype=np.float64, count=len(sites)
+    )
 
 
 def _site_masks(sites: Sequence[str], rules: Sequence[Rule]) -> list[Bools]:

@@ -65,6 +65,13 @@ def pause_examples(
     return _matrix(rows), np.asarray(labels, dtype=np.float32)
 
 
+def session_pauses(
+    session: GeneratedSession, *, pause_seconds: float, start: float
+) -> tuple[list[list[float]], bool]:
+    """The feature rows at each of the session's pauses, in order, and whether it bought."""
+    return _replay(session, pause_seconds=pause_seconds, start=start)
+
+
 def _replay(
     session: GeneratedSession, *, pause_seconds: float, start: float
 ) -> tuple[list[list[float]], bool]:

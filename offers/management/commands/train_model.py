@@ -31,6 +31,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
+            "--uplift",
+            action="store_true",
+            help="train the uplift model instead (chances to buy with an offer and without) on "
+            "recorded randomised decisions (offers and holdouts of known outcome), or on "
+            "generated shoppers when there are fewer than --min-recorded; --activate activates "
+            "it when its held-out Qini coefficient is above 0 (else exit 3), --force regardless",
+        )
+        parser.add_argument(
             "--activate",
             action="store_true",
             help="score with it from now on if it passes the gate: on the same held-out "
@@ -105,6 +113,9 @@ class Command(BaseCommand):
 
         if options["shadow"] and (options["activate"] or options["force"]):
             raise CommandError("--shadow or --activate, not both")
+        if options["uplift"]:
+            self.train_uplift(options)
+            return
         clickstream = None
         if options["clickstream"]:
             from streaming.clickstream import parse_time
@@ -137,6 +148,27 @@ class Command(BaseCommand):
         except GateRefused as exc:
             raise CommandError(str(exc), returncode=GATE_REFUSED) from exc
         except (OSError, ValueError) as exc:  # a ModelError too: the model failed its trial
+            raise CommandError(str(exc)) from exc
+
+    def train_uplift(self, options: dict[str, Any]) -> None:
+        from offers.uplift_training import train_uplift_model
+
+        if options["shadow"] or options["clickstream"]:
+            raise CommandError(
+                "--uplift trains on randomised decisions: no --shadow, no --clickstream"
+            )
+        try:
+            train_uplift_model(
+                sessions=options["sessions"],
+                seed=options["seed"],
+                min_recorded=options["min_recorded"],
+                activate=options["activate"],
+                force=options["force"],
+                say=self.stdout.write,
+            )
+        except GateRefused as exc:
+            raise CommandError(str(exc), returncode=GATE_REFUSED) from exc
+        except ValueError as exc:  # a ModelError too: a booster failed its trial
             raise CommandError(str(exc)) from exc
 
 
