@@ -162,6 +162,8 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         pause_seconds=pause_seconds,
         cooldown_seconds=settings.OFFER_COOLDOWN_SECONDS,
         holdout_percent=settings.HOLDOUT_PERCENT,
+        margins=rulebook.margins,
+        explore_percent=settings.EXPLORE_PERCENT,
         # Redis mode: claims the size of one claim script, so that the workers share a burst
         batch_size=CLAIM_CHUNK if isinstance(store, RedisStore) else 5000,
         backlog_limit=settings.RECORD_BACKLOG_MAX,
