@@ -1,12 +1,17 @@
 """What the operator dashboard shows, aggregated in the worker and pushed once a second.
 
 The cost of a `stats` frame does not grow with the event rate: events are counted with one
-addition a frame, and everything else is read from counters, the store's own tallies, or (for
-the uplift) one database query every few seconds.
+addition a frame, and everything else is read from counters, the store's own tallies, the latest
+drift measure, or the database in a thread: the uplift and the money every few seconds
+(`step`), the models' figures on known outcomes every minute or more (`step_models`, beside the
+stats, never holding them up). Alerts come from `offers.alerts.AlertWatch` straight to the
+dashboards; a dashboard that connects gets the open ones and the latest resolved in its
+snapshot.
 
 In Redis mode events are counted by the front ends and decisions by the workers, each in its own
 process: `SharedBoard` sums their counts in Redis, and one worker at a time (the holder of a
-short lease) publishes the stats, so every dashboard, on whichever server, sees the same figures.
+short lease) works out the figures and publishes the stats, so every dashboard, on whichever
+server, sees the same figures.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from offers.models import DeadRecord, Decision
+from offers.alerts import PSI_LIMIT, DriftSource, alert_json
+from offers.evaluation import compare_models, shadow_trial
+from offers.models import Alert, DeadRecord, Decision, ScoringModel
+from offers.money import uplift_money
 from offers.phrasing import reasons_in_words
 from streaming import lua
 from streaming.decider import ModelSlot
@@ -63,6 +71,19 @@ UPLIFT_EVERY = 5.0
 RECORD_BEHIND = 1000
 UPLIFT_WINDOW = dt.timedelta(hours=24)
 PUBLISHER_LEASE_MS = 3000
+# The money panel's window, and its chart: a point of net incremental revenue per refresh
+# (every UPLIFT_EVERY seconds), for the last two hours.
+MONEY_WINDOW = "24h"
+MONEY_HISTORY = int(2 * 3600 / UPLIFT_EVERY)
+# The models' figures on known outcomes: at most once a minute, and the longer they take to work
+# out, the less often (at most 1/MODELS_DUTY of the time spent on them).
+MODELS_EVERY = 60.0
+MODELS_DUTY = 20
+# Without a shadow, the active model is measured on the known outcomes of the last day.
+MODELS_WINDOW = dt.timedelta(hours=24)
+# Alerts in a snapshot: the open ones, and the latest resolved.
+OPEN_ALERTS = 100
+RESOLVED_ALERTS = 10
 
 
 @dataclass
@@ -116,7 +137,8 @@ class SharedBoard:
     that the rates go on unbroken when another worker takes the lease over; `dash:stats`,
     `dash:history` and `dash:recent`, the last stats frame, the last 15 minutes of per-second
     rates and the latest decision frames, for a dashboard that connects to any server;
-    `dash:recent_no_offer` and `dash:marks`, the latest no_offer decisions and marks likewise.
+    `dash:recent_no_offer` and `dash:marks`, the latest no_offer decisions and marks likewise;
+    `dash:money`, the points of the money chart (net incremental revenue over time).
     """
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = "lo:") -> None:
@@ -129,6 +151,7 @@ class SharedBoard:
         self._recent = f"{prefix}dash:recent"
         self._recent_no_offer = f"{prefix}dash:recent_no_offer"
         self._marks = f"{prefix}dash:marks"
+        self._money = f"{prefix}dash:money"
         self._me = secrets.token_hex(8)
         self._lead = client.register_script(_LEAD_LUA)
 
@@ -167,7 +190,13 @@ class SharedBoard:
         """The totals the last stats frame was made from (by whichever process made it)."""
         return Totals.from_hash(await self.redis.hgetall(self._published))
 
-    async def publish(self, stats: str, history_row: list[float], totals: Totals) -> None:
+    async def publish(
+        self,
+        stats: str,
+        history_row: list[float],
+        totals: Totals,
+        money_row: list[float | None] | None = None,
+    ) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._stats, stats)
             pipe.delete(self._published)
@@ -175,6 +204,9 @@ class SharedBoard:
             pipe.hset(self._published, mapping=counts)
             pipe.rpush(self._history, msgspec.json.encode(history_row))
             pipe.ltrim(self._history, -HISTORY_SECONDS, -1)
+            if money_row is not None:
+                pipe.rpush(self._money, msgspec.json.encode(money_row))
+                pipe.ltrim(self._money, -MONEY_HISTORY, -1)
             await pipe.execute()
 
     async def snapshot(self) -> dict[str, Any]:
@@ -184,7 +216,8 @@ class SharedBoard:
             pipe.lrange(self._recent, 0, -1)
             pipe.lrange(self._recent_no_offer, 0, -1)
             pipe.lrange(self._marks, 0, -1)
-            history, stats, recent, no_offers, marks = await pipe.execute()
+            pipe.lrange(self._money, 0, -1)
+            history, stats, recent, no_offers, marks, money = await pipe.execute()
         return {
             "type": "snapshot",
             "history": [msgspec.json.decode(row) for row in history],
@@ -192,6 +225,7 @@ class SharedBoard:
             "decisions": [msgspec.json.decode(frame) for frame in recent],
             "no_offer_decisions": [msgspec.json.decode(frame) for frame in no_offers],
             "marks": [msgspec.json.decode(frame) for frame in marks],
+            "money_history": [msgspec.json.decode(row) for row in money],
         }
 
 
@@ -205,8 +239,10 @@ class DashboardFeed:
         publishes: bool = True,
         journal: Journal | None = None,
         pause_seconds: float | None = None,
+        drift: DriftSource | None = None,
     ) -> None:
         self.store = store
+        self.drift = drift
         # the pause the reasons are worded against (`offers.phrasing`)
         self.pause_seconds = settings.PAUSE_SECONDS if pause_seconds is None else pause_seconds
         self.journal = journal
@@ -236,6 +272,15 @@ class DashboardFeed:
         self._next_stats = 0.0
         self._next_uplift = 0.0
         self._uplift: dict[str, Any] = _uplift_json(uplift(Group(0, 0), Group(0, 0)))
+        # the money panel: the latest figures (None before the first) and a point per refresh
+        self.money: dict[str, Any] | None = None
+        self.money_history: deque[list[float | None]] = deque(maxlen=MONEY_HISTORY)
+        # the active and shadow models on known outcomes (`step_models`)
+        self.model_figures: dict[str, Any] | None = None
+        self._next_models = 0.0
+        # whether this process works out the figures: always, but in Redis mode only while it
+        # holds the publisher's lease
+        self._leading = publishes and shared is None
 
     # --- counted as things happen ---------------------------------------------------------------
     def count_events(self, n: int) -> None:
@@ -343,22 +388,45 @@ class DashboardFeed:
             await self._share()
             if not self.publishes or not await self.shared.lead():
                 self._seen = None
+                self._leading = False
                 return False
+            self._leading = True
             if self._seen is None:  # this process has just taken the lease
                 self._seen = await self.shared.published_totals()
             totals = await self.shared.totals()
+        money_row = None
         if now >= self._next_uplift:
             self._next_uplift = now + UPLIFT_EVERY
             try:
-                self._uplift = await database_sync_to_async(conversion_now)()
-                self._set_aside = await DeadRecord.objects.acount()
+                self._uplift, money, self._set_aside = await database_sync_to_async(_figures_now)()
             except Exception:
                 log.exception("could not work out the uplift; showing the last figures")
+            else:
+                money_row = money_point(now, money)
+                self.money = {**money, "at": money_row[0]}
+                self.money_history.append(money_row)
         stats = self.stats(now, totals)
         text = _encode(stats)
         if self.shared is not None:
-            await self.shared.publish(text, self.history[-1], totals)
+            await self.shared.publish(text, self.history[-1], totals, money_row)
         await _broadcast(text)
+        return False
+
+    async def step_models(self, now: float) -> bool:
+        """The active and shadow models' figures on known outcomes, for the next stats frames:
+        worked out in a thread beside `step` (it reads and re-scores thousands of decisions), by
+        the process that publishes the stats."""
+        if now < self._next_models or not self._leading:
+            return False
+        started = time.monotonic()
+        try:
+            figures = await database_sync_to_async(model_figures)()
+        except Exception:
+            log.exception("could not measure the models on known outcomes; showing the last")
+        else:
+            self.model_figures = None if figures is None else {**figures, "at": round(now, 3)}
+        took = time.monotonic() - started
+        self._next_models = now + max(MODELS_EVERY, MODELS_DUTY * took)
         return False
 
     async def _share(self) -> None:
@@ -405,12 +473,21 @@ class DashboardFeed:
             "offers_sent": totals.decisions[Outcome.OFFER],
             "offers_accepted": totals.offers_accepted,
             "conversion": self._uplift,
+            "money": self.money,
             "risk_histogram": list(totals.risk_bins),
             "model": self.models.active.label if self.models.active else None,
             "shadow_model": self.models.shadow.label if self.models.shadow else None,
+            "model_figures": self.model_figures,
+            "drift": self._drift(),
             "record": self._record_status(),
         }
         return self.last_stats
+
+    def _drift(self) -> dict[str, Any] | None:
+        """The latest drift measure (None: not measured yet), with the PSI above which a
+        feature or the score has drifted."""
+        latest = self.drift.latest() if self.drift is not None else None
+        return None if latest is None else {**latest, "limit": PSI_LIMIT}
 
     def _record_status(self) -> dict[str, Any]:
         """Records on their way to the database, and set aside: the record's health."""
@@ -423,9 +500,16 @@ class DashboardFeed:
 
     async def snapshot(self) -> str:
         """What a dashboard gets on (re)connect: the last 15 minutes, the latest decisions (offers
-        and holdouts, and no_offers apart) and the latest marks, to apply to them."""
+        and holdouts, and no_offers apart), the latest marks to apply to them, the money chart's
+        points, and the alerts (open, and the latest resolved; None when the database does not
+        answer)."""
+        try:
+            alerts: list[dict[str, Any]] | None = await database_sync_to_async(alerts_now)()
+        except Exception:
+            log.exception("could not read the alerts for a dashboard's snapshot")
+            alerts = None
         if self.shared is not None:
-            return _encode(await self.shared.snapshot())
+            return _encode({**await self.shared.snapshot(), "alerts": alerts})
         return _encode(
             {
                 "type": "snapshot",
@@ -434,6 +518,8 @@ class DashboardFeed:
                 "decisions": list(self.recent),
                 "no_offer_decisions": list(self.recent_no_offers),
                 "marks": list(self.recent_marks),
+                "money_history": list(self.money_history),
+                "alerts": alerts,
             }
         )
 
@@ -527,6 +613,80 @@ def conversion_now() -> dict[str, Any]:
     return _uplift_json(
         uplift(groups.get(Outcome.OFFER, Group(0, 0)), groups.get(Outcome.HOLDOUT, Group(0, 0)))
     )
+
+
+def _figures_now() -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The conversion uplift, the money (`offers.money.uplift_money`) and the records set aside:
+    the figures `step` refreshes every few seconds, in one thread."""
+    return conversion_now(), uplift_money(window=MONEY_WINDOW), DeadRecord.objects.count()
+
+
+def money_point(now: float, money: dict[str, Any]) -> list[float | None]:
+    """A point of the money chart: [time, net incremental revenue per 1,000 at-risk sessions,
+    its 95% interval's low and high] (None where not known yet)."""
+    net = money["per_1000"]["net_incremental_revenue"]
+    return [round(now), net["estimate"], net["low"], net["high"]]
+
+
+def model_figures() -> dict[str, Any] | None:
+    """The active and shadow models on known outcomes, each re-scored on the same decisions:
+    with a shadow, those decided since it entered shadow (`shadow_trial`, as `promote_shadow`
+    judges it); without, the active model on those of the last day. None without either model.
+
+        {"since": ISO, "known_before": ISO, "n", "buyers", "basis": "shadow_trial" | "last_day",
+         "models": [{"model": "cart-risk@3", "role": "active" | "shadow", "n", "roc_auc",
+                     "log_loss", "trained_roc_auc"}]}  (active first; unknown figures None)
+    """
+    trial = shadow_trial()
+    if trial is not None:
+        comparison, basis = trial.comparison, "shadow_trial"
+        roles = {trial.shadow.pk: "shadow"}
+        if trial.active is not None:
+            roles[trial.active.pk] = "active"
+    else:
+        active = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
+        if active is None:
+            return None
+        since = timezone.now() - MODELS_WINDOW
+        comparison, basis = compare_models([active], since=since), "last_day"
+        roles = {active.pk: "active"}
+    models = []
+    for evaluation in comparison.models:
+        figures = evaluation.figures.as_dict()
+        trained = evaluation.model.metrics.get("auc")
+        models.append(
+            {
+                "model": evaluation.model.label,
+                "role": roles[evaluation.model.pk],
+                "n": figures["n"],
+                "roc_auc": figures["roc_auc"],
+                "log_loss": figures["log_loss"],
+                "trained_roc_auc": trained if isinstance(trained, int | float) else None,
+            }
+        )
+    models.sort(key=lambda model: model["role"] != "active")
+    return {
+        "since": None if comparison.since is None else _iso(comparison.since),
+        "known_before": _iso(comparison.known_before),
+        "n": comparison.n,
+        "buyers": comparison.buyers,
+        "basis": basis,
+        "models": models,
+    }
+
+
+def alerts_now() -> list[dict[str, Any]]:
+    """The alerts a dashboard opens with: the open ones (latest seen first), then the latest
+    resolved."""
+    open_alerts = Alert.objects.filter(resolved_at__isnull=True).order_by("-last_seen", "-id")
+    resolved = Alert.objects.filter(resolved_at__isnull=False).order_by("-resolved_at", "-id")
+    return [
+        alert_json(alert) for alert in [*open_alerts[:OPEN_ALERTS], *resolved[:RESOLVED_ALERTS]]
+    ]
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _uplift_json(result: Any) -> dict[str, Any]:

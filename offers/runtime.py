@@ -145,6 +145,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         publishes=decides,
         journal=journal,
         pause_seconds=pause_seconds,
+        drift=drift,
     )
 
     async def record(decisions: list[DecisionMade]) -> None:
@@ -204,6 +205,7 @@ def build_runtime(*, decides: bool = True) -> Runtime:
             decider.explain,
             recorder.step_in_background,
             feed_step,
+            Background(feed.step_models),
             counts.step,
             worker.step_evict,
             Background(alerts.step),

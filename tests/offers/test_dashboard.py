@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,12 +16,16 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.asgi import application
+from offers.alerts import alert_json
 from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.dashboard import DashboardFeed, SharedBoard
+from offers.models import Alert, Decision, ModelEvent, ScoringModel, Site
 from offers.runtime import Runtime
+from offers.services import model_shadow
 from streaming.decider import ModelSlot
 from streaming.policy import Outcome
 from streaming.records import DecisionMade, MarkMade, OfferMade
@@ -473,3 +480,315 @@ async def test_in_redis_mode_every_process_counts_and_one_publishes(
     [taken_over] = await stats_frames(layer, channel)
     assert taken_over["decisions"] == {"offer": 2, "holdout": 1, "no_offer": 1}
     assert taken_over["events"] == 132 and taken_over["events_per_second"] == 5
+
+
+# --- alerts, drift, money and the models ---------------------------------------------------------
+
+
+def raised(kind: str, subject: str, severity: str, at: dt.datetime, **fields: Any) -> Alert:
+    return Alert.objects.create(
+        kind=kind,
+        subject=subject,
+        severity=severity,
+        message=f"{kind} {subject}",
+        first_seen=at,
+        last_seen=at,
+        **fields,
+    )
+
+
+async def test_a_dashboard_opens_with_the_open_alerts_then_the_latest_resolved():
+    from offers.dashboard import RESOLVED_ALERTS
+
+    now = timezone.now()
+
+    def alerts() -> tuple[list[int], list[int]]:
+        resolved = [
+            raised(
+                "budget_spent",
+                f"rule:{i}",
+                "warning",
+                now - dt.timedelta(hours=2),
+                resolved_at=now - dt.timedelta(minutes=60 - i),
+            ).pk
+            for i in range(RESOLVED_ALERTS + 2)
+        ]
+        dead = raised("dead_records", "", "critical", now - dt.timedelta(minutes=5))
+        drift = raised("drift", "feature:cart_value", "warning", now - dt.timedelta(minutes=1))
+        return [drift.pk, dead.pk], resolved[::-1][:RESOLVED_ALERTS]
+
+    open_ids, latest_resolved = await sync_to_async(alerts)()
+    ws = await operator_socket()
+    await ws.connect()
+    snapshot = await ws.receive_json_from()
+    shown = snapshot["alerts"]
+    assert [a["id"] for a in shown] == open_ids + latest_resolved
+    dead = await Alert.objects.aget(pk=open_ids[1])
+    assert shown[1] == alert_json(dead)
+    assert (shown[1]["severity"], shown[1]["resolved_at"]) == ("critical", None)
+    await ws.disconnect()
+
+
+async def test_raised_alerts_go_out_live_and_acknowledging_one_from_the_page_records_who():
+    from offers.alerts import AlertWatch, DeadRecordsCheck
+    from offers.models import DeadRecord
+
+    ws = await operator_socket()
+    await ws.connect()
+    assert (await ws.receive_json_from())["alerts"] == []
+    await DeadRecord.objects.acreate(kind="decision", payload={}, error="site 'x' is gone")
+    await AlertWatch([DeadRecordsCheck()]).step(T0)
+    frame = await ws.receive_json_from()
+    assert (frame["type"], frame["change"], frame["kind"], frame["severity"]) == (
+        "alert",
+        "raised",
+        "dead_records",
+        "critical",
+    )
+    assert frame["acknowledged_by"] == ""
+
+    def acknowledge_from_the_page(alert_id: int) -> dict[str, Any]:
+        # as the page does it: the token the page carries, in the header
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(operator_user("ada"))
+        page = client.get("/dashboard/").content.decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token is not None
+        refused = client.post(f"/api/alerts/{alert_id}/acknowledge/")
+        assert refused.status_code == 403  # without the token
+        answer = client.post(
+            f"/api/alerts/{alert_id}/acknowledge/", HTTP_X_CSRFTOKEN=token.group(1)
+        )
+        assert answer.status_code == 200
+        acknowledged: dict[str, Any] = answer.json()
+        return acknowledged
+
+    acknowledged = await sync_to_async(acknowledge_from_the_page)(frame["id"])
+    assert acknowledged["acknowledged_by"] == "ada" and acknowledged["resolved_at"] is None
+    await ws.disconnect()
+    again = await operator_socket()
+    await again.connect()
+    [alert] = (await again.receive_json_from())["alerts"]
+    assert (alert["id"], alert["acknowledged_by"]) == (frame["id"], "ada")
+    await again.disconnect()
+
+
+async def test_stats_show_drift_per_feature_once_it_is_measured(runtime: Runtime):
+    from offers.drift import DriftResult
+
+    await runtime.feed.step(T0)
+    assert runtime.feed.last_stats is not None and runtime.feed.last_stats["drift"] is None
+    measured = dt.datetime(2025, 11, 24, 15, 0, tzinfo=dt.UTC)
+    runtime.drift.result = DriftResult(
+        at=measured,
+        since=measured - dt.timedelta(hours=24),
+        model="cart-risk@1",
+        n=240,
+        features={"cart_value": 0.31, "hour_of_day": 0.02},
+        score=0.05,
+    )
+    await runtime.feed.step(T0 + 1)
+    assert runtime.feed.last_stats["drift"] == {
+        "at": "2025-11-24T15:00:00+00:00",
+        "model": "cart-risk@1",
+        "n": 240,
+        "features": {"cart_value": 0.31, "hour_of_day": 0.02},
+        "score": 0.05,
+        "limit": 0.2,
+    }
+
+
+def offered_and_held_out(site: Site, sessions: int = 40) -> None:
+    """`sessions` at-risk sessions offered and as many held out, in the last hour: every third
+    offered one buys for 90 with its 10% code, every fourth held-out one pays 80."""
+    from offers.models import Offer
+    from offers.services import offer_redeem, record_write
+
+    at = timezone.now() - dt.timedelta(minutes=30)
+    marks = []
+    for i in range(sessions):
+        offered = Decision.objects.create(
+            site=site, session=f"o{i}", pause_key=f"o{i}:1", at=at, outcome=Outcome.OFFER
+        )
+        if i % 3 == 0:
+            Offer.objects.create(
+                decision=offered,
+                public_id=f"o-{i}",
+                session=f"o{i}",
+                code=f"SAVE10-{i}",
+                title="t",
+                message="m",
+                discount_percent=10,
+                created_at=at,
+                expires_at=at + dt.timedelta(hours=1),
+            )
+            offer_redeem(code=f"SAVE10-{i}", site=site.key, order_id=f"{i}", total=Decimal(90))
+        Decision.objects.create(
+            site=site, session=f"h{i}", pause_key=f"h{i}:1", at=at, outcome=Outcome.HOLDOUT
+        )
+        if i % 4 == 0:
+            marks.append(MarkMade(f"h{i}", None, "purchase", at.timestamp() + 60, total=80.0))
+    record_write(records=marks)
+
+
+async def test_stats_show_the_money_and_the_chart_gets_a_point_per_refresh(
+    runtime: Runtime, demo_site: Site
+):
+    from offers.dashboard import UPLIFT_EVERY
+    from offers.money import uplift_money
+
+    await sync_to_async(offered_and_held_out)(demo_site)
+    feed = runtime.feed
+    await feed.step(T0)
+    money = feed.last_stats["money"]  # type: ignore[index]
+    assert money == {**await sync_to_async(uplift_money)(window="24h"), "at": round(T0)}
+    assert money["offered"] == {"sessions": 40, "buyers": 14, "revenue": 1260.0, "discount": 140.0}
+    assert money["holdout"] == {"sessions": 40, "buyers": 10, "revenue": 800.0, "discount": 0.0}
+    net = money["per_1000"]["net_incremental_revenue"]
+    assert net["estimate"] == 8_000.0 and net["low"] < net["estimate"] < net["high"]
+    assert money["per_1000"]["incremental_buyers"]["estimate"] == 100.0
+    assert money["verdict"].startswith("No clear difference yet: +8,000.00")
+    await feed.step(T0 + 1)  # in between: the same figures, no new point
+    await feed.step(T0 + UPLIFT_EVERY)
+    snapshot = json.loads(await feed.snapshot())
+    assert snapshot["money_history"] == [
+        [round(T0), net["estimate"], net["low"], net["high"]],
+        [round(T0 + UPLIFT_EVERY), net["estimate"], net["low"], net["high"]],
+    ]
+    assert snapshot["stats"]["money"]["at"] == round(T0 + UPLIFT_EVERY)
+
+
+async def test_before_any_sessions_the_money_is_there_without_estimates(runtime: Runtime):
+    await runtime.feed.step(T0)
+    money = runtime.feed.last_stats["money"]  # type: ignore[index]
+    assert money["per_1000"]["net_incremental_revenue"] == {
+        "estimate": None,
+        "low": None,
+        "high": None,
+    }
+    assert money["verdict"].startswith("Too early to tell")
+    snapshot = json.loads(await runtime.feed.snapshot())
+    assert snapshot["money_history"] == [[round(T0), None, None, None]]
+
+
+async def test_the_model_tile_has_the_active_and_shadow_models_on_known_outcomes(
+    runtime: Runtime, demo_site: Site
+):
+    from offers.dashboard import MODELS_EVERY
+    from tests.offers.outcomes import record_outcomes, registered
+
+    feed = runtime.feed
+    await feed.step_models(T0)
+    assert feed.model_figures is None  # no model at all
+
+    def models() -> tuple[str, str]:
+        poor = registered(rounds=1, max_depth=1, state=ScoringModel.State.ACTIVE)
+        ScoringModel.objects.filter(pk=poor.pk).update(metrics={"auc": 0.7})
+        good = registered(rounds=30)
+        model_shadow(model=good)
+        good.events.filter(action=ModelEvent.Action.SHADOWED).update(
+            at=timezone.now() - dt.timedelta(hours=5)
+        )
+        record_outcomes(demo_site, 200, age=dt.timedelta(hours=8), key="before")
+        record_outcomes(demo_site, 120, seed=6, key="since")
+        return poor.label, good.label
+
+    poor, good = await sync_to_async(models)()
+    await feed.step_models(T0 + MODELS_EVERY)
+    figures = feed.model_figures
+    assert figures is not None
+    # the shadow's trial: only the known outcomes since it entered shadow, both models on them
+    assert (figures["basis"], figures["n"], figures["at"]) == (
+        "shadow_trial",
+        120,
+        T0 + MODELS_EVERY,
+    )
+    active, shadow = figures["models"]
+    assert (active["model"], active["role"], active["trained_roc_auc"]) == (poor, "active", 0.7)
+    assert (shadow["model"], shadow["role"], shadow["trained_roc_auc"]) == (good, "shadow", None)
+    assert active["n"] == shadow["n"] == 120
+    assert shadow["roc_auc"] > active["roc_auc"] and shadow["log_loss"] < active["log_loss"]
+    assert feed.stats(T0 + MODELS_EVERY)["model_figures"] == figures
+    await feed.step_models(T0 + MODELS_EVERY + 30)  # within the minute: not again
+    assert feed.model_figures is figures
+
+    # without a shadow: the active model on the known outcomes of the last day
+    await ScoringModel.objects.filter(state=ScoringModel.State.SHADOW).aupdate(
+        state=ScoringModel.State.CANDIDATE
+    )
+    await feed.step_models(T0 + 3 * MODELS_EVERY)
+    alone = feed.model_figures
+    assert alone is not None and alone["basis"] == "last_day"
+    assert [(m["model"], m["role"], m["n"]) for m in alone["models"]] == [(poor, "active", 320)]
+
+
+class MeasuredDrift:
+    """A drift source that has measured once."""
+
+    def latest(self) -> dict[str, Any] | None:
+        return {
+            "at": "2025-11-24T15:00:00+00:00",
+            "model": "cart-risk@1",
+            "n": 240,
+            "features": {"hour_of_day": 0.64},
+            "score": 0.03,
+        }
+
+
+async def test_in_redis_mode_the_publisher_works_out_money_models_and_drift_for_every_server(
+    board: tuple[aioredis.Redis, str], demo_site: Site
+):
+    from offers.dashboard import UPLIFT_EVERY
+    from offers.services import model_activate
+    from tests.factories import stored_model
+    from tests.offers.outcomes import record_outcomes
+
+    client, prefix = board
+
+    def feed(*, publishes: bool) -> DashboardFeed:
+        shared = SharedBoard(client, prefix=prefix)
+        return DashboardFeed(
+            store=MemoryStore(),
+            models=ModelSlot(),
+            shared=shared,
+            publishes=publishes,
+            drift=MeasuredDrift(),
+        )
+
+    def known_outcomes() -> str:
+        model = stored_model()
+        model_activate(model=model)
+        record_outcomes(demo_site, 60, age=dt.timedelta(hours=2))
+        offered_and_held_out(demo_site)
+        return str(model.label)
+
+    active = await sync_to_async(known_outcomes)()
+    front, first, second = feed(publishes=False), feed(publishes=True), feed(publishes=True)
+    for process in (front, first, second):
+        await process.step(T0)
+        await process.step_models(T0)
+    # only the holder of the lease worked the figures out
+    assert first.model_figures is not None
+    assert front.model_figures is None and second.model_figures is None
+    assert [m["model"] for m in first.model_figures["models"]] == [active]
+    assert second.money is None and front.money is None
+    await first.step(T0 + UPLIFT_EVERY)
+
+    # a dashboard connecting to the front end sees what the publisher worked out
+    snapshot = json.loads(await front.snapshot())
+    stats = snapshot["stats"]
+    assert stats["money"]["offered"]["sessions"] == 40
+    assert stats["model_figures"]["models"][0]["n"] == 60
+    assert stats["drift"]["features"] == {"hour_of_day": 0.64} and stats["drift"]["limit"] == 0.2
+    net = stats["money"]["per_1000"]["net_incremental_revenue"]
+    assert [row[0] for row in snapshot["money_history"]] == [round(T0), round(T0 + UPLIFT_EVERY)]
+    assert snapshot["money_history"][-1] == [round(T0 + UPLIFT_EVERY), *net.values()]
+    assert snapshot["alerts"] == []
+
+    # the publisher stops: the other worker takes over and goes on with the chart
+    await client.delete(f"{prefix}dash:lead")
+    await second.step(T0 + 2 * UPLIFT_EVERY)
+    await second.step_models(T0 + 2 * UPLIFT_EVERY)
+    assert second.model_figures is not None
+    history = json.loads(await front.snapshot())["money_history"]
+    assert len(history) == 3 and history[-1][0] == round(T0 + 2 * UPLIFT_EVERY)
