@@ -31,7 +31,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.typing import Origin
 
 from streaming import generator
-from streaming.generator import DEFAULT_MIX, PERSONAS, GeneratedSession, generate_session
+from streaming.generator import (
+    DEFAULT_MIX,
+    PERSONAS,
+    GeneratedSession,
+    Response,
+    generate_session,
+)
 from streaming.protocol import EVENT_KINDS
 
 # The pause the personas' timings were written against: a generated gap this long is a pause.
@@ -66,7 +72,7 @@ PROBLEMS_KEPT: Final = 20
 COLLECTOR_PATH: Final = "/ws/collect/"
 WS_SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
-Reaction = Literal["accept_and_buy", "accept", "dismiss", "ignore"]
+Reaction = Literal["accept_and_buy", "accept", "dismiss", "ignore", "leave"]
 
 
 class CannotConnect(Exception):
@@ -117,6 +123,7 @@ class SimulationReport:
     offers_accepted: int = 0
     offers_dismissed: int = 0
     offers_ignored: int = 0
+    put_off: int = 0  # shoppers who would have bought and left at an offer
     purchases_with_offer: int = 0
     purchases_without_offer: int = 0
     personas: dict[str, PersonaTally] = field(default_factory=_persona_tallies)
@@ -168,6 +175,7 @@ class SimulationReport:
             ("offers accepted", self.offers_accepted),
             ("offers dismissed", self.offers_dismissed),
             ("offers ignored", self.offers_ignored),
+            ("put off by an offer", self.put_off),
             ("purchases with offer", self.purchases_with_offer),
             ("purchases without offer", self.purchases_without_offer),
         ]
@@ -224,6 +232,9 @@ def replay_times(session: GeneratedSession, *, pause_seconds: float, speed: floa
 
 
 def reaction_to_offer(session: GeneratedSession, rng: random.Random) -> Reaction:
+    """What the shopper does with an offer: as its hidden response says (streaming/generator.py)."""
+    if session.response == Response.PUT_OFF:
+        return "leave"  # would have bought; the offer sends it away
     if session.purchased:
         return "accept"  # decided: takes the discount, then buys as it meant to
     if session.buys_with_offer:
@@ -332,6 +343,7 @@ class Shopper:
         self.accepted = False
         self.bought = False
         self.persuaded = False  # bought because of an offer, off its script
+        self.put_off = False  # left at an offer, off its script
         self.reactions = 0
 
     # --- the script ---
@@ -343,14 +355,14 @@ class Shopper:
         completed = True
         for at, generated in zip(times, self.session.events, strict=True):
             await self.live_until(min(start + at, self.stop_at))
-            if self.persuaded:
-                break  # bought through the offer: the rest of its script is moot
+            if self.persuaded or self.put_off:
+                break  # bought through the offer, or left at it: the rest of its script is moot
             if self.loop.time() >= self.stop_at:
                 completed = False
                 break
             frame = generated.frame
             await self.send(str(frame["id"]), str(frame["event"]), _props(frame))
-        if self.cart and not self.bought:
+        if self.cart and not self.bought and not self.put_off:
             # Gone quiet with a full cart: a pause, and perhaps an offer to react to.
             await self.live_until(self.last_activity + self.pause_seconds + PAUSE_MARGIN)
         await self.settle(self.loop.time() + ACK_WAIT)
@@ -382,6 +394,12 @@ class Shopper:
             self.report.offers_ignored += 1
             return
         await self.live_until(self.loop.time() + REACTION_SECONDS)
+        if reaction == "leave":
+            self.report.offers_dismissed += 1
+            self.report.put_off += 1
+            self.put_off = True
+            await self.send_reaction("offer_dismissed", {"offer_id": offer_id})
+            return
         if reaction == "dismiss":
             self.report.offers_dismissed += 1
             await self.send_reaction("offer_dismissed", {"offer_id": offer_id})

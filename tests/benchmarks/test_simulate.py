@@ -24,7 +24,7 @@ from benchmarks.clients.simulate import (
     replay_times,
     run_simulation,
 )
-from streaming.generator import GeneratedEvent, GeneratedSession, generate_session
+from streaming.generator import GeneratedEvent, GeneratedSession, Response, generate_session
 from tests.subprocesses import Server, free_port, manage, prepared_env
 
 
@@ -50,16 +50,17 @@ def test_compression_never_turns_a_long_read_into_a_pause():
     assert 0 < times[1] < 1.0
 
 
-def test_shoppers_react_to_offers_as_their_persona_would():
+def test_shoppers_react_to_offers_as_their_response_says():
     rng = np.random.default_rng(3)
     reactions = defaultdict(set)
-    for persona in ("browser", "buyer", "abandoner", "persuadable"):
-        for n in range(40):
+    for persona in ("browser", "buyer", "comparer", "abandoner", "persuadable"):
+        for n in range(80):
             session = generate_session(rng, persona)
-            reactions[persona].add(reaction_to_offer(session, random.Random(n)))
-    assert reactions["persuadable"] == {"accept_and_buy"}
-    assert reactions["buyer"] == {"accept"}  # decided: takes the code and buys anyway
-    assert reactions["abandoner"] == reactions["browser"] == {"dismiss", "ignore"}
+            reactions[session.response].add(reaction_to_offer(session, random.Random(n)))
+    assert reactions[Response.PERSUADABLE] == {"accept_and_buy"}
+    assert reactions[Response.SURE_THING] == {"accept"}  # takes the code and buys anyway
+    assert reactions[Response.PUT_OFF] == {"leave"}
+    assert reactions[Response.LOST_CAUSE] == {"dismiss", "ignore"}
 
 
 @pytest.mark.parametrize(
