@@ -1,6 +1,7 @@
-/* The operator dashboard: one socket (/ws/dashboard/), tiles, two uPlot charts, a feed of
-   decisions (why, and their reasons in words, worded by the server) that follows what shoppers
-   do with their offers, and the uplift panel. No build step. */
+/* The operator dashboard: one socket (/ws/dashboard/), alerts (acknowledged from here), tiles
+   (the models on known outcomes among them), uPlot charts, a feed of decisions (why, and their
+   reasons in words, worded by the server) that follows what shoppers do with their offers, the
+   money panel and drift. No build step. */
 'use strict';
 (function () {
   var HISTORY = 15 * 60;
@@ -11,14 +12,27 @@
   var marksSeen = [];
   var socket = null;
   var retry = 0;
+  var MONEY_HISTORY = 2 * 3600 / 5; // the server's points: one every 5 s, two hours
+  var RESOLVED_SHOWN = 10;
+  var TITLE = document.title;
+  var SEVERITY_WORDS = { critical: 'Critical', warning: 'Warning' };
   var history = { t: [], events: [], decisions: [] };
+  var moneyHistory = { t: [], estimate: [], low: [], high: [] };
+  var alerts = {}; // id -> the alert as last heard of
   var rateChart = null;
   var riskChart = null;
+  var moneyChart = null;
 
   function $(selector) { return document.querySelector(selector); }
   function number(n) { return n == null ? '–' : Number(n).toLocaleString('en'); }
   function percent(p) { return p == null ? '–' : (p * 100).toFixed(1) + '%'; }
-  function money(v) { return '€' + Number(v).toLocaleString('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 }); }
+  function money(v) { return v == null ? '–' : '€' + Number(v).toLocaleString('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 }); }
+  function fixed(v, digits) { return v == null ? '–' : Number(v).toFixed(digits); }
+  function signed(v, format) {
+    if (v == null) return '–';
+    return (v > 0 ? '+' : v < 0 ? '\u2212' : '') + format(Math.abs(v));
+  }
+  function clock(at) { return at == null ? '–' : new Date(typeof at === 'number' ? at * 1000 : at).toLocaleTimeString(); }
 
   // --- rendering ---------------------------------------------------------------------------
   function showStats(stats) {
@@ -34,7 +48,9 @@
     $('[data-tile=model]').textContent = stats.model || 'none';
     $('[data-tile=shadow_model]').textContent = stats.shadow_model ? 'shadow: ' + stats.shadow_model : '';
     showRecord(stats.record);
-    showUplift(stats.conversion);
+    showModelFigures(stats.model_figures);
+    showMoney(stats.money);
+    showDrift(stats.drift);
     showRisk(stats.risk_histogram);
   }
 
@@ -52,18 +68,214 @@
       : '';
   }
 
-  function showUplift(c) {
-    if (!c) return;
-    $('[data-uplift="offered.sessions"]').textContent = number(c.offered.sessions);
-    $('[data-uplift="offered.converted"]').textContent = number(c.offered.converted);
-    $('[data-uplift="offered.rate"]').textContent = percent(c.offered.rate);
-    $('[data-uplift="holdout.sessions"]').textContent = number(c.holdout.sessions);
-    $('[data-uplift="holdout.converted"]').textContent = number(c.holdout.converted);
-    $('[data-uplift="holdout.rate"]').textContent = percent(c.holdout.rate);
-    $('[data-uplift=difference]').textContent = c.difference == null ? '–'
-      : (c.difference >= 0 ? '+' : '') + (c.difference * 100).toFixed(1) + ' points, 95% CI ' +
-        (c.low * 100).toFixed(1) + ' to ' + (c.high * 100).toFixed(1);
-    $('[data-uplift=verdict]').textContent = c.verdict;
+  // The active and shadow models on known outcomes (re-scored on the same decisions).
+  function showModelFigures(f) {
+    var table = $('[data-model-figures]');
+    var note = $('[data-model-note]');
+    if (!f) {
+      table.hidden = true;
+      note.textContent = 'Not measured yet.';
+      return;
+    }
+    var rows = $('[data-model-rows]');
+    rows.textContent = '';
+    f.models.forEach(function (m) {
+      var row = document.createElement('tr');
+      row.dataset.model = m.model;
+      row.dataset.role = m.role;
+      var name = document.createElement('th');
+      name.scope = 'row';
+      name.textContent = m.model + ' ';
+      var role = document.createElement('span');
+      role.className = 'role ' + m.role;
+      role.textContent = m.role;
+      name.appendChild(role);
+      row.appendChild(name);
+      [fixed(m.roc_auc, 3), fixed(m.log_loss, 3), number(m.n)].forEach(function (text, i) {
+        var cell = document.createElement('td');
+        cell.dataset.figure = ['roc_auc', 'log_loss', 'n'][i];
+        cell.textContent = text;
+        if (i === 0 && m.trained_roc_auc != null) cell.title = 'ROC-AUC in training: ' + fixed(m.trained_roc_auc, 3);
+        row.appendChild(cell);
+      });
+      rows.appendChild(row);
+    });
+    table.hidden = f.models.length === 0;
+    var basis = f.basis === 'shadow_trial' ? 'since the shadow entered shadow at ' + clock(f.since) : 'of the last 24 h';
+    note.textContent = f.n
+      ? 'On ' + number(f.n) + ' known outcomes (' + number(f.buyers) + ' bought) ' + basis + ' · updated ' + clock(f.at)
+      : 'No known outcomes yet ' + basis + ': an outcome is known once its session had ' +
+        Math.round(f.outcome_window_seconds / 60) + ' minutes to buy.';
+  }
+
+  // Money: offered against held-out at-risk sessions, and per 1,000 of them with 95% intervals.
+  function showInterval(el, ci, format) {
+    el.textContent = '';
+    var estimate = document.createElement('span');
+    estimate.className = 'estimate';
+    estimate.textContent = ci && ci.estimate != null ? signed(ci.estimate, format) : '–';
+    el.appendChild(estimate);
+    if (ci && ci.low != null && ci.high != null) {
+      var range = document.createElement('small');
+      range.className = 'ci';
+      range.textContent = ' (95% CI ' + signed(ci.low, format) + ' to ' + signed(ci.high, format) + ')';
+      el.appendChild(range);
+    }
+  }
+  function buyers(v) { return Number(v).toFixed(1); }
+  function euros(v) { return '€' + Number(v).toLocaleString('en', { maximumFractionDigits: 0 }); }
+
+  function showMoney(m) {
+    if (!m) return;
+    ['offered', 'holdout'].forEach(function (name) {
+      var g = m[name];
+      $('[data-money="' + name + '.sessions"]').textContent = number(g.sessions);
+      $('[data-money="' + name + '.bought"]').textContent = number(g.buyers);
+      $('[data-money="' + name + '.conversion"]').textContent = g.sessions ? percent(g.buyers / g.sessions) : '–';
+      $('[data-money="' + name + '.revenue_per_session"]').textContent = g.sessions ? money(g.revenue / g.sessions) : '–';
+      $('[data-money="' + name + '.discount"]').textContent = money(g.discount);
+    });
+    var p = m.per_1000;
+    showInterval($('[data-money=incremental_buyers]'), p.incremental_buyers, buyers);
+    showInterval($('[data-money=incremental_revenue]'), p.incremental_revenue, euros);
+    showInterval($('[data-money=net_incremental_revenue]'), p.net_incremental_revenue, euros);
+    $('[data-money=verdict]').textContent = m.verdict;
+    var net = p.net_incremental_revenue;
+    pushMoney([Math.round(m.at), net.estimate, net.low, net.high]);
+    drawMoney();
+  }
+
+  // Drift: PSI of each feature and of the risk score against the active model's training data.
+  function showDrift(d) {
+    var summary = $('[data-drift-summary]');
+    var table = $('[data-drift-table]');
+    if (!d) {
+      summary.textContent = 'Not measured yet (it needs an active model with a reference of its training data, and 50 decisions in the last 24 hours).';
+      table.hidden = true;
+      return;
+    }
+    var names = Object.keys(d.features).sort(function (a, b) { return d.features[b] - d.features[a]; });
+    var drifted = names.filter(function (name) { return d.features[name] > d.limit; });
+    summary.textContent = (d.score == null ? 'Risk score not measured (too few risks by the active model)' : 'Risk score PSI ' + fixed(d.score, 3)) + ' · ' +
+      (drifted.length ? plural(drifted.length, 'feature', 'features') + ' above ' + d.limit : 'no feature above ' + d.limit) +
+      ' · measured ' + clock(d.at) + ' on ' + number(d.n) + ' decisions of the last 24 h against ' + d.model + '\'s training data.';
+    summary.classList.toggle('drifted', drifted.length > 0 || (d.score != null && d.score > d.limit));
+    var rows = $('[data-drift-rows]');
+    rows.textContent = '';
+    var scoreRow = { name: 'risk score', psi: d.score };
+    [scoreRow].concat(names.map(function (name) { return { name: name, psi: d.features[name] }; })).forEach(function (r) {
+      var row = document.createElement('tr');
+      row.dataset.feature = r.name;
+      row.className = r.psi != null && r.psi > d.limit ? 'drifted' : '';
+      if (r === scoreRow) row.classList.add('score');
+      var name = document.createElement('th');
+      name.scope = 'row';
+      name.textContent = r.name;
+      var value = document.createElement('td');
+      var figure = document.createElement('span');
+      figure.className = 'psi';
+      figure.textContent = fixed(r.psi, 3);
+      value.appendChild(figure);
+      var bar = document.createElement('span');
+      bar.className = 'bar';
+      bar.style.width = Math.min(100, (r.psi || 0) / (2 * d.limit) * 100) + '%';
+      value.prepend(bar);
+      row.append(name, value);
+      rows.appendChild(row);
+    });
+    table.hidden = false;
+  }
+
+  // --- alerts --------------------------------------------------------------------------------
+  function openFirst(a, b) {
+    var ao = a.resolved_at == null, bo = b.resolved_at == null;
+    if (ao !== bo) return ao ? -1 : 1;
+    var ka = Date.parse(ao ? a.first_seen : a.resolved_at), kb = Date.parse(ao ? b.first_seen : b.resolved_at);
+    return kb - ka || b.id - a.id;
+  }
+
+  function applyAlert(alert) {
+    var known = alerts[alert.id];
+    // a late frame never undoes an acknowledgement made here meanwhile
+    if (known && known.acknowledged_at && !alert.acknowledged_at) {
+      alert.acknowledged_at = known.acknowledged_at;
+      alert.acknowledged_by = known.acknowledged_by;
+    }
+    alerts[alert.id] = alert;
+  }
+
+  function showAlerts() {
+    var all = Object.keys(alerts).map(function (id) { return alerts[id]; }).sort(openFirst);
+    var resolved = all.filter(function (a) { return a.resolved_at != null; });
+    resolved.slice(RESOLVED_SHOWN).forEach(function (a) { delete alerts[a.id]; });
+    all = all.filter(function (a) { return alerts[a.id]; });
+    var list = $('[data-alerts]');
+    list.textContent = '';
+    all.forEach(function (a) { list.appendChild(alertItem(a)); });
+    $('[data-alerts-empty]').hidden = all.length > 0;
+    var open = all.filter(function (a) { return a.resolved_at == null; });
+    var critical = open.some(function (a) { return a.severity === 'critical'; });
+    var count = $('[data-alert-count]');
+    count.hidden = open.length === 0;
+    count.textContent = plural(open.length, 'open alert', 'open alerts');
+    count.classList.toggle('critical', critical);
+    document.title = open.length ? '(' + open.length + ') ' + TITLE : TITLE;
+  }
+
+  function alertItem(a) {
+    var open = a.resolved_at == null;
+    var item = document.createElement('li');
+    item.className = 'alert ' + (open ? 'open ' + a.severity : 'resolved') + (a.acknowledged_at ? ' acknowledged' : '');
+    item.dataset.alertId = a.id;
+    item.dataset.kind = a.kind;
+    var severity = document.createElement('span');
+    severity.className = 'severity';
+    severity.textContent = open ? (SEVERITY_WORDS[a.severity] || a.severity) : 'Resolved';
+    var body = document.createElement('div');
+    body.className = 'body';
+    var message = document.createElement('p');
+    message.className = 'message';
+    message.textContent = a.message;
+    var meta = document.createElement('p');
+    meta.className = 'meta';
+    var parts = [a.kind, 'since ' + clock(a.first_seen)];
+    if (!open) parts.push('resolved ' + clock(a.resolved_at));
+    if (a.acknowledged_at) parts.push('acknowledged by ' + (a.acknowledged_by || 'someone') + ' at ' + clock(a.acknowledged_at));
+    meta.textContent = parts.join(' · ');
+    body.append(message, meta);
+    item.append(severity, body);
+    if (open && !a.acknowledged_at) {
+      var button = document.createElement('button');
+      button.type = 'button';
+      button.textContent = 'Acknowledge';
+      button.addEventListener('click', function () { acknowledge(a.id, button); });
+      item.appendChild(button);
+    }
+    return item;
+  }
+
+  function csrfToken() {
+    var field = document.querySelector('[name=csrfmiddlewaretoken]');
+    return field ? field.value : '';
+  }
+
+  function acknowledge(id, button) {
+    button.disabled = true;
+    fetch('/api/alerts/' + encodeURIComponent(id) + '/acknowledge/', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRFToken': csrfToken(), 'Accept': 'application/json' }
+    }).then(function (response) {
+      if (!response.ok) throw new Error('the server answered ' + response.status);
+      return response.json();
+    }).then(function (alert) {
+      applyAlert(alert);
+      showAlerts();
+    }).catch(function (error) {
+      button.disabled = false;
+      button.title = 'Could not acknowledge: ' + error.message;
+      button.textContent = 'Acknowledge (try again)';
+    });
   }
 
   // --- the feed ------------------------------------------------------------------------------
@@ -203,6 +415,20 @@
 
   function makeCharts() {
     if (!window.uPlot || rateChart) return;
+    var moneyEl = $('[data-chart=money]');
+    moneyChart = new uPlot({
+      width: width(moneyEl), height: 160,
+      scales: { x: { time: true } },
+      series: [
+        {},
+        { label: 'net €/1,000', stroke: '#116329', width: 2, spanGaps: false },
+        { label: 'low', stroke: 'rgba(17,99,41,.35)', dash: [4, 4] },
+        { label: 'high', stroke: 'rgba(17,99,41,.35)', dash: [4, 4] }
+      ],
+      bands: [{ series: [3, 2], fill: 'rgba(45,164,78,.12)' }],
+      legend: { show: false }, // the caption says what the lines are
+      axes: [{}, { size: 60 }]
+    }, moneyData(), moneyEl);
     var rateEl = $('[data-chart=rate]');
     rateChart = new uPlot({
       width: width(rateEl), height: 220,
@@ -220,8 +446,21 @@
     window.addEventListener('resize', function () {
       rateChart.setSize({ width: width(rateEl), height: 220 });
       riskChart.setSize({ width: width(riskEl), height: 220 });
+      moneyChart.setSize({ width: width(moneyEl), height: 160 });
     });
   }
+
+  function moneyData() { return [moneyHistory.t, moneyHistory.estimate, moneyHistory.low, moneyHistory.high]; }
+
+  // One point per refresh of the figures (the stats repeat them in between).
+  function pushMoney(point) {
+    var t = moneyHistory.t;
+    if (t.length && t[t.length - 1] >= point[0]) return;
+    t.push(point[0]); moneyHistory.estimate.push(point[1]); moneyHistory.low.push(point[2]); moneyHistory.high.push(point[3]);
+    if (t.length > MONEY_HISTORY) { t.shift(); moneyHistory.estimate.shift(); moneyHistory.low.shift(); moneyHistory.high.shift(); }
+  }
+
+  function drawMoney() { if (moneyChart) moneyChart.setData(moneyData()); }
 
   function pushHistory(point) {
     history.t.push(point[0]); history.events.push(point[1]); history.decisions.push(point[2]);
@@ -246,6 +485,14 @@
       decisions.forEach(function (d) { addDecision(d, true); });
       (frame.marks || []).forEach(applyMark);
       showEmpty();
+      moneyHistory = { t: [], estimate: [], low: [], high: [] };
+      (frame.money_history || []).forEach(pushMoney);
+      drawMoney();
+      if (frame.alerts) { // null: the server could not read them; the ones shown stay
+        alerts = {};
+        frame.alerts.forEach(applyAlert);
+        showAlerts();
+      }
       showStats(frame.stats);
     },
     stats: function (frame) {
@@ -254,7 +501,8 @@
     },
     decision: function (frame) { addDecision(frame, true); },
     reasons: applyReasons,
-    mark: applyMark
+    mark: applyMark,
+    alert: function (frame) { applyAlert(frame); showAlerts(); }
   };
 
   function connect() {
