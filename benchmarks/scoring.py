@@ -11,7 +11,11 @@ Per decision, in batches of 1 and 1,000:
   `Decider.step` does to a batch minus its I/O, also timed part by part;
 - decider step: `Decider.step` itself on a `MemoryStore` of due sessions, with no socket to
   deliver to (claim, features, model, policy, offer frame; the reasons are left to the
-  background, as in the server).
+  background, as in the server);
+- with uplift: the project's path when the rules target by uplift (the demo's rules, by uplift):
+  features + the risk model + the uplift model (`UpliftScorer.predict`, its two boosters, as
+  `train_model --uplift` trains them on as many generated shoppers) + the policy, the uplift
+  model also timed alone. Its budget is the same 2x a bare prediction as the project's alone.
 And the reasons (`Scorer.reasons`, exact TreeSHAP) per row, in batches of 1 and 100.
 """
 
@@ -19,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import statistics
 import time
 from argparse import ArgumentParser
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,12 +40,12 @@ from benchmarks.harness import figure, row
 from offers.management.commands.bootstrap_demo import DEMO_RULES
 from offers.training import DEFAULT_MAX_DEPTH, DEFAULT_ROUNDS, DEFAULT_SESSIONS
 from streaming.budget import Budget
-from streaming.decider import Decider, ModelSlot, decide_batch, resumed_pauses
+from streaming.decider import Decider, ModelSlot, decide_batch, resumed_pauses, score_both
 from streaming.delivery import LocalDelivery
 from streaming.features import feature_matrix, features_of, session_numbers
 from streaming.generator import PAUSE_SECONDS, GeneratedSession, generate_sessions
 from streaming.journal import FileJournal
-from streaming.policy import Rule, Verdicts
+from streaming.policy import Rule, Targeting, Verdicts
 from streaming.protocol import Event
 from streaming.records import DecisionMade
 from streaming.scoring import Scorer, load_model
@@ -49,6 +54,12 @@ from streaming.state import (
 )
 from streaming.store import MemoryStore
 from streaming.training import pause_examples, train_booster
+from streaming.uplift_model import UpliftScorer, envelope, load_uplift_model
+from streaming.uplift_training import (
+    UPLIFT_MAX_DEPTH,
+    randomised_from_generated,
+    train_t_learner,
+)
 
 SITE = "demo"
 # Every paused session's deadline; the decisions are made a moment after it.
@@ -57,6 +68,7 @@ NOW = DEADLINE + 0.01
 # The server's defaults: OFFER_COOLDOWN_SECONDS and HOLDOUT_PERCENT in config/settings.py.
 COOLDOWN_SECONDS = 600.0
 HOLDOUT_PERCENT = 10.0
+EXPLORE_PERCENT = 5.0
 MIN_REPEATS = 5
 MAX_REPEATS = 10_000
 SHOPPERS_SEED = 1  # the model is trained on seed 0: the scored shoppers are others
@@ -76,6 +88,7 @@ class Workload:
     model: dict[str, Any]  # how it was trained and its held-out figures
     paused: list[Paused]
     rules: list[Rule]
+    uplift: UpliftScorer | None = None
 
     @property
     def states(self) -> list[SessionState]:
@@ -92,6 +105,23 @@ def train_scorer(*, sessions: int, rounds: int, max_depth: int, seed: int = 0) -
     scorer = load_model(bytes(booster.save_raw("ubj")), label="bench@1")
     model = {"sessions": sessions, "max_depth": max_depth, **metrics}
     return Workload(scorer, model, [], demo_rules())
+
+
+def with_uplift(workload: Workload, *, sessions: int, seed: int = 0) -> Workload:
+    """The workload with an uplift model trained as `train_model --uplift` trains one on
+    generated shoppers, and loaded as the registry watcher loads it."""
+    data = randomised_from_generated(
+        generate_sessions(sessions, seed=seed), pause_seconds=PAUSE_SECONDS, seed=seed
+    )
+    model = train_t_learner(data, seed=seed)
+    uplift = load_uplift_model(envelope(model.treated, model.control), label="bench-uplift@1")
+    trees = model.treated.num_boosted_rounds() + model.control.num_boosted_rounds()
+    return replace(workload, uplift=uplift, model={**workload.model, "uplift_trees": trees})
+
+
+def uplift_rules(rules: Sequence[Rule]) -> list[Rule]:
+    """The same rules, targeting by uplift alone."""
+    return [replace(rule, targeting=Targeting.UPLIFT, min_risk=0.0) for rule in rules]
 
 
 def demo_rules() -> list[Rule]:
@@ -154,7 +184,7 @@ def with_shoppers(workload: Workload, count: int) -> Workload:
             if shopper is not None:
                 found.append(shopper)
                 if len(found) == count:
-                    return Workload(workload.scorer, workload.model, found, workload.rules)
+                    return replace(workload, paused=found)
     raise RuntimeError(f"found only {len(found)} paused shoppers of {count}")
 
 
@@ -193,6 +223,30 @@ def project(states: Sequence[SessionState], scorer: Scorer, rules: Sequence[Rule
     numbers = session_numbers(states)
     risks = scorer.predict_proba(features_of(numbers, NOW))
     return policy(states, numbers, risks, rules)
+
+
+def project_with_uplift(
+    states: Sequence[SessionState], scorer: Scorer, uplift: UpliftScorer, rules: Sequence[Rule]
+) -> Verdicts:
+    # (n, F) features → (n,) risks and (n,) chances with and without an offer, as
+    # `Decider.step` scores them (`score_both`) → one verdict a session
+    numbers = session_numbers(states)
+    risks, chances = score_both(scorer, uplift, features_of(numbers, NOW))
+    assert risks is not None
+    return decide_batch(
+        states,
+        numbers,
+        risks,
+        rules=rules,
+        used_today={},
+        now=NOW,
+        cooldown_seconds=COOLDOWN_SECONDS,
+        holdout_percent=HOLDOUT_PERCENT,
+        resumed=resumed_pauses(numbers, PAUSE_SECONDS),
+        chances=chances,
+        margins={SITE: 0.30},
+        explore_percent=EXPLORE_PERCENT,
+    )
 
 
 def median_seconds(call: Callable[[], object], *, seconds: float) -> float:
@@ -250,10 +304,16 @@ class BatchFigures:
     project_us: float
     decider_us: float
     outcomes: dict[str, int]  # of the decider steps' decisions
+    uplift_us: float = math.nan  # the uplift model alone
+    with_uplift_us: float = math.nan  # features + both models + the policy by uplift
 
     @property
     def ratio(self) -> float:
         return self.project_us / self.bare_us
+
+    @property
+    def with_uplift_ratio(self) -> float:
+        return self.with_uplift_us / self.bare_us
 
     @property
     def decider_ratio(self) -> float:
@@ -278,22 +338,33 @@ def measure_batch(workload: Workload, batch: int, *, seconds: float) -> BatchFig
         group, group_numbers, group_risks = next_triple()
         return policy(group, group_numbers, group_risks, rules)
 
-    seconds_each = interleaved_medians(
-        {
-            "bare": lambda: booster.inplace_predict(next_matrix()),
-            "features": lambda: feature_matrix(next_group(), NOW),
-            "model": lambda: scorer.predict_proba(next_matrix()),
-            "policy": decide_next,
-            "project": lambda: project(next_group(), scorer, rules),
-        },
-        seconds=seconds,
-    )
-    bare, features, model, verdicts, whole = (
-        seconds_each[name] / batch * 1e6
-        for name in ("bare", "features", "model", "policy", "project")
-    )
+    calls: dict[str, Callable[[], object]] = {
+        "bare": lambda: booster.inplace_predict(next_matrix()),
+        "features": lambda: feature_matrix(next_group(), NOW),
+        "model": lambda: scorer.predict_proba(next_matrix()),
+        "policy": decide_next,
+        "project": lambda: project(next_group(), scorer, rules),
+    }
+    uplift = workload.uplift
+    if uplift is not None:
+        by_uplift = uplift_rules(rules)
+        calls["uplift"] = lambda: uplift.predict(next_matrix())
+        calls["with uplift"] = lambda: project_with_uplift(next_group(), scorer, uplift, by_uplift)
+    seconds_each = interleaved_medians(calls, seconds=seconds)
+    per_row = {name: value / batch * 1e6 for name, value in seconds_each.items()}
     decider_us, outcomes = asyncio.run(decider_steps(workload, batch, seconds=seconds))
-    return BatchFigures(batch, bare, features, model, verdicts, whole, decider_us, outcomes)
+    return BatchFigures(
+        batch,
+        per_row["bare"],
+        per_row["features"],
+        per_row["model"],
+        per_row["policy"],
+        per_row["project"],
+        decider_us,
+        outcomes,
+        per_row.get("uplift", math.nan),
+        per_row.get("with uplift", math.nan),
+    )
 
 
 async def decider_steps(
@@ -409,6 +480,22 @@ class ScoringReport:
             f"batch of {batch:,}: {_us(us)} µs/row" for batch, us in self.reasons_us.items()
         )
         rows.append(f"reasons (Scorer.reasons, exact TreeSHAP, top 3): {reasons}")
+        if "uplift_trees" in model:
+            rows.append(
+                f"with uplift (the demo's rules by uplift; uplift model: {model['uplift_trees']} "
+                f"trees of depth ≤ {UPLIFT_MAX_DEPTH} in two boosters, 1 thread)"
+            )
+            rows.append(_row("batch", "bare predict", "uplift model", "project", "project/bare"))
+            for figures in self.batches:
+                rows.append(
+                    _row(
+                        f"{figures.batch:,}",
+                        _us(figures.bare_us),
+                        _us(figures.uplift_us),
+                        _us(figures.with_uplift_us),
+                        f"{figures.with_uplift_ratio:.2f}x",
+                    )
+                )
         return "\n".join(rows)
 
     def as_dict(self) -> dict[str, Any]:
@@ -417,7 +504,12 @@ class ScoringReport:
             "model": self.model,
             "shoppers": self.shoppers,
             "batches": [
-                asdict(f) | {"project/bare": f.ratio, "step/bare": f.decider_ratio}
+                asdict(f)
+                | {
+                    "project/bare": f.ratio,
+                    "step/bare": f.decider_ratio,
+                    "with_uplift/bare": f.with_uplift_ratio,
+                }
                 for f in self.batches
             ],
             "reasons_us_per_row": {str(batch): us for batch, us in self.reasons_us.items()},
@@ -440,6 +532,8 @@ def run(options: Mapping[str, Any], progress: Progress) -> ScoringReport:
         sessions=options["train_sessions"], rounds=DEFAULT_ROUNDS, max_depth=DEFAULT_MAX_DEPTH
     )
     progress(f"model: {workload.model['rounds']} trees, held-out AUC {workload.model['auc']}")
+    progress(f"training the uplift model on {options['train_sessions']:,} generated shoppers")
+    workload = with_uplift(workload, sessions=options["train_sessions"])
     progress(f"replaying {shoppers:,} generated shoppers to their first pause")
     workload = with_shoppers(workload, shoppers)
     report = ScoringReport(float(options["seconds"]), workload.model, shoppers)
@@ -447,7 +541,8 @@ def run(options: Mapping[str, Any], progress: Progress) -> ScoringReport:
         figures = measure_batch(workload, batch, seconds=report.seconds)
         progress(
             f"batch of {batch:,}: bare {_us(figures.bare_us)} µs, project "
-            f"{_us(figures.project_us)} µs, decider step {_us(figures.decider_us)} µs a decision"
+            f"{_us(figures.project_us)} µs, with uplift {_us(figures.with_uplift_us)} µs, "
+            f"decider step {_us(figures.decider_us)} µs a decision"
         )
         report.batches.append(figures)
     for batch in reason_batches:
