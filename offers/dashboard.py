@@ -634,7 +634,8 @@ def model_figures() -> dict[str, Any] | None:
     judges it); without, the active model on those of the last day. None without either model.
 
         {"since": ISO, "known_before": ISO, "n", "buyers", "basis": "shadow_trial" | "last_day",
-         "outcome_window_seconds": OUTCOME_WINDOW_SECONDS, "models": [{"model": "cart-risk@3", "role": "active" | "shadow", "n", "roc_auc",
+         "outcome_window_seconds": OUTCOME_WINDOW_SECONDS,
+         "models": [{"model": "cart-risk@3", "role": "active" | "shadow", "n", "roc_auc",
                      "log_loss", "trained_roc_auc"}]}  (active first; unknown figures None)
     """
     trial = shadow_trial()
