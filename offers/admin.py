@@ -15,7 +15,7 @@ from streaming.features import FEATURES
 
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
-    list_display = ["key", "name", "created_at"]
+    list_display = ["key", "name", "gross_margin_percent", "created_at"]
     search_fields = ["key", "name"]
 
 
@@ -35,6 +35,7 @@ class OfferRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic onl
         "min_risk",
         "min_cart_value",
         "discount_percent",
+        "targeting",
         "daily_budget",
         "active",
     ]
