@@ -159,6 +159,8 @@ def bench_env(workdir: Path) -> dict[str, str]:
         "CLIENT_RATE_BURST": "1000000000",
         "MAX_SOCKETS_PER_CLIENT": "1000000",
         "MAX_SOCKETS": "1000000",
+        # every eligible cart decided by the rules, none explored at random
+        "EXPLORE_PERCENT": "0",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }

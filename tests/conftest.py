@@ -31,6 +31,8 @@ def pytest_configure() -> None:
     settings.RECORD_JOURNAL = None
     # ... and write no clickstream (tests of the log give it a directory).
     settings.EVENT_LOG = None
+    # ... and explore nothing at random (tests of exploration set it).
+    settings.EXPLORE_PERCENT = 0.0
 
 
 @pytest.fixture

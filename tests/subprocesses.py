@@ -24,6 +24,8 @@ def project_env(**overrides: str) -> dict[str, str]:
             "MAX_SOCKETS_PER_CLIENT": "100000",
             "CLIENT_RATE_EVENTS_PER_SECOND": "1e9",
             "CLIENT_RATE_BURST": "1000000000",
+            # no offers or holdouts at random: tests of exploration set it
+            "EXPLORE_PERCENT": "0",
         }
     )
     env.update(overrides)
