@@ -71,6 +71,16 @@ def test_scoring_measures_every_part_of_a_decision(tiny_workload):
     assert scoring.measure_reasons(tiny_workload, 5, seconds=0.01) > 0
 
 
+def test_scoring_measures_the_uplift_model_beside_the_risk_model(tiny_workload):
+    workload = scoring.with_uplift(tiny_workload, sessions=600)
+    figures = scoring.measure_batch(workload, 10, seconds=0.01)
+    assert 0 < figures.uplift_us < figures.with_uplift_us < 100_000
+    assert figures.with_uplift_ratio == figures.with_uplift_us / figures.bare_us
+    report = scoring.ScoringReport(0.01, workload.model, 20, [figures])
+    assert "with uplift" in report.table()
+    assert report.as_dict()["batches"][0]["with_uplift/bare"] == figures.with_uplift_ratio
+
+
 def test_percentiles_are_nearest_rank():
     values = [float(n) for n in range(1, 101)]
     assert decisions.percentile(values, 0.5) == 50.0
