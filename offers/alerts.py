@@ -183,7 +183,7 @@ class ModelLoadCheck:
         failing = dict(self.watcher.failing)  # model id -> why
         labels = dict(
             (pk, f"{name}@{version}")
-            for pk, name, version in ScoringModel.objects.filter(pk__in=failing).values_list(
+            for pk, name, version in ScoringModel.every_kind.filter(pk__in=failing).values_list(
                 "pk", "name", "version"
             )
         )
