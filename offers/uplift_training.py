@@ -2,7 +2,10 @@
 
 Recorded decisions are used when enough of them were randomised and have a known outcome: every
 `offer` and `holdout` decision (the holdout, and the explored sessions offered or held out at
-random, streaming/policy.py), bought or not within OUTCOME_WINDOW_SECONDS. With too few, generated
+random, streaming/policy.py), bought or not within OUTCOME_WINDOW_SECONDS. An ordinary offer
+counts too: whether a session a rule matched was offered or held out depended only on its
+holdout bucket, so given its features (which decided the match) it was offered at random; the
+explored sessions reach the features no rule would have matched. With too few, generated
 shoppers with hidden responses to offers (streaming/generator.py), each offered or not at random
 at its first pause. Used by `manage.py train_model --uplift`.
 """
