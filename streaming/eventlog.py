@@ -34,7 +34,17 @@ from streaming.protocol import Event, ProtocolError, decode_events
 
 SUFFIX: Final = ".jsonl"
 COMPRESSED: Final = ".jsonl.gz"
-_encode = msgspec.json.Encoder().encode
+DAY_SECONDS: Final = 86400.0
+_encoder: Final = msgspec.json.Encoder()
+
+
+class LogRecord(msgspec.Struct, gc=False):
+    """A line as written: the event as validated, under `e`."""
+
+    at: float
+    session: str
+    site: str
+    e: Event
 
 
 class LogLine(msgspec.Struct, gc=False):
@@ -75,27 +85,27 @@ class EventLog:
         return len(self._pending)
 
     def flush(self) -> int:
-        """Write what is queued (a thread's work: encodes and compresses). Returns events written."""
-        by_day: dict[str, list[bytes]] = {}
+        """Write what is queued (a thread's work: encodes and writes). Returns events written."""
+        by_day: dict[str, list[LogRecord]] = {}
         pending = self._pending
+        day, day_ends, lines = "", 0.0, []  # the day of the last frame, and its records
         while pending:
             at, session_id, site, events = pending.popleft()
-            head = b'{"at":%s,"session":%s,"site":%s,"e":' % (
-                repr(round(at, 3)).encode(),
-                _encode(session_id),
-                _encode(site),
-            )
-            lines = by_day.setdefault(day_of(at), [])
-            lines.extend(head + _encode(event) + b"}\n" for event in events)
+            if not day_ends - DAY_SECONDS <= at < day_ends:
+                day = day_of(at)
+                day_ends = (at // DAY_SECONDS + 1) * DAY_SECONDS
+                lines = by_day.setdefault(day, [])
+            lines.extend(LogRecord(at, session_id, site, event) for event in events)
         written = 0
-        for day, lines in by_day.items():
+        for day, records in by_day.items():
             path = self.directory / day / f"{self.name}{SUFFIX}"
             path.parent.mkdir(parents=True, exist_ok=True)
+            text = _encoder.encode_lines(records)  # one call for the whole day's batch
             with path.open("ab") as file:
                 fcntl.flock(file, fcntl.LOCK_EX)  # `forget_session` may be rewriting it
-                file.write(b"".join(lines))
+                file.write(text)
                 file.flush()
-            written += len(lines)
+            written += len(records)
         self.written += written
         return written
 
