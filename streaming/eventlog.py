@@ -9,8 +9,8 @@ process writes its own files, so any number of servers share a directory (a shar
 keep their own. `prune` deletes days older than the retention; `forget_session` rewrites the
 files without one session's lines.
 
-A line is `{"at": receive time, "session": id, "site": key, "e": the event as validated}`:
-the event's id, name, client time and props. Never a token or an address.
+A line is a frame's events: `{"at": receive time, "session": id, "site": key, "events": [...]}`,
+each event as validated (its id, name, client time and props). Never a token or an address.
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ _encoder: Final = msgspec.json.Encoder()
 
 
 class LogRecord(msgspec.Struct, gc=False):
-    """A line as written: the event as validated, under `e`."""
+    """A line as written: a frame's events as validated, with when and whose."""
 
     at: float
     session: str
     site: str
-    e: Event
+    events: Sequence[Event]
 
 
 class LogLine(msgspec.Struct, gc=False):
     at: float
     session: str
     site: str
-    e: msgspec.Raw
+    events: list[msgspec.Raw]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class EventLog:
                 day = day_of(at)
                 day_ends = (at // DAY_SECONDS + 1) * DAY_SECONDS
                 lines = by_day.setdefault(day, [])
-            lines.extend(LogRecord(at, session_id, site, event) for event in events)
+            lines.append(LogRecord(at, session_id, site, events))
         written = 0
         for day, records in by_day.items():
             path = self.directory / day / f"{self.name}{SUFFIX}"
@@ -105,7 +105,7 @@ class EventLog:
                 fcntl.flock(file, fcntl.LOCK_EX)  # `forget_session` may be rewriting it
                 file.write(text)
                 file.flush()
-            written += len(records)
+            written += sum(len(record.events) for record in records)
         self.written += written
         return written
 
@@ -196,10 +196,10 @@ def read_log(
         for line in read_lines(path):
             if (since is not None and line.at < since) or (until is not None and line.at >= until):
                 continue
-            [item] = decode_events([line.e])
-            if isinstance(item, ProtocolError):
-                continue  # written by a version whose protocol allowed it
-            yield LoggedEvent(line.at, line.session, line.site, item)
+            for item in decode_events(line.events):
+                if isinstance(item, ProtocolError):
+                    continue  # written by a version whose protocol allowed it
+                yield LoggedEvent(line.at, line.session, line.site, item)
 
 
 def forget_session(directory: str | Path, session_id: str) -> int:
