@@ -116,7 +116,8 @@ class PolicyResult:
     net_incremental_margin_per_1000: float = 0.0
 
     def as_json(self) -> dict[str, object]:
-        """As the contract has it (SPEC 11): per 1,000 at-risk sessions."""
+        """What `evaluate_policies --json` writes for the policy (README, "Targeting by uplift"):
+        per 1,000 at-risk sessions."""
         return {
             "policy": self.policy,
             "incremental_buyers_per_1000": round(self.incremental_buyers_per_1000, 2),
