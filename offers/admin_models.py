@@ -5,6 +5,10 @@ happen and, for an activation or a shadow, how the model does against the active
 recorded outcomes; then a POST) and is written twice: to the admin's history (LogEntry, with the
 user and both versions) and to the model's own timeline (ModelEvent). The models in use (active,
 shadow) are never deleted: another is activated, or they are retired, first.
+
+The uplift models have a page of their own (UpliftModel: the same rows, of the other kind):
+activated through the same services as `train_model --uplift`, behind the same gate (a held-out
+Qini coefficient above 0, unless the operator overrules it), rolled back and retired.
 """
 
 from __future__ import annotations
@@ -32,15 +36,20 @@ from offers.bodies import MODEL_UPLOAD_BYTES
 from offers.charts import Series, colour, unit_chart
 from offers.evaluation import Comparison, ModelEvaluation, compare_models, feature_importance
 from offers.management.commands.promote_shadow import DEFAULT_MIN_OUTCOMES
-from offers.models import Decision, ScoringModel
+from offers.models import Decision, ScoringModel, UpliftModel
 from offers.services import (
     ModelInUse,
     model_activate,
     model_create,
+    model_refuse,
     model_retire,
     model_rollback,
     model_rollback_target,
     model_shadow,
+    uplift_model_activate,
+    uplift_model_refusal,
+    uplift_model_rollback,
+    uplift_model_rollback_target,
 )
 from streaming.evaluation import gate
 from streaming.features import FEATURE_NAMES, FEATURES
@@ -286,6 +295,11 @@ METRIC_NAMES: Final[dict[str, str]] = {
     "rounds": "trees",
     "features_version": "features version",
     "uploaded_by": "uploaded by",
+    "qini": "held-out Qini coefficient",
+    "uplift_top_30": "uplift in the top 30%",
+    "offered_share": "share offered",
+    "rounds_treated": "trees (offered)",
+    "rounds_control": "trees (held out)",
 }
 
 
@@ -388,8 +402,153 @@ class Link:
     label: str
 
 
+class _RegistryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
+    """What the pages of both kinds of model share: their columns, their confirmation pages'
+    helpers, and deletions that keep the models in use."""
+
+    @admin.display(description="trained for pauses of", ordering="pause_seconds")
+    def pause(self, obj: ScoringModel) -> str:
+        if obj.pause_seconds is None:
+            return "not known"
+        if obj.pause_differs():
+            return format_html(
+                '<strong style="color: var(--error-fg)">⚠ {} s: the live pause is {} s</strong>',
+                f"{obj.pause_seconds:g}",
+                f"{settings.PAUSE_SECONDS:g}",
+            )
+        return f"{obj.pause_seconds:g} s"
+
+    @admin.display(description="training metrics")
+    def metrics_table(self, obj: ScoringModel) -> str:
+        rows = training_metrics(obj)
+        if not rows:
+            return "-"
+        return format_html_join("", "<div><b>{}</b>: {}</div>", rows)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: ScoringModel) -> str:
+        events = list(obj.events.all()[:200])
+        if not events:
+            return "-"
+        rows = (
+            (
+                f"{timezone.localtime(event.at):%Y-%m-%d %H:%M:%S}",
+                event.user or "a command",
+                event.get_action_display(),
+                event.previous or "-",
+                event.note,
+            )
+            for event in events
+        )
+        return format_html(
+            '<table class="lo-timeline"><thead><tr><th>when ({})</th><th>who</th><th>what</th>'
+            "<th>in place of</th><th>note</th></tr></thead><tbody>{}</tbody></table>",
+            settings.TIME_ZONE,
+            format_html_join(
+                "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows
+            ),
+        )
+
+    def _url(self, page: str, model: ScoringModel | None = None) -> str:
+        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_{page}"
+        return reverse(name, args=[] if model is None else [model.pk])
+
+    def _page(
+        self, request: HttpRequest, template: str, title: str, **context: Any
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            f"{_TEMPLATES}/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": title,
+                "changelist_url": reverse(
+                    f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+                ),
+                **context,
+            },
+        )
+
+    def _editable(self, request: HttpRequest, pk: int) -> ScoringModel:
+        model: ScoringModel = get_object_or_404(self.model._default_manager, pk=pk)
+        if not self.has_change_permission(request, model):
+            raise PermissionDenied
+        return model
+
+    def _change_url(self, model: ScoringModel) -> str:
+        return reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[model.pk]
+        )
+
+    def _changed_since(self, request: HttpRequest, field: str, now: ScoringModel | None) -> bool:
+        """Whether the registry changed between the confirmation page and its POST: the page's
+        `field` names the model then in that role."""
+        if request.POST.get(field, "") == (now.label if now is not None else ""):
+            return False
+        self.message_user(
+            request,
+            "The registry changed since that page was shown: look again before confirming.",
+            messages.WARNING,
+        )
+        return True
+
+    def _one(self, request: HttpRequest, queryset: QuerySet[ScoringModel], what: str) -> Any:
+        if queryset.count() != 1:
+            self.message_user(request, f"Select exactly one model to {what}.", messages.ERROR)
+            return None
+        return queryset.get()
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)
+        if "delete_selected" in actions:
+            actions["delete_selected"] = (
+                _delete_unused,
+                "delete_selected",
+                "Delete selected models (retired ones no decision refers to)",
+            )
+        return actions
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        found = self.model._default_manager.filter(pk=object_id) if object_id.isdigit() else None
+        model = None if found is None else found.first()
+        if model is not None and (why := _kept(model)):
+            self.message_user(request, why, messages.ERROR)
+            return redirect(self._change_url(model))
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ProtectedError:
+            # a decision written since the check above
+            assert model is not None
+            self.message_user(request, _kept(model) or _referred(model, 1), messages.ERROR)
+            return redirect(self._change_url(model))
+
+    def _retire(self, request: HttpRequest, models: list[ScoringModel]) -> None:
+        retired = []
+        for model in models:
+            was = _role(model)
+            try:
+                done = model_retire(
+                    model=model, user=request.user.get_username(), note="retired in the admin"
+                )
+            except ModelInUse as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            if done:
+                self.log_change(request, model, f"Retired (was {was})")
+                retired.append(model.label)
+        if retired:
+            self.message_user(
+                request, f"Retired: {', '.join(retired)}. They score nothing now.", messages.SUCCESS
+            )
+        elif models:
+            self.message_user(request, "Nothing to retire: retired already.", messages.INFO)
+
+
 @admin.register(ScoringModel)
-class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
+class ScoringModelAdmin(_RegistryAdmin):
     form = ScoringModelForm
     list_display = ["label", "state", "auc", "pause", "created_at", "activated_at"]
     list_filter = ["state", "name"]
@@ -409,18 +568,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
 
     # --- columns and fields
 
-    @admin.display(description="trained for pauses of", ordering="pause_seconds")
-    def pause(self, obj: ScoringModel) -> str:
-        if obj.pause_seconds is None:
-            return "not known"
-        if obj.pause_differs():
-            return format_html(
-                '<strong style="color: var(--error-fg)">⚠ {} s: the live pause is {} s</strong>',
-                f"{obj.pause_seconds:g}",
-                f"{settings.PAUSE_SECONDS:g}",
-            )
-        return f"{obj.pause_seconds:g} s"
-
     @admin.display(description="ROC-AUC")
     def auc(self, obj: ScoringModel) -> str:
         metrics = obj.metrics if isinstance(obj.metrics, dict) else {}
@@ -430,13 +577,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
         live = metrics.get("live")
         value = live.get("roc_auc") if isinstance(live, dict) else None
         return f"{value:.3f} live, at upload" if isinstance(value, int | float) else "-"
-
-    @admin.display(description="training metrics")
-    def metrics_table(self, obj: ScoringModel) -> str:
-        rows = training_metrics(obj)
-        if not rows:
-            return "-"
-        return format_html_join("", "<div><b>{}</b>: {}</div>", rows)
 
     @admin.display(description="on recorded outcomes, at upload")
     def live_figures(self, obj: ScoringModel) -> str:
@@ -469,30 +609,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
         )
         return format_html("<p>{}</p>{}", live_summary(obj.label, live), table)
 
-    @admin.display(description="timeline")
-    def timeline(self, obj: ScoringModel) -> str:
-        events = list(obj.events.all()[:200])
-        if not events:
-            return "-"
-        rows = (
-            (
-                f"{timezone.localtime(event.at):%Y-%m-%d %H:%M:%S}",
-                event.user or "a command",
-                event.get_action_display(),
-                event.previous or "-",
-                event.note,
-            )
-            for event in events
-        )
-        return format_html(
-            '<table class="lo-timeline"><thead><tr><th>when ({})</th><th>who</th><th>what</th>'
-            "<th>in place of</th><th>note</th></tr></thead><tbody>{}</tbody></table>",
-            settings.TIME_ZONE,
-            format_html_join(
-                "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows
-            ),
-        )
-
     def get_fields(self, _request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["name", "notes", "model_file"]
@@ -517,10 +633,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
             path("<int:pk>/retire/", view(self.retire_view), name=f"{named}_retire"),
             *super().get_urls(),
         ]
-
-    def _url(self, page: str, model: ScoringModel | None = None) -> str:
-        name = f"admin:{self.opts.app_label}_{self.opts.model_name}_{page}"
-        return reverse(name, args=[] if model is None else [model.pk])
 
     def _warn_of_pauses(self, request: HttpRequest, models: Any) -> None:
         """A warning for each model, among those in use or asked for, trained for another pause
@@ -581,46 +693,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
         label = "Figures on recorded outcomes" if active is None else f"Compare with {active.label}"
         compare = f"{self._url('compare')}?ids={','.join(map(str, with_active))}"
         return [*links, Link(compare, label)]
-
-    def _page(
-        self, request: HttpRequest, template: str, title: str, **context: Any
-    ) -> TemplateResponse:
-        return TemplateResponse(
-            request,
-            f"{_TEMPLATES}/{template}",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "title": title,
-                "changelist_url": reverse(
-                    f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
-                ),
-                **context,
-            },
-        )
-
-    def _editable(self, request: HttpRequest, pk: int) -> ScoringModel:
-        model = get_object_or_404(ScoringModel, pk=pk)
-        if not self.has_change_permission(request, model):
-            raise PermissionDenied
-        return model
-
-    def _change_url(self, model: ScoringModel) -> str:
-        return reverse(
-            f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[model.pk]
-        )
-
-    def _changed_since(self, request: HttpRequest, field: str, now: ScoringModel | None) -> bool:
-        """Whether the registry changed between the confirmation page and its POST: the page's
-        `field` names the model then in that role."""
-        if request.POST.get(field, "") == (now.label if now is not None else ""):
-            return False
-        self.message_user(
-            request,
-            "The registry changed since that page was shown: look again before confirming.",
-            messages.WARNING,
-        )
-        return True
 
     def _confirm(
         self,
@@ -913,12 +985,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
 
     # --- actions
 
-    def _one(self, request: HttpRequest, queryset: QuerySet[ScoringModel], what: str) -> Any:
-        if queryset.count() != 1:
-            self.message_user(request, f"Select exactly one model to {what}.", messages.ERROR)
-            return None
-        return queryset.get()
-
     @admin.action(
         description="Activate the selected model (after a confirmation)", permissions=["change"]
     )
@@ -942,27 +1008,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
             return
         self._retire(request, list(queryset))
 
-    def _retire(self, request: HttpRequest, models: list[ScoringModel]) -> None:
-        retired = []
-        for model in models:
-            was = _role(model)
-            try:
-                done = model_retire(
-                    model=model, user=request.user.get_username(), note="retired in the admin"
-                )
-            except ModelInUse as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-                continue
-            if done:
-                self.log_change(request, model, f"Retired (was {was})")
-                retired.append(model.label)
-        if retired:
-            self.message_user(
-                request, f"Retired: {', '.join(retired)}. They score nothing now.", messages.SUCCESS
-            )
-        elif models:
-            self.message_user(request, "Nothing to retire: retired already.", messages.INFO)
-
     @admin.action(description="Compare selected models", permissions=["view"])
     def compare(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
         ids = list(queryset.values_list("pk", flat=True))
@@ -972,16 +1017,6 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
             )
             return None
         return redirect(f"{self._url('compare')}?ids={','.join(map(str, ids))}")
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions: dict[str, Any] = super().get_actions(request)
-        if "delete_selected" in actions:
-            actions["delete_selected"] = (
-                _delete_unused,
-                "delete_selected",
-                "Delete selected models (retired ones no decision refers to)",
-            )
-        return actions
 
     # --- uploads and deletions
 
@@ -1017,24 +1052,9 @@ class ScoringModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic 
             said += f"; {live_summary(obj.label, live)}"
         return super().log_addition(request, obj, said)
 
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: Any = None
-    ) -> HttpResponse:
-        model = ScoringModel.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        if model is not None and (why := _kept(model)):
-            self.message_user(request, why, messages.ERROR)
-            return redirect(self._change_url(model))
-        try:
-            return super().delete_view(request, object_id, extra_context)
-        except ProtectedError:
-            # a decision written since the check above
-            assert model is not None
-            self.message_user(request, _kept(model) or _referred(model, 1), messages.ERROR)
-            return redirect(self._change_url(model))
-
 
 def _delete_unused(
-    modeladmin: ScoringModelAdmin, request: HttpRequest, queryset: QuerySet[ScoringModel]
+    modeladmin: _RegistryAdmin, request: HttpRequest, queryset: QuerySet[ScoringModel]
 ) -> HttpResponse | None:
     """Django's delete action, for the models that may go: none of it when any must stay."""
     kept = [why for model in queryset if (why := _kept(model))]
@@ -1057,8 +1077,9 @@ def _delete_unused(
 
 def _kept_in_use(model: ScoringModel) -> str:
     if model.state == ACTIVE:
+        active = "active uplift model" if model.kind == ScoringModel.Kind.UPLIFT else "active model"
         return (
-            f"{model.label} is the active model: activate another or roll back first; "
+            f"{model.label} is the {active}: activate another or roll back first; "
             "retired models can be deleted"
         )
     if model.state == SHADOW:
@@ -1113,3 +1134,367 @@ def evaluate_upload(model: ScoringModel) -> dict[str, Any]:
         if mine.figures.n:
             live["gate"] = verdict_in_words(model, active, found).text
     return live
+
+
+# --- the uplift models ---------------------------------------------------------------------------
+
+
+def uplift_verdict(model: ScoringModel) -> Verdict:
+    """The uplift gate's verdict in words (`uplift_model_refusal` is its rule)."""
+    refusal = uplift_model_refusal(model=model)
+    if refusal:
+        return Verdict(
+            "refused",
+            f"By the gate's rule {model.label} would not be activated: {refusal}. It can still "
+            "be activated, by ticking Activate it anyway (as train_model --uplift --force does).",
+        )
+    metrics: dict[str, Any] = model.metrics if isinstance(model.metrics, dict) else {}
+    held_out = metrics.get("n_test")
+    on = f" on {held_out:,} held-out randomised decisions" if isinstance(held_out, int) else ""
+    return Verdict(
+        "passed",
+        f"By the gate's rule {model.label} may be activated: its Qini coefficient{on} is "
+        f"{metrics['qini']:.3f}, above 0 (it finds the shoppers an offer sways better than "
+        "offering at random).",
+    )
+
+
+def _metric(model: ScoringModel, name: str) -> Any:
+    return model.metrics.get(name) if isinstance(model.metrics, dict) else None
+
+
+@admin.register(UpliftModel)
+class UpliftModelAdmin(_RegistryAdmin):
+    """The uplift models (trained by `train_model --uplift`): their held-out figures, the live
+    one marked, and activation, roll back and retirement, each after a confirmation.
+
+    Rights on scoring models are rights on uplift models: one registry."""
+
+    change_list_template = f"{_TEMPLATES}/change_list.html"
+    change_form_template = f"{_TEMPLATES}/change_form.html"
+    list_display = [
+        "label",
+        "role",
+        "qini",
+        "uplift_top_30",
+        "rows",
+        "pause",
+        "created_at",
+        "activated_at",
+    ]
+    list_filter = ["state"]
+    readonly_fields = [
+        "version",
+        "role",
+        "gate",
+        "pause",
+        "created_at",
+        "activated_at",
+        "metrics_table",
+        "timeline",
+    ]
+    fields = ["notes", *readonly_fields]
+    actions = ["activate", "retire"]
+
+    # --- rights
+
+    def _may(self, request: HttpRequest, action: str) -> bool:
+        return any(
+            request.user.has_perm(f"offers.{action}_{name}")
+            for name in ("scoringmodel", "upliftmodel")
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:  # noqa: ARG002  # ModelAdmin's signature
+        return False  # trained by train_model --uplift, never uploaded
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
+        return self._may(request, "view") or self._may(request, "change")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
+        return self._may(request, "change")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:  # noqa: ARG002  # ModelAdmin's signature
+        return self._may(request, "delete")
+
+    # --- columns and fields
+
+    @admin.display(description="role", ordering="state")
+    def role(self, obj: ScoringModel) -> str:
+        if obj.state == ACTIVE:
+            return format_html(
+                "<strong data-live-uplift>● {}</strong>: {}",
+                "live",
+                "the rules that target by uplift use it",
+            )
+        return obj.get_state_display()
+
+    @admin.display(description="Qini (held out)")
+    def qini(self, obj: ScoringModel) -> str:
+        value = _metric(obj, "qini")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "-"
+        if value <= 0:
+            return format_html(
+                '<span class="lo-warning" title="the gate needs above 0">{}</span>',
+                f"{value:.3f}",
+            )
+        return f"{value:.3f}"
+
+    @admin.display(description="uplift in the top 30%")
+    def uplift_top_30(self, obj: ScoringModel) -> str:
+        value = _metric(obj, "uplift_top_30")
+        return f"{value:+.3f}" if isinstance(value, int | float) else "-"
+
+    @admin.display(description="decisions (trained / held out)")
+    def rows(self, obj: ScoringModel) -> str:
+        trained, held_out = _metric(obj, "n_train"), _metric(obj, "n_test")
+        if not isinstance(trained, int) or not isinstance(held_out, int):
+            return "-"
+        return f"{trained:,} / {held_out:,}"
+
+    @admin.display(description="the gate")
+    def gate(self, obj: ScoringModel) -> str:
+        verdict = uplift_verdict(obj)
+        return format_html(
+            '<span class="lo-verdict {}" data-verdict="{}">{}</span>',
+            verdict.kind,
+            verdict.kind,
+            verdict.text,
+        )
+
+    # --- pages
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        named = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("rollback/", view(self.rollback_view), name=f"{named}_rollback"),
+            path("<int:pk>/activate/", view(self.activate_view), name=f"{named}_activate"),
+            path("<int:pk>/retire/", view(self.retire_view), name=f"{named}_retire"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        links = []
+        if request.method == "GET":
+            if not UpliftModel.objects.filter(state=ACTIVE).exists():
+                self.message_user(
+                    request,
+                    "No uplift model is live: the rules that target by uplift offer nothing. "
+                    "Activate one (trained by manage.py train_model --uplift).",
+                    messages.WARNING,
+                )
+            target = uplift_model_rollback_target()
+            if target is not None and self.has_change_permission(request):
+                links.append(Link(self._url("rollback"), f"Roll back to {target.label}…"))
+        return super().changelist_view(request, {**(extra_context or {}), "model_links": links})
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        links = []
+        model = UpliftModel.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        if request.method == "GET" and model is not None:
+            self._warn_of_pause(request, model)
+            if self.has_change_permission(request, model):
+                if model.state != ACTIVE:
+                    links.append(Link(self._url("activate", model), "Activate…"))
+                if model.state == CANDIDATE:
+                    links.append(Link(self._url("retire", model), "Retire…"))
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), "model_links": links}
+        )
+
+    def _warn_of_pause(self, request: HttpRequest, model: ScoringModel) -> None:
+        if model.pause_differs():
+            self.message_user(
+                request,
+                f"{model.label} was trained on {model.pause_seconds:g} s pauses but PAUSE_SECONDS "
+                f"is {settings.PAUSE_SECONDS:g}: its chances are those of pauses of another "
+                f"length; train one for {settings.PAUSE_SECONDS:g} s (manage.py train_model "
+                "--uplift)",
+                messages.WARNING,
+            )
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        model: ScoringModel | None,
+        *,
+        title: str,
+        question: str,
+        button: str,
+        hidden: dict[str, str],
+        possible: bool,
+        refusal: str,
+        verdict: Verdict | None = None,
+    ) -> TemplateResponse:
+        return self._page(
+            request,
+            "confirm.html",
+            title,
+            model=model,
+            question=question,
+            button=button,
+            hidden=hidden,
+            possible=possible,
+            refusal=refusal,
+            verdict=verdict,
+            force="Activate it anyway, overruling the gate"
+            if verdict and verdict.kind == "refused"
+            else "",
+            cancel_url=self._change_url(model) if model is not None else "",
+        )
+
+    def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        active = UpliftModel.objects.filter(state=ACTIVE).first()
+        refusal = uplift_model_refusal(model=model)
+        if request.method == "POST" and model.state != ACTIVE:
+            here = self._url("activate", model)
+            if self._changed_since(request, "replacing", active):
+                return redirect(here)
+            user = request.user.get_username()
+            if refusal and request.POST.get("force") != "1":
+                model_refuse(
+                    model=model,
+                    note=f"{refusal} (asked in the admin)",
+                    compared_with="" if active is None else active.label,
+                    user=user,
+                )
+                self.message_user(
+                    request,
+                    f"{model.label} was not activated: {refusal}. Tick Activate it anyway to "
+                    "overrule the gate (as train_model --uplift --force does).",
+                    messages.ERROR,
+                )
+                return redirect(here)
+            note = (
+                f"activated in the admin, overruling the gate: {refusal}"
+                if refusal
+                else _note("activated in the admin", request.POST.get("verdict", "")[:500])
+            )
+            try:
+                uplift_model_activate(model=model, user=user, note=note)
+            except ModelError as exc:
+                self.message_user(
+                    request, f"Could not activate {model.label}: {exc}", messages.ERROR
+                )
+                return redirect(self._change_url(model))
+            was = "" if active is None else active.label
+            said = "overruling the gate" if refusal else ""
+            self.log_change(request, model, _change("Activated", was, model.label, said))
+            if active is not None:
+                self.log_change(request, active, f"Retired: replaced by {model.label} (activated)")
+            self.message_user(
+                request,
+                f"Activated {model.label}"
+                + ("" if active is None else f" in place of {active.label}")
+                + ": every worker targets by uplift with it within 2 s.",
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        replacing = "" if active is None else f" in place of {active.label}"
+        return self._confirm(
+            request,
+            model,
+            title=f"Activate {model.label}?",
+            question=(
+                f"{model.label} will give the chances to buy with an offer and without for every "
+                f"rule that targets by uplift{replacing}, on every worker within 2 s; the model "
+                "it replaces is retired (roll back brings it back)."
+            ),
+            button=f"Yes, activate {model.label}",
+            hidden={"replacing": "" if active is None else active.label},
+            possible=model.state != ACTIVE,
+            refusal=f"{model.label} is the live uplift model already.",
+            verdict=uplift_verdict(model),
+        )
+
+    def retire_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        possible = model.state == CANDIDATE
+        if request.method == "POST" and possible:
+            self._retire(request, [model])
+            return redirect(self._url("changelist"))
+        return self._confirm(
+            request,
+            model,
+            title=f"Retire {model.label}?",
+            question=f"{model.label} (a candidate) is retired: it stays in the registry with its "
+            "figures and timeline, can be activated again, and can be deleted.",
+            button=f"Yes, retire {model.label}",
+            hidden={},
+            possible=possible,
+            refusal=_kept_in_use(model) or f"{model.label} is retired already.",
+        )
+
+    def rollback_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        active = UpliftModel.objects.filter(state=ACTIVE).first()
+        target = uplift_model_rollback_target()
+        if request.method == "POST" and target is not None:
+            if self._changed_since(request, "from", active) or self._changed_since(
+                request, "to", target
+            ):
+                return redirect(self._url("rollback"))
+            try:
+                uplift_model_rollback(user=request.user.get_username())
+            except ModelError as exc:
+                self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
+                return redirect(self._url("changelist"))
+            was = "" if active is None else active.label
+            self.log_change(request, target, _change("Rolled back", was, target.label, ""))
+            if active is not None:
+                self.log_change(
+                    request, active, f"Retired: rolled back from {active.label} to {target.label}"
+                )
+            self.message_user(
+                request,
+                f"Rolled back from {was or 'no live uplift model'} to {target.label}: "
+                f"{target.label} is the live uplift model again.",
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        if target is None:
+            question = "There is no earlier uplift model to roll back to."
+        elif active is None:
+            question = f"No uplift model is live: {target.label}, the last one live, is activated."
+        else:
+            question = (
+                f"Roll back from {active.label} to {target.label}: {target.label} gives the "
+                "chances for every rule that targets by uplift again, on every worker within "
+                f"2 s, and {active.label} is retired."
+            )
+        return self._confirm(
+            request,
+            target,
+            title="Roll back?" if target is None else f"Roll back to {target.label}?",
+            question=question,
+            button="" if target is None else f"Yes, roll back to {target.label}",
+            hidden={
+                "from": "" if active is None else active.label,
+                "to": "" if target is None else target.label,
+            },
+            possible=target is not None,
+            refusal=question,
+        )
+
+    # --- actions
+
+    @admin.action(
+        description="Activate the selected uplift model (after a confirmation)",
+        permissions=["change"],
+    )
+    def activate(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
+        model = self._one(request, queryset, "activate")
+        return None if model is None else redirect(self._url("activate", model))
+
+    @admin.action(description="Retire the selected candidates", permissions=["change"])
+    def retire(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> None:
+        active = [model for model in queryset if model.state == ACTIVE]
+        if active:
+            self.message_user(request, _kept_in_use(active[0]), messages.ERROR)
+            return
+        self._retire(request, list(queryset))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from decimal import Decimal
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -238,6 +239,18 @@ class ScoringModel(models.Model):
             f"{live_pause_seconds:g}: its risks are for pauses of another length; train one "
             f"for {live_pause_seconds:g} s (manage.py train_model)"
         )
+
+
+class UpliftModel(ScoringModel):
+    """The uplift models alone (`ScoringModel.uplift_models`), for their own page in the admin:
+    the same rows, figures and timeline, a list without the cart-risk models."""
+
+    objects: ClassVar[_ModelsOfKind] = _ModelsOfKind(ScoringModel.Kind.UPLIFT)
+
+    class Meta:
+        proxy = True
+        default_manager_name = "objects"
+        verbose_name = "uplift model"
 
 
 OUTCOME_CHOICES = [(outcome.value, outcome.label) for outcome in Outcome]

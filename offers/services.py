@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,6 +32,10 @@ from streaming.uplift_model import booster_files
 
 MODEL_NAME = "cart-risk"
 UPLIFT_MODEL_NAME = "uplift"
+_KIND_WORDS: dict[str, str] = {
+    ScoringModel.Kind.RISK: "a cart-risk model",
+    ScoringModel.Kind.UPLIFT: "an uplift model",
+}
 
 
 def model_create(
@@ -109,44 +114,53 @@ def uplift_model_create(
 def uplift_model_activate(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:
     """Make `model` the uplift model every worker scores with (within a second, by the registry
     watcher); the previous one is retired. Each of its boosters is tried in a process of its own
-    first, as a cart-risk model is."""
-    if model.kind != ScoringModel.Kind.UPLIFT:
-        raise ValueError(f"{model.label} is not an uplift model")
-    for booster in booster_files(bytes(model.artifact)):
-        trial_model(booster)
-    with transaction.atomic():
-        replaced = list(
-            ScoringModel.uplift_models.select_for_update()
-            .filter(state=ScoringModel.State.ACTIVE)
-            .exclude(pk=model.pk)
-        )
-        ScoringModel.every_kind.filter(pk__in=[r.pk for r in replaced]).update(
-            state=ScoringModel.State.RETIRED
-        )
-        model.state = ScoringModel.State.ACTIVE
-        model.activated_at = timezone.now()
-        model.save(update_fields=["state", "activated_at"])
-        ModelEvent.objects.bulk_create(
-            [
-                ModelEvent(
-                    model=model,
-                    action=ModelEvent.Action.ACTIVATED,
-                    user=user,
-                    previous=", ".join(r.label for r in replaced)[:80],
-                    note=note,
-                ),
-                *(
-                    ModelEvent(
-                        model=r,
-                        action=ModelEvent.Action.RETIRED,
-                        user=user,
-                        note=f"replaced by {model.label}",
-                    )
-                    for r in replaced
-                ),
-            ]
-        )
-    return model
+    first, as a cart-risk model is. No gate here: `uplift_model_refusal` is the gate's rule, for
+    the callers that apply it."""
+    return _model_make_active(
+        model,
+        kind=ScoringModel.Kind.UPLIFT,
+        action=ModelEvent.Action.ACTIVATED,
+        user=user,
+        note=note,
+    )
+
+
+def uplift_model_rollback(*, user: str = "") -> ScoringModel | None:
+    """Re-activate the uplift model active before the current one (as `model_rollback` does for
+    the cart-risk model); None when there is none."""
+    previous = uplift_model_rollback_target()
+    if previous is None:
+        return None
+    return _model_make_active(
+        previous,
+        kind=ScoringModel.Kind.UPLIFT,
+        action=ModelEvent.Action.ROLLED_BACK,
+        user=user,
+        note="",
+    )
+
+
+def uplift_model_rollback_target() -> ScoringModel | None:
+    """The uplift model `uplift_model_rollback` would re-activate (None when there is none)."""
+    return _rollback_target(ScoringModel.Kind.UPLIFT)
+
+
+def uplift_model_refusal(*, model: ScoringModel) -> str:
+    """Why the gate keeps the uplift `model` from being activated, '' when it may be: its Qini
+    coefficient on the held-out randomised decisions of its training (metrics["qini"]) must be
+    above 0, the rule of `train_model --uplift --activate`; `--force` and the admin's
+    "activate anyway" overrule it."""
+    metrics: dict[str, Any] = model.metrics if isinstance(model.metrics, dict) else {}
+    qini, held_out = metrics.get("qini"), metrics.get("n_test")
+    on = f"on {held_out:,} held-out randomised decisions" if isinstance(held_out, int) else ""
+    if isinstance(qini, bool) or not isinstance(qini, int | float) or math.isnan(qini):
+        return f"{model.label} has no held-out Qini coefficient: its training measured none"
+    if qini > 0:
+        return ""
+    return (
+        f"{model.label}'s Qini coefficient {on or 'held out'} is {qini:.3f}, no better than "
+        "offering at random"
+    )
 
 
 def model_activate(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:
@@ -156,12 +170,16 @@ def model_activate(*, model: ScoringModel, user: str = "", note: str = "") -> Sc
     nothing changes, when it fails. `user`: who did it, '' for a command; `note`: why, for
     the model's timeline (ModelEvent).
     """
-    return _model_make_active(model, action=ModelEvent.Action.ACTIVATED, user=user, note=note)
+    return _model_make_active(
+        model, kind=ScoringModel.Kind.RISK, action=ModelEvent.Action.ACTIVATED, user=user, note=note
+    )
 
 
 def model_promote(*, model: ScoringModel, user: str = "", note: str = "") -> ScoringModel:
     """Make the shadow `model` the active one (as `model_activate`), recorded as promoted."""
-    return _model_make_active(model, action=ModelEvent.Action.PROMOTED, user=user, note=note)
+    return _model_make_active(
+        model, kind=ScoringModel.Kind.RISK, action=ModelEvent.Action.PROMOTED, user=user, note=note
+    )
 
 
 def model_rollback(*, user: str = "") -> ScoringModel | None:
@@ -173,30 +191,54 @@ def model_rollback(*, user: str = "") -> ScoringModel | None:
     previous = model_rollback_target()
     if previous is None:
         return None
-    return _model_make_active(previous, action=ModelEvent.Action.ROLLED_BACK, user=user, note="")
+    return _model_make_active(
+        previous,
+        kind=ScoringModel.Kind.RISK,
+        action=ModelEvent.Action.ROLLED_BACK,
+        user=user,
+        note="",
+    )
 
 
 def model_rollback_target() -> ScoringModel | None:
     """The version `model_rollback` would re-activate: the one activated last before the
     current one (None when there is none)."""
-    current = ScoringModel.objects.filter(state=ScoringModel.State.ACTIVE).first()
-    earlier = ScoringModel.objects.filter(activated_at__isnull=False)
+    return _rollback_target(ScoringModel.Kind.RISK)
+
+
+def _rollback_target(kind: str) -> ScoringModel | None:
+    of_kind = ScoringModel.every_kind.filter(kind=kind)
+    current = of_kind.filter(state=ScoringModel.State.ACTIVE).first()
+    earlier = of_kind.filter(activated_at__isnull=False)
     if current is not None:
         earlier = earlier.exclude(pk=current.pk)
     return earlier.order_by("-activated_at").first()
 
 
-def _model_make_active(model: ScoringModel, *, action: str, user: str, note: str) -> ScoringModel:
-    trial_model(bytes(model.artifact))
+def _model_trial(model: ScoringModel) -> None:
+    """Try `model` in a process of its own (each booster of an uplift model): ModelError when
+    it fails."""
+    if model.kind == ScoringModel.Kind.UPLIFT:
+        for booster in booster_files(bytes(model.artifact)):
+            trial_model(booster)
+    else:
+        trial_model(bytes(model.artifact))
+
+
+def _model_make_active(
+    model: ScoringModel, *, kind: str, action: str, user: str, note: str
+) -> ScoringModel:
+    """Make `model` the active model of its `kind` (one active cart-risk model, one active
+    uplift model), retiring the one it replaces; tried first (`_model_trial`)."""
+    if model.kind != kind:
+        raise ValueError(f"{model.label} is not {_KIND_WORDS[kind]}")
+    _model_trial(model)
+    of_kind = ScoringModel.every_kind.filter(kind=kind)
     with transaction.atomic():
         replaced = list(
-            ScoringModel.objects.select_for_update()
-            .filter(state=ScoringModel.State.ACTIVE)
-            .exclude(pk=model.pk)
+            of_kind.select_for_update().filter(state=ScoringModel.State.ACTIVE).exclude(pk=model.pk)
         )
-        ScoringModel.objects.filter(pk__in=[r.pk for r in replaced]).update(
-            state=ScoringModel.State.RETIRED
-        )
+        of_kind.filter(pk__in=[r.pk for r in replaced]).update(state=ScoringModel.State.RETIRED)
         model.state = ScoringModel.State.ACTIVE
         model.activated_at = timezone.now()
         model.save(update_fields=["state", "activated_at"])
@@ -269,18 +311,19 @@ def model_retire(*, model: ScoringModel, user: str = "", note: str = "") -> bool
     retired already. ModelInUse for the active model."""
     with transaction.atomic():
         state = (
-            ScoringModel.objects.select_for_update()
+            ScoringModel.every_kind.select_for_update()
             .filter(pk=model.pk)
             .values_list("state", flat=True)
             .get()
         )
         if state == ScoringModel.State.ACTIVE:
-            raise ModelInUse(
-                f"{model.label} is the active model: activate another or roll back first"
+            active = (
+                "active uplift model" if model.kind == ScoringModel.Kind.UPLIFT else "active model"
             )
+            raise ModelInUse(f"{model.label} is the {active}: activate another or roll back first")
         if state == ScoringModel.State.RETIRED:
             return False
-        ScoringModel.objects.filter(pk=model.pk).update(state=ScoringModel.State.RETIRED)
+        ScoringModel.every_kind.filter(pk=model.pk).update(state=ScoringModel.State.RETIRED)
         model.state = ScoringModel.State.RETIRED
         said = ScoringModel.State(state).label.lower()
         ModelEvent.objects.create(
