@@ -81,6 +81,12 @@ async def redis_cpu_seconds(client: aioredis.Redis) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
+async def redis_reads(client: aioredis.Redis) -> int:
+    """Reads from its clients' sockets the Redis server has made since it started: a pipeline
+    read at once is one."""
+    return int((await client.info("stats"))["total_reads_processed"])
+
+
 def pin_plan(count: int) -> list[int | None]:
     """A core of its own for each process in turn while distinct cores last; the rest unpinned.
 

@@ -2,17 +2,17 @@
 
 Layout (prefix `lo:`):
 
-- `lo:s:{sid}`, one hash a session: the `SessionState` fields under short names, one field a
-  cart line (`c:{product_id}` = "quantity|unit price"), the distinct products as 4-byte CRC32s
-  packed into `p0..p3`, the last 96 event ids as 8-byte BLAKE2b digests packed into `e0..e11`
-  (`en`: the next slot to overwrite), the number of cart lines (`nc`) and the activity_seq of
-  a pause being decided (`lq`). At most about 90 fields, each value within
-  `hash-max-listpack-value` (64 bytes), so the hash keeps Redis's compact listpack encoding; a
-  product id over 62 characters still works, it only makes that session's hash bigger.
-- `lo:o:{sid}`, the live offer's frame (a few hundred bytes, too big for the listpack).
+- `lo:s:{sid}`, one string a session: its state as one msgpack map, read and written whole by
+  each script. The `SessionState` fields go under short names (`_FIELD_TYPES`), absent when 0,
+  False, None or -1 (`dq`), which keeps new sessions small; `c` maps each cart line's product
+  to [quantity, unit price] and `nc` counts them; `p` holds the distinct products as 4-byte
+  CRC32s; `e` the last 96 event ids as 8-byte BLAKE2b digests (`en`: the next slot to
+  overwrite); `lq` and `lw` the activity_seq of a pause being decided and the worker holding
+  its lease, `rs` a decided pause whose offer is yet to be sent. One value, not a hash of
+  fields: a frame costs Redis one GET and one SET whatever it changes.
+- `lo:o:{sid}`, the live offer's frame (a few hundred bytes, read only when a page connects).
 - `lo:pauses`, sorted set session -> pause deadline: sessions that can pause.
-- `lo:leases`, sorted set session -> lease expiry: pauses being decided; the claimed
-  activity_seq is the hash field `lq`, the worker holding the lease `lw`.
+- `lo:leases`, sorted set session -> lease expiry: pauses being decided.
 - `lo:records`, the record stream (streaming/journal.py): each decision goes in with its pause
   (`settle.lua`), marks and purchases before their ack; `lo:budget:{day}`, each rule's offers
   and holdouts of a UTC day (streaming/budget.py).
@@ -60,8 +60,6 @@ from streaming.state import (
 from streaming.store import Applied, OfferNote, SessionStore, Settled, has_offer_events
 
 CART_FULL: Final = f"the cart already holds {MAX_CART_LINES} different products"
-# The largest value that keeps a hash in listpack encoding with Redis's default settings.
-_CHUNK_BYTES: Final = 64
 # Pauses claimed by one script: a script blocks Redis while it runs (about 10 us a pause), so a
 # burst of due pauses is claimed in several short scripts rather than one long one.
 CLAIM_CHUNK: Final = 500
@@ -95,7 +93,6 @@ _FIELD_TYPES: Final[dict[bytes, tuple[str, type]]] = {
 _APPLY_LUA: Final = lua.script(
     "apply",
     helpers=True,
-    chunk=_CHUNK_BYTES,
     recent=RECENT_IDS,
     id_bytes=_ID_BYTES,
     products=MAX_DISTINCT_PRODUCTS,
@@ -104,10 +101,9 @@ _APPLY_LUA: Final = lua.script(
     max_quantity=MAX_QUANTITY,
 )
 _CLAIM_LUA: Final = lua.script("claim", helpers=True)
-_SETTLE_LUA: Final = lua.script("settle")
-_RELEASE_LUA: Final = lua.script("release")
-_NOTE_OFFER_LUA: Final = lua.script("note_offer")
-_SNAPSHOT_LUA: Final = lua.script("snapshot", helpers=True)
+_SETTLE_LUA: Final = lua.script("settle", helpers=True)
+_RELEASE_LUA: Final = lua.script("release", helpers=True)
+_NOTE_OFFER_LUA: Final = lua.script("note_offer", helpers=True)
 
 
 def id_digest(event_id: str) -> bytes:
@@ -146,29 +142,21 @@ def _props_args(event: Event) -> tuple[str, str, str, bytes]:
 
 
 def state_from_snapshot(session_id: str, packed: bytes, frame: bytes | None = None) -> SessionState:
-    """A `SessionState` from a script's snapshot of the hash (and the live offer's frame).
+    """A `SessionState` from the session's packed state (and the live offer's frame).
 
-    The snapshot has no ring of recent ids (de-duplication happens in Redis). A pause that a
-    worker holds under a lease reads as decided, as `MemoryStore.claim_due` leaves it.
+    De-duplication happens in Redis: the ring of recent ids is not read. A pause that a worker
+    holds under a lease reads as decided, as `MemoryStore.claim_due` leaves it.
     """
-    flat: list[bytes] = msgpack.unpackb(packed, raw=True)
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    fields: dict[bytes, Any] = msgpack.unpackb(packed, raw=True)
     values: dict[str, Any] = {}
-    cart: dict[str, tuple[int, float]] = {}
-    products: dict[int, bytes] = {}
-    for name, raw in fields.items():
+    for name, value in fields.items():
         known = _FIELD_TYPES.get(name)
         if known is not None:
             attr, kind = known
-            values[attr] = raw == b"1" if kind is bool else kind(raw)
-        elif name.startswith(b"c:"):
-            quantity, _, price = raw.partition(b"|")
-            cart[name[2:].decode()] = (int(quantity), float(price))
-        elif name[:1] == b"p" and name[1:].isdigit():
-            products[int(name[1:])] = raw
+            values[attr] = kind(value)
     leased = fields.get(b"lq")
-    if leased is not None and int(leased) == values.get("activity_seq", 0):
-        values["decided_seq"] = int(leased)
+    if leased is not None and leased == values.get("activity_seq", 0):
+        values["decided_seq"] = leased
     offer_id = fields.get(b"oi")
     state = SessionState(
         session_id,
@@ -181,8 +169,9 @@ def state_from_snapshot(session_id: str, packed: bytes, frame: bytes | None = No
         setattr(state, attr, value)
     state.offer_frame = frame.decode() if frame else None
     state.offer_id = None if offer_id is None else offer_id.decode()
-    state.restore_cart(cart)
-    state.restore_products(products[i] for i in sorted(products))
+    cart = fields.get(b"c") or {}
+    state.restore_cart({product.decode(): (q, float(p)) for product, (q, p) in cart.items()})
+    state.restore_products([fields.get(b"p", b"")])
     return state
 
 
@@ -193,9 +182,11 @@ class Coalescer:
     """Calls one script with one request in flight: calls made meanwhile go out as one pipeline.
 
     A server applies the frames of many sockets at once; a pipeline costs the client far less
-    than a request a call, and an idle store adds nothing to a lone call's latency. Each call is
-    still its own atomic script, sent in the order made, and each caller gets its own reply (or
-    exception) only once Redis has answered.
+    than a request a call, and Redis too: most of what a lone single-event call costs Redis is
+    reading and answering its request. A call waits only for the end of the event loop's
+    current pass, so that the frames of every socket read in that pass go out together. Each
+    call is still its own atomic script, sent in the order made, and each caller gets its own
+    reply (or exception) only once Redis has answered.
     """
 
     def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
@@ -206,18 +197,16 @@ class Coalescer:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, keys: ScriptArgs, args: ScriptArgs) -> Any:
-        if self._busy:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._pending.append((keys, args, future))
-            return await future
-        self._busy = True
-        try:
-            return await self._script(keys=keys, args=args)
-        finally:
-            self._next()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((keys, args, future))
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._next)
+        return await future
 
     def _next(self) -> None:
-        """Hand the turn to the calls that waited, if any."""
+        """Send the calls that waited, if any."""
         if not self._pending:
             self._busy = False
             return
@@ -326,7 +315,6 @@ class RedisStore(SessionStore):
         self._settle = client.register_script(_SETTLE_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._note_offer = client.register_script(_NOTE_OFFER_LUA)
-        self._snapshot = client.register_script(_SNAPSHOT_LUA)
         self._live_count = 0
         self._open_carts = 0
         self._live_counts = (0, 0)
@@ -389,10 +377,12 @@ class RedisStore(SessionStore):
         return await self._apply(keys=keys, args=args)
 
     async def get(self, session_id: str) -> SessionState | None:
-        reply = await self._snapshot(
-            keys=[self.session_key(session_id), self.offer_key(session_id)]
+        packed, frame = await self.redis.mget(
+            self.session_key(session_id), self.offer_key(session_id)
         )
-        return None if reply is None else state_from_snapshot(session_id, *reply)
+        if not isinstance(packed, bytes):
+            return None
+        return state_from_snapshot(session_id, packed, frame if isinstance(frame, bytes) else None)
 
     # --- decisions --------------------------------------------------------------------------
     async def claim_due(self, now: float, limit: int) -> list[SessionState]:
@@ -557,12 +547,9 @@ class RedisStore(SessionStore):
 
 
 def _offer_id_of(packed: bytes) -> str | None:
-    """The session's offer id (`oi`) in a script's snapshot of the hash."""
-    flat: list[bytes] = msgpack.unpackb(packed, raw=True)
-    for i in range(0, len(flat), 2):
-        if flat[i] == b"oi":
-            return flat[i + 1].decode()
-    return None
+    """The session's offer id (`oi`) in its packed state."""
+    offer_id = msgpack.unpackb(packed, raw=True).get(b"oi")
+    return None if offer_id is None else offer_id.decode()
 
 
 def _applied(events: Sequence[Event], status: bytes) -> Applied:

@@ -34,6 +34,7 @@ from benchmarks.harness import (
     cpu_seconds,
     machine_busy_seconds,
     redis_cpu_seconds,
+    redis_reads,
 )
 
 # One shopper's mix of events, cycled. Products in carts stay few, so a long run never fills
@@ -97,6 +98,7 @@ class LoadFigures:
     client_cpu_seconds: float
     server_cpu_seconds: list[float]  # each watched process's
     redis_cpu_seconds: float  # 0.0 when no Redis server is watched
+    redis_reads: int  # the Redis server's reads from all its clients (0 when not watched)
     machine_busy_seconds: float  # every core's busy time, all processes
 
     @property
@@ -147,6 +149,7 @@ async def measure(
     events, start, cpu = tally.events, time.perf_counter(), time.process_time()
     servers = [cpu_seconds(pid) for pid in watch_pids]
     redis_cpu = await redis_cpu_seconds(redis) if redis else 0.0
+    reads = await redis_reads(redis) if redis else 0
     busy = machine_busy_seconds()
     await asyncio.sleep(seconds)
     elapsed = time.perf_counter() - start
@@ -158,6 +161,7 @@ async def measure(
             cpu_seconds(pid) - before for pid, before in zip(watch_pids, servers, strict=True)
         ],
         redis_cpu_seconds=(await redis_cpu_seconds(redis) - redis_cpu) if redis else 0.0,
+        redis_reads=(await redis_reads(redis) - reads) if redis else 0,
         machine_busy_seconds=machine_busy_seconds() - busy,
     )
 

@@ -1,6 +1,6 @@
 """`bench redis`: Redis mode on this machine's Redis and PostgreSQL, beside embedded mode.
 
-Three parts, in one run, one module each:
+Four parts, in one run, one module each:
 
 - ingest: events/s acknowledged through `/ws/collect/` by 1 and by 2 `serve --no-worker` front
   ends, and by embedded `serve` (the baseline), with the load client of `bench ingest`
@@ -9,6 +9,9 @@ Three parts, in one run, one module each:
   `bench decisions` and every pause made to end in an offer, behind one `serve --no-worker`
   with 1 and with 2 `runstream` workers, and behind embedded `serve`; and, from PostgreSQL, the
   decisions made a second and how soon every one was recorded (`decisions.py`);
+- frames: Redis's CPU time per single-event frame through the apply script, for the session
+  layout of `streaming/redis_store.py` and the one it replaced, one frame a request and
+  pipelined (`frames.py`);
 - memory: Redis memory per live session (`INFO` used_memory before and after, and `MEMORY
   USAGE` of the keys) with N realistic sessions held by a `RedisStore`, beside a `MemoryStore`
   (`memory.py`).
@@ -51,6 +54,7 @@ from benchmarks.harness import (
 from benchmarks.memory import measure_memory
 from benchmarks.redis.decisions import measure_decisions
 from benchmarks.redis.figures import EMBEDDED, REDIS, RedisReport
+from benchmarks.redis.frames import measure_frame_costs
 from benchmarks.redis.ingest import measure_ingest
 from benchmarks.redis.memory import measure_redis_memory
 
@@ -157,6 +161,10 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
             )
         report.load_average["after ingest"] = os.getloadavg()[0]
 
+        flush_redis(redis_url)
+        progress(f"frames: {options['frames']:,} single-event frames for each layout and depth")
+        report.frames = measure_frame_costs(redis_url, int(options["frames"]), progress)
+
         for mode, workers in [(EMBEDDED, 0), *((REDIS, n) for n in options["workers"])]:
             flush_redis(redis_url)
             measure_decisions(
@@ -219,6 +227,12 @@ def add_arguments(parser: ArgumentParser) -> None:
         parser,
         pause_help="PAUSE_SECONDS (1)",
         window_help="seconds over which the carts' last activity is spread (0.5)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=bounded_int(100, 1_000_000),
+        default=20_000,
+        help="single-event frames for the frame cost of each session layout (20,000)",
     )
     parser.add_argument(
         "--sessions",

@@ -8,6 +8,7 @@ from typing import Any
 from benchmarks.decisions import Recorded, Round
 from benchmarks.harness import figure, machine, row
 from benchmarks.memory import GIB, MemoryFigures
+from benchmarks.redis.frames import FrameCost
 
 # The two modes, and the server each runs: embedded (the baseline) decides in `serve` itself;
 # Redis mode's front ends leave deciding to `runstream` workers.
@@ -30,6 +31,8 @@ class IngestRun:
     redis_busy: float
     # The rest of the machine's busy time: other work, and the kernel's for the loopback traffic.
     others_busy: float
+    # Frames over the Redis server's reads: how many frames a front end's request carried.
+    frames_per_redis_read: float = 0.0
 
     @property
     def events_per_front_end_core(self) -> float:
@@ -70,11 +73,11 @@ class RedisMemory:
     sessions: int
     events_per_session: int
     used_memory: int  # INFO used_memory after filling minus before
-    # MEMORY USAGE of the keys, summed: the sessions' hashes and the sorted sets
+    # MEMORY USAGE of the keys, summed: the sessions' states and the sorted sets
     key_bytes: dict[str, int]
     offer_used_memory: int  # INFO used_memory after an offer for each session minus before
     offer_key_bytes: int  # MEMORY USAGE of the offers' frame keys, summed
-    offer_hash_bytes: int  # what the offer fields added to the sessions' hashes
+    offer_state_bytes: int  # what the offer fields added to the sessions' states
     # Another database's keys changed while measuring: the used_memory figures include that.
     others_changed: bool = False
 
@@ -107,6 +110,7 @@ class RedisReport:
     ingest_placement: dict[str, str] = field(default_factory=dict)
     load_average: dict[str, float] = field(default_factory=dict)
     ingest: list[IngestRun] = field(default_factory=list)
+    frames: list[FrameCost] = field(default_factory=list)
     decisions: list[DecisionRun] = field(default_factory=list)
     memory: RedisMemory | None = None
     embedded_memory: MemoryFigures | None = None
@@ -122,6 +126,9 @@ class RedisReport:
         load = ", ".join(f"{value:.2f} {when}" for when, value in self.load_average.items())
         rows = [f"redis mode ({services}; load average {load})"]
         rows += self._ingest_rows()
+        if self.frames:
+            rows.append("")
+            rows += self._frame_rows()
         rows.append("")
         rows += self._decision_rows()
         if self.memory is not None:
@@ -130,7 +137,7 @@ class RedisReport:
         return "\n".join(rows)
 
     def _ingest_rows(self) -> list[str]:
-        widths = (9, 11, 12, 10, 11, 11, 8, 8, 8, 15, 15)
+        widths = (9, 11, 12, 10, 11, 11, 8, 8, 8, 15, 15, 12)
         rows = [
             f"ingest (events/s acknowledged through /ws/collect/, {self.connections} connections "
             f"over all front ends, {self.seconds:g} s each; core use in % of one core)",
@@ -146,6 +153,7 @@ class RedisReport:
                 "others",
                 "events/fe core",
                 "redis µs/event",
+                "frames/read",
                 widths=widths,
             ),
         ]
@@ -165,6 +173,7 @@ class RedisReport:
                     f"{measured.others_busy:.0%}",
                     f"{measured.events_per_front_end_core:,.0f}",
                     f"{measured.redis_us_per_event:.1f}" if in_redis else "-",
+                    f"{measured.frames_per_redis_read:.1f}" if in_redis else "-",
                     widths=widths,
                 )
             )
@@ -172,6 +181,40 @@ class RedisReport:
         rows.append(
             "others: the rest of the machine's busy time (other work, the kernel's loopback "
             f"traffic); events/fe core: events/s per core of front-end CPU time; {placement}"
+        )
+        return rows
+
+    def _frame_rows(self) -> list[str]:
+        widths = (14, 15, 15, 11, 16, 22)
+        rows = [
+            f"frames (Redis CPU per single-event frame, {self.frames[0].frames:,} frames of "
+            "bench ingest's visits to the apply script, each layout on the same Redis)",
+            row(
+                "layout",
+                "frames/request",
+                "redis µs/frame",
+                "script µs",
+                "frames/read",
+                "frames/s a Redis core",
+                widths=widths,
+            ),
+        ]
+        for cost in self.frames:
+            rows.append(
+                row(
+                    cost.layout,
+                    str(cost.per_request),
+                    f"{cost.redis_us_per_frame:.1f}",
+                    f"{cost.script_usec:.1f}",
+                    f"{cost.frames / max(1, cost.requests_read):.1f}",
+                    f"{cost.frames_per_redis_core:,.0f}",
+                    widths=widths,
+                )
+            )
+        rows.append(
+            "frames/read: as Redis read them (INFO total_reads_processed); script "
+            "µs: the apply script a call, its commands included (INFO commandstats); frames/s a "
+            "Redis core: 1 s over the Redis CPU a frame"
         )
         return rows
 
@@ -254,8 +297,8 @@ class RedisReport:
             f"MEMORY USAGE of the keys: {memory.key_bytes_per_session:,.0f} bytes/session "
             f"({per_key})",
             f"an offer adds {memory.bytes_per_offer:,.0f} bytes (used_memory; its frame key "
-            f"{memory.offer_key_bytes / memory.sessions:,.0f} and the hash's offer fields "
-            f"{memory.offer_hash_bytes / memory.sessions:,.0f} by MEMORY USAGE)",
+            f"{memory.offer_key_bytes / memory.sessions:,.0f} and the state's offer fields "
+            f"{memory.offer_state_bytes / memory.sessions:,.0f} by MEMORY USAGE)",
         ]
         if embedded is not None:
             rows.append(
@@ -283,6 +326,14 @@ class RedisReport:
                     "to_embedded": m.events_per_second / self.ingest_rate(EMBEDDED, 1, m.frames),
                 }
                 for m in self.ingest
+            ],
+            "frames": [
+                asdict(cost)
+                | {
+                    "redis_us_per_frame": cost.redis_us_per_frame,
+                    "frames_per_redis_core": cost.frames_per_redis_core,
+                }
+                for cost in self.frames
             ],
             "decisions": [
                 {

@@ -66,6 +66,11 @@ def measure_ingest(
                 client_busy=figures["client_cpu_seconds"] / elapsed,
                 redis_busy=figures["redis_cpu_seconds"] / elapsed,
                 others_busy=max(0.0, figures["machine_busy_seconds"] - ours) / elapsed,
+                frames_per_redis_read=(
+                    figures["events"] / events_per_frame / figures["redis_reads"]
+                    if figures["redis_reads"]
+                    else 0.0
+                ),
             )
             report.ingest.append(measured)
             progress(

@@ -126,7 +126,7 @@ async def measure_redis_memory(url: str, sessions: int) -> RedisMemory:
         before = await used_memory(client)
         ids, applied = await fill_sessions(store, sessions)
         after = await used_memory(client)
-        hashes = [store.session_key(session_id) for session_id in ids]
+        states = [store.session_key(session_id) for session_id in ids]
         # The sorted sets every session has an entry in (streaming/redis_store.py's layout).
         shared = {name: f"{store.prefix}{name}" for name in ("pauses", "live", "carts")}
         held = await client.dbsize()
@@ -135,7 +135,7 @@ async def measure_redis_memory(url: str, sessions: int) -> RedisMemory:
             raise BenchError(
                 f"Redis holds {held} keys and {counts} timers, live and carts for {sessions} sessions"
             )
-        key_bytes = {"session hash": await memory_usage(client, hashes)} | {
+        key_bytes = {"session": await memory_usage(client, states)} | {
             name: await memory_usage(client, [key]) for name, key in shared.items()
         }
         await give_offers(store, ids)
@@ -149,7 +149,7 @@ async def measure_redis_memory(url: str, sessions: int) -> RedisMemory:
             key_bytes=key_bytes,
             offer_used_memory=with_offers - after,
             offer_key_bytes=await memory_usage(client, offer_keys),
-            offer_hash_bytes=await memory_usage(client, hashes) - key_bytes["session hash"],
+            offer_state_bytes=await memory_usage(client, states) - key_bytes["session"],
             others_changed=disturbed,
         )
     finally:

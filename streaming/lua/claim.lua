@@ -1,19 +1,20 @@
 -- Workers take due pauses here, each under a lease: two workers never get the same pause, and
 -- the pause of a worker that died mid-decision goes to another once its lease has expired.
--- KEYS: pauses, leases. ARGV: now, limit, lease expiry, session hash key prefix, worker (the
+-- KEYS: pauses, leases. ARGV: now, limit, lease expiry, session key prefix, worker (the
 -- lease's holder: only it may store the pause's decision).
--- Returns {sid, snapshot, sid, snapshot, ...}, the earliest pause deadline and the earliest
--- lease expiry ('' when none).
+-- Returns {sid, state, sid, state, ...}, the earliest pause deadline and the earliest lease
+-- expiry ('' when none).
 -- Needs helpers.lua.
 local pauses, leases = KEYS[1], KEYS[2]
 local now_s, limit, until_s, prefix, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local claimed, n = {}, 0
 
-local function lease(sid, key, sq)
-  redis.call('HSET', key, 'lq', sq, 'lw', worker)
+local function lease(sid, key, h, sq)
+  h.lq = sq
+  h.lw = worker
   redis.call('ZADD', leases, until_s, sid)
   claimed[#claimed + 1] = sid
-  claimed[#claimed + 1] = snapshot(key)
+  claimed[#claimed + 1] = save(key, h)
   n = n + 1
 end
 
@@ -22,17 +23,20 @@ end
 -- the new pause has its own timer.
 for _, sid in ipairs(redis.call('ZRANGE', leases, '-inf', now_s, 'BYSCORE', 'LIMIT', 0, limit)) do
   local key = prefix .. sid
-  local nc, pu, sq, dq, lq, rs = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq', 'rs'))
-  sq = sq or '0'
-  if lq == sq and can_pause(nc, pu, sq, dq, false) then
-    lease(sid, key, sq)
-  elseif rs and rs == lq and rs == sq then
+  local h = load(key)
+  local sq = h and (h.sq or 0)
+  if h and h.lq == sq and can_pause(h, true) then
+    lease(sid, key, h, sq)
+  elseif h and h.rs and h.rs == h.lq and h.rs == sq then
     -- decided and stored, its offer perhaps never sent (the shopper has not come back since):
     -- the new holder sends it again
-    lease(sid, key, lq)
+    lease(sid, key, h, h.lq)
   else
     redis.call('ZREM', leases, sid)
-    if lq then redis.call('HDEL', key, 'lq', 'lw', 'rs') end
+    if h and h.lq then
+      h.lq, h.lw, h.rs = nil, nil, nil
+      save(key, h)
+    end
   end
 end
 
@@ -41,9 +45,9 @@ if n < limit then
   for _, sid in ipairs(due) do
     redis.call('ZREM', pauses, sid)
     local key = prefix .. sid
-    local nc, pu, sq, dq, lq = unpack(redis.call('HMGET', key, 'nc', 'pu', 'sq', 'dq', 'lq'))
+    local h = load(key)
     -- An expired session or a stale timer is dropped.
-    if can_pause(nc, pu, sq, dq, lq) then lease(sid, key, sq or '0') end
+    if h and can_pause(h) then lease(sid, key, h, h.sq or 0) end
   end
 end
 

@@ -9,22 +9,25 @@ local function holds(packed, k, width)
   return false
 end
 
--- The hash as one msgpack string (a reply of many small strings is slow to read in Python),
--- without the ring of event ids, which only this script needs.
-local function snapshot(key)
-  local flat, kept = redis.call('HGETALL', key), {}
-  for i = 1, #flat, 2 do
-    if not string.find(flat[i], '^e%d') then
-      kept[#kept + 1] = flat[i]
-      kept[#kept + 1] = flat[i + 1]
-    end
-  end
-  return cmsgpack.pack(kept)
+-- A session's state: one msgpack map (see redis_store.py), or nil when there is none.
+local function load(key)
+  local packed = redis.call('GET', key)
+  if not packed then return nil end
+  return cmsgpack.unpack(packed)
+end
+
+-- Writes the state back, keeping the key's time to live; returns what was written.
+local function save(key, h)
+  local packed = cmsgpack.pack(h)
+  redis.call('SET', key, packed, 'KEEPTTL')
+  return packed
 end
 
 -- A session that can pause: cart not empty, not bought, and its current pause (activity_seq)
--- neither decided nor being decided.
-local function can_pause(nc, pu, sq, dq, lq)
-  sq = sq or '0'
-  return (tonumber(nc) or 0) > 0 and pu ~= '1' and dq ~= sq and lq ~= sq
+-- neither decided nor, unless `leased_too`, being decided.
+local function can_pause(h, leased_too)
+  local sq = h.sq or 0
+  return (h.nc or 0) > 0 and not h.pu and h.dq ~= sq and (leased_too or h.lq ~= sq)
 end
+
+local function score(x) return string.format('%.17g', x) end

@@ -16,6 +16,7 @@ from benchmarks import decisions
 from benchmarks.decisions import Recorded
 from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
 from benchmarks.redis.figures import DecisionRun, IngestRun, RedisMemory, RedisReport
+from benchmarks.redis.frames import FrameCost
 from tests.conftest import service_missing
 
 # Not the bench's default (13) nor the other tests' (14, 15): runs may share the machine.
@@ -60,6 +61,7 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
         "--pause-seconds=0.5",
         "--window=0.1",
         "--sessions=300",
+        "--frames=200",
         f"--json={tmp_path / 'redis.json'}",
         stdout=out,
         stderr=err,
@@ -86,12 +88,23 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
         assert run["recorded"]["per_second"] > 0
         assert 0 <= run["recorded"]["after_last"] <= run["recorded"]["recorded_after"]
 
+    # Each layout's apply script took the same 200 single-event frames at each depth; Redis
+    # read a pipeline of 64 in fewer reads than it read lone frames.
+    frames = {(cost["layout"], cost["per_request"]): cost for cost in figures["frames"]}
+    assert set(frames) == {
+        (layout, depth) for layout in ("hash (before)", "packed (now)") for depth in (1, 8, 64)
+    }
+    for cost in frames.values():
+        assert cost["frames"] == 200 and cost["redis_us_per_frame"] > 0 and cost["script_usec"] > 0
+    for layout in ("hash (before)", "packed (now)"):
+        assert frames[(layout, 1)]["requests_read"] >= 200 > frames[(layout, 64)]["requests_read"]
+
     memory = figures["memory"]
     assert memory["sessions"] == 300 and memory["events_per_session"] >= 15
-    # A compact hash and three sorted-set entries: hundreds of bytes, not kilobytes. (INFO
+    # A packed state and three sorted-set entries: hundreds of bytes, not kilobytes. (INFO
     # used_memory is the whole server's: other tests' databases move it, MEMORY USAGE not.)
     assert 200 < memory["key_bytes_per_session"] < 2_048
-    assert set(memory["key_bytes"]) == {"session hash", "pauses", "live", "carts"}
+    assert set(memory["key_bytes"]) == {"session", "pauses", "live", "carts"}
     assert 100 < memory["offer_key_bytes"] / 300 < 2_048
     assert figures["embedded_memory"]["sessions"] == 300
 
@@ -123,7 +136,7 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
     )
     report.ingest = [
         IngestRun("embedded", 1, "single", 10_000.0, 1.0, 0.5, 0.0, 0.0),
-        IngestRun("redis", 1, "single", 4_000.0, 0.8, 0.3, 0.4, 0.1),
+        IngestRun("redis", 1, "single", 4_000.0, 0.8, 0.3, 0.4, 0.1, frames_per_redis_read=2.5),
     ]
     measured = decisions.Round(
         "redis", 2_000, 1.0, 2_000, 2_000, 2_000, spread, spread, spread, 500.0, spread, 0.1
@@ -137,17 +150,22 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
         sessions=1_000,
         events_per_session=17,
         used_memory=900_000,
-        key_bytes={"session hash": 500_000, "pauses": 100_000, "live": 100_000, "carts": 100_000},
+        key_bytes={"session": 500_000, "pauses": 100_000, "live": 100_000, "carts": 100_000},
         offer_used_memory=400_000,
         offer_key_bytes=300_000,
-        offer_hash_bytes=80_000,
+        offer_state_bytes=80_000,
     )
+    report.frames = [FrameCost("packed (now)", 8, 20_000, 0.5, 20.0, 2_500)]
     lines = report.table().splitlines()
+    # Redis CPU a frame, the script's share, frames a read, frames a second of one Redis core
+    frame_row = next(line for line in lines if line.startswith("packed (now)")).split()
+    assert frame_row[2:] == ["8", "25.0", "20.0", "8.0", "40,000"]
     redis_row = next(
         line.split() for line in lines if line.startswith("redis ") and "single" in line
     )
-    # events/s, x embedded, front ends, client, redis, others, per front-end core, redis µs/event
-    assert redis_row[3:] == ["4,000", "0.40x", "80%", "30%", "40%", "10%", "5,000", "100.0"]
+    # events/s, x embedded, front ends, client, redis, others, per front-end core, redis µs/event,
+    # frames a Redis read
+    assert redis_row[3:] == ["4,000", "0.40x", "80%", "30%", "40%", "10%", "5,000", "100.0", "2.5"]
     decision_row = next(
         line.split() for line in lines if line.startswith("redis ") and "2,000" in line
     )
