@@ -9,10 +9,12 @@ local function holds(packed, k, width)
   return false
 end
 
--- A session's state: one msgpack map (see redis_store.py), or nil when there is none.
+-- A session's state: one msgpack map (see redis_store.py), or nil when there is none. A session
+-- kept by an earlier version as a hash of fields (a WRONGTYPE error here) starts afresh: the
+-- next write replaces it.
 local function load(key)
-  local packed = redis.call('GET', key)
-  if not packed then return nil end
+  local packed = redis.pcall('GET', key)
+  if type(packed) ~= 'string' then return nil end
   return cmsgpack.unpack(packed)
 end
 

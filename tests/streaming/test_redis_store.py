@@ -655,3 +655,18 @@ async def test_an_offer_stored_but_never_sent_goes_to_the_next_worker_to_send(
     await other.release([Settled(decided(again), again.activity_seq, None, sends=True)])
     assert await other.claim_due(T0 + 100, 10) == []  # sent: done with for good
     assert await store.redis.zcard("lo:leases") == 0
+
+
+async def test_a_session_kept_as_a_hash_by_an_earlier_version_starts_afresh(client, store):
+    """Sessions of the earlier layout (a hash of fields) are read as absent and replaced, not a
+    WRONGTYPE error for every frame until they expire."""
+    await client.hset(store.session_key("s-1"), mapping={"st": "demo", "pv": "3"})
+    await client.zadd("lo:pauses", {"s-1": T0})
+
+    assert await store.claim_due(T0 + PAUSE, 10) == []
+    await store.apply(
+        session_id="s-1", site="demo", events=[event("e1", "page_view", url="/")], now=T0
+    )
+
+    state = await state_of(store)
+    assert state.page_views == 1 and state.started_at == T0
