@@ -9,7 +9,7 @@ process pinned to core 1:
 - project: `manage.py serve` on a throw-away SQLite database prepared by `bootstrap_demo` (which
   trains and activates the model), with every pause made to end in an offer: holdout 0%,
   cooldown 0 s, every offer rule's `min_risk` and `min_cart_value` 0 and budgets out of the way;
-- project uvicorn: the same under `manage.py serve --server uvicorn`.
+- project daphne: the same under `manage.py serve --server daphne` (`serve` runs uvicorn).
 
 The client (`python -m benchmarks.decisions client`) opens N collector sockets, then sends each
 one activity frame (a product view and an add to cart), paced evenly over `--window` seconds, and
@@ -84,10 +84,10 @@ RECORD_POLL_SECONDS = 0.02
 LAG_PROBE_SECONDS = 0.001
 
 PROJECT = Server("project", "project", ("manage.py", "serve"))
-PROJECT_UVICORN = Server(
-    "project-uvicorn", "project uvicorn", ("manage.py", "serve", "--server", "uvicorn")
+PROJECT_DAPHNE = Server(
+    "project-daphne", "project daphne", ("manage.py", "serve", "--server", "daphne")
 )
-PROJECTS = (PROJECT, PROJECT_UVICORN)
+PROJECTS = (PROJECT, PROJECT_DAPHNE)
 LABELS = {"timer": "timer floor", **{server.key: server.label for server in PROJECTS}}
 
 

@@ -3,8 +3,8 @@
 - bare: a `websockets` server that only parses each frame and acks it (benchmarks.bare);
 - floor: a Channels consumer under daphne doing the same, the framework's least (benchmarks.floor);
 - collector: `manage.py serve`, the real thing: parse, validate, rate limit, apply, write through
-  to the event log, ack; then the same under `serve --server uvicorn`, and with EVENT_LOG=off
-  (what the event log costs).
+  to the event log, ack, on `serve`'s default server (uvicorn); then the same under
+  `serve --server daphne`, and with EVENT_LOG=off (what the event log costs).
 
 Each server runs in its own process pinned to one core, and the load client
 (benchmarks.clients.load) in another process pinned to a second core, so each side has one core
@@ -41,10 +41,10 @@ BASELINES = (
     Server("bare", "bare websockets", ("-m", "benchmarks.bare")),
     Server("floor", "channels floor", ("-m", "benchmarks.floor")),
 )
-# The collector as `serve` runs it by default (daphne), then on its other ASGI server.
+# The collector as `serve` runs it by default (uvicorn), then on its other ASGI server.
 COLLECTORS = (
     Server("collector", "collector", ("manage.py", "serve")),
-    Server("collector-uvicorn", "collector uvicorn", ("manage.py", "serve", "--server", "uvicorn")),
+    Server("collector-daphne", "collector daphne", ("manage.py", "serve", "--server", "daphne")),
     # The default server with EVENT_LOG=off: what writing the clickstream through costs.
     Server("collector-nolog", "collector, event log off", ("manage.py", "serve")),
 )

@@ -43,7 +43,7 @@ def test_the_table_gives_the_collector_against_both_baselines():
         "bare": 40_000.0,
         "floor": 5_000.0,
         "collector": 10_000.0,
-        "collector-uvicorn": 20_000.0,
+        "collector-daphne": 20_000.0,
         "collector-nolog": 12_500.0,
     }
     for server, rate in rates.items():

@@ -154,15 +154,15 @@ def test_the_decisions_table_compares_the_project_with_the_floor():
         "5.0x",
         "1.0",
     ]
-    assert "project uvicorn" not in report.table()  # only the servers measured
+    assert "project daphne" not in report.table()  # only the servers measured
     report.rounds.append(
         decisions.Round(
-            "project-uvicorn", 200, 1.0, 200, 200, 200, spread, spread, spread, 500.0, spread, 0.1
+            "project-daphne", 200, 1.0, 200, 200, 200, spread, spread, spread, 500.0, spread, 0.1
         )
     )
-    uvicorn_row = report.table().splitlines()[4]
-    assert uvicorn_row.split()[:3] == ["project", "uvicorn", "200"]
-    assert uvicorn_row.split()[9] == "1.0x"
+    daphne_row = report.table().splitlines()[4]
+    assert daphne_row.split()[:3] == ["project", "daphne", "200"]
+    assert daphne_row.split()[9] == "1.0x"
 
 
 def test_bench_all_runs_every_benchmark_with_its_defaults():
