@@ -125,17 +125,19 @@ async def test_a_persuadable_shopper_accepts_the_offer_and_buys():
             url=url,
             site="demo",
             shoppers=1,
-            seconds=0.3,
+            seconds=6.0,
             seed=1,
             speed=1000,
             mix={"persuadable": 1.0},
         )
-    assert report.started >= 1 and report.offers_received == report.started
-    assert report.offers_accepted == report.purchases_with_offer == report.started
+    # Each shopper reads for half a minute a page (longer reads replay as pauses): those still
+    # browsing when the run stops have had no offer yet.
+    assert report.started >= 1 and report.offers_received >= 1
+    assert report.offers_accepted == report.purchases_with_offer == report.offers_received
     assert report.acked == report.sent and report.refused == 0 and report.problems == []
     reaction = collector.events[collector.events.index("offer_shown") :][:4]
     assert reaction == ["offer_shown", "offer_accepted", "checkout_start", "purchase"]
-    assert report.personas["persuadable"].purchases == report.started
+    assert report.personas["persuadable"].purchases == report.offers_received
 
 
 async def test_rate_limited_events_are_sent_again_until_acknowledged():

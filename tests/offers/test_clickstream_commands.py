@@ -42,7 +42,7 @@ def test_train_model_learns_from_real_pauses_with_a_time_split(tmp_path: Path, s
     call_command(
         "train_model",
         "--clickstream",
-        str(history(tmp_path / "history.csv")),
+        str(history(tmp_path / "history.csv", sessions=1000)),
         "--rounds",
         "20",
         stdout=out,

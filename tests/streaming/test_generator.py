@@ -119,7 +119,8 @@ def test_comparers_pause_and_come_back(sessions_of):
         # A gap lies between two activity events: the shopper came back after it.
         assert np.diff(after_add).max() >= PAUSE_SECONDS
     bought = sum(session.purchased for session in sessions_of["comparer"])
-    assert 0.6 * PER_PERSONA < bought < PER_PERSONA  # mostly buy, not always
+    # mostly leave, as carts browsed on after the add do (streaming/calibration.py)
+    assert 0.1 * PER_PERSONA < bought < 0.45 * PER_PERSONA
 
 
 def test_comparers_look_at_other_products_after_adding(sessions_of):
