@@ -12,6 +12,7 @@ from benchmarks import (
     Benchmark,
     Progress,
     Report,
+    calibration,
     dashboard,
     decisions,
     detector,
@@ -39,6 +40,8 @@ NAMED_ONLY: dict[str, Benchmark] = {
     "record": record.BENCHMARK,
     # reads a sample that is not shipped
     "realdata": realdata.BENCHMARK,
+    # compares the generator with real shoppers, measures no speed
+    "calibration": calibration.BENCHMARK,
 }
 ALL = "all"
 
