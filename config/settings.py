@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 import dj_database_url
@@ -186,7 +187,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYER = envchoice("CHANNEL_LAYER", "pubsub", ("pubsub", "core"))
 CHANNEL_LAYER_CAPACITY = envint("CHANNEL_LAYER_CAPACITY", 20_000, minimum=1)
 CHANNEL_LAYER_EXPIRY = envint("CHANNEL_LAYER_EXPIRY", 120, minimum=1)
-if REDIS_URL and CHANNEL_LAYER == "pubsub":
+if REDIS_URL and urllib.parse.urlsplit(REDIS_URL).scheme.endswith("+cluster"):
+    # A cluster keeps no queue of the core layer's kind on one shard: pub/sub over its masters.
+    if CHANNEL_LAYER != "pubsub":
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("CHANNEL_LAYER=core needs one Redis, not a Redis Cluster")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "streaming.cluster_layer.ClusterPubSubChannelLayer",
+            "CONFIG": {"cluster_url": REDIS_URL},
+        }
+    }
+elif REDIS_URL and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

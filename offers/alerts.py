@@ -35,9 +35,8 @@ from streaming import lua
 from streaming.policy import Outcome
 
 if TYPE_CHECKING:
-    from redis import asyncio as aioredis
-
     from offers.registry import RegistryWatcher
+    from streaming.redis_client import Client
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +474,7 @@ class AlertWatch:
         checks: Sequence[Check],
         *,
         every: float = 10.0,
-        redis: aioredis.Redis | None = None,
+        redis: Client | None = None,
         webhook: Webhook | None = None,
     ) -> None:
         self.checks = list(checks)

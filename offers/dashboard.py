@@ -30,7 +30,6 @@ from urllib.parse import urlencode
 
 import msgspec
 import numpy as np
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -49,6 +48,7 @@ from streaming.journal import Journal
 from streaming.policy import OUTCOMES, Outcome
 from streaming.ratelimit import TokenBucket
 from streaming.records import DecisionMade, MarkMade
+from streaming.redis_client import Client
 from streaming.store import SessionStore
 from streaming.uplift import Group, uplift
 
@@ -132,26 +132,27 @@ _LEAD_LUA: Final = lua.script("lead")
 class SharedBoard:
     """Redis mode: the dashboard's counts summed over every process, and one publisher.
 
-    Keys (prefix `lo:`): `dash:totals`, a hash of counts every process adds to once a second;
-    `dash:lead`, the publisher's lease; `dash:published`, the totals of the last stats frame, so
-    that the rates go on unbroken when another worker takes the lease over; `dash:stats`,
-    `dash:history` and `dash:recent`, the last stats frame, the last 15 minutes of per-second
+    Keys (prefix `lo:{dash}:`, one hash tag, so that a transaction over several keeps to one
+    shard of a Redis Cluster): `totals`, a hash of counts every process adds to once a second;
+    `lead`, the publisher's lease; `published`, the totals of the last stats frame, so
+    that the rates go on unbroken when another worker takes the lease over; `stats`,
+    `history` and `recent`, the last stats frame, the last 15 minutes of per-second
     rates and the latest decision frames, for a dashboard that connects to any server;
-    `dash:recent_no_offer` and `dash:marks`, the latest no_offer decisions and marks likewise;
-    `dash:money`, the points of the money chart (net incremental revenue over time).
+    `recent_no_offer` and `marks`, the latest no_offer decisions and marks likewise;
+    `money`, the points of the money chart (net incremental revenue over time).
     """
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "lo:") -> None:
+    def __init__(self, client: Client, *, prefix: str = "lo:") -> None:
         self.redis = client
-        self._totals = f"{prefix}dash:totals"
-        self._lead_key = f"{prefix}dash:lead"
-        self._stats = f"{prefix}dash:stats"
-        self._published = f"{prefix}dash:published"
-        self._history = f"{prefix}dash:history"
-        self._recent = f"{prefix}dash:recent"
-        self._recent_no_offer = f"{prefix}dash:recent_no_offer"
-        self._marks = f"{prefix}dash:marks"
-        self._money = f"{prefix}dash:money"
+        self._totals = f"{prefix}{{dash}}:totals"
+        self._lead_key = f"{prefix}{{dash}}:lead"
+        self._stats = f"{prefix}{{dash}}:stats"
+        self._published = f"{prefix}{{dash}}:published"
+        self._history = f"{prefix}{{dash}}:history"
+        self._recent = f"{prefix}{{dash}}:recent"
+        self._recent_no_offer = f"{prefix}{{dash}}:recent_no_offer"
+        self._marks = f"{prefix}{{dash}}:marks"
+        self._money = f"{prefix}{{dash}}:money"
         self._me = secrets.token_hex(8)
         self._lead = client.register_script(_LEAD_LUA)
 

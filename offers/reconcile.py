@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
@@ -167,11 +167,14 @@ def _journal_waiting(directory: Path) -> Finding:
 
 
 def _redis_waiting(redis_url: str) -> tuple[Finding, list[Record]]:
-    import redis
+    from streaming.redis_client import Shards, connect_sync
 
-    client: Any = redis.Redis.from_url(redis_url)
+    client = connect_sync(redis_url)
+    shards = Shards.of_url(redis_url)
     try:
-        entries = client.xrange("lo:records", count=1_000_000)
+        entries = []
+        for shard in shards:
+            entries += client.xrange(shards.records(shard), count=1_000_000)
     finally:
         client.close()
     records = []
@@ -188,16 +191,17 @@ def _live_offers_not_recorded(redis_url: str, waiting: list[Record]) -> Finding:
     """Offers sessions hold in Redis (shown again on reconnect) that are neither in the
     database nor on their way to it."""
     import msgspec
-    import redis
+
+    from streaming.redis_client import Shards, connect_sync
 
     finding = Finding("offers in Redis with no record")
     on_the_way = {
         r.offer.offer_id for r in waiting if isinstance(r, DecisionMade) and r.offer is not None
     }
-    client: Any = redis.Redis.from_url(redis_url)
+    client = connect_sync(redis_url)
     try:
-        keys = list(client.scan_iter(match="lo:o:*", count=1000))
-        frames = client.mget(keys) if keys else []
+        keys = list(client.scan_iter(match=Shards.of_url(redis_url).offers_pattern(), count=1000))
+        frames = [client.get(key) for key in keys]
     finally:
         client.close()
     ids = {}

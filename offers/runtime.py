@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -37,6 +38,7 @@ from streaming.delivery import Delivery, LayerDelivery, LocalDelivery
 from streaming.eventlog import EventLog
 from streaming.journal import FileJournal, Journal, RedisJournal
 from streaming.records import DecisionMade
+from streaming.redis_client import node_url
 from streaming.redis_store import CLAIM_CHUNK, RedisStore
 from streaming.store import MemoryStore, SessionStore
 from streaming.worker import Background, StreamWorker
@@ -116,7 +118,14 @@ def build_runtime(*, decides: bool = True) -> Runtime:
             pause_seconds=pause_seconds,
             lease_seconds=settings.CLAIM_LEASE_SECONDS,
         )
-        delivery = LayerDelivery(get_channel_layer, publisher=store.redis)
+        # A cluster's pipelines take no PUBLISH: offers go out through one node, which the
+        # cluster passes on to every subscriber.
+        publisher = (
+            store.redis
+            if isinstance(store.redis, aioredis.Redis)
+            else aioredis.Redis.from_url(node_url(settings.REDIS_URL))
+        )
+        delivery = LayerDelivery(get_channel_layer, publisher=publisher)
         layer_reports.on_receive_failure(delivery.layer_lost)
         journal = RedisJournal(store.redis)
         budget = RedisBudget(store.redis)

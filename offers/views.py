@@ -119,10 +119,17 @@ def _database_answers() -> bool:
 
 
 async def _redis_answers(url: str) -> bool:
+    """Redis answers; a cluster's node named in the URL also says every slot is served."""
     import redis.asyncio
 
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    from streaming.redis_client import is_cluster_url, node_url
+
+    client = redis.asyncio.Redis.from_url(
+        node_url(url), socket_timeout=1, socket_connect_timeout=1
+    )
     try:
+        if is_cluster_url(url):
+            return (await client.cluster("INFO")).get("cluster_state") == "ok"
         return bool(await client.ping())
     except (redis.RedisError, OSError):
         return False

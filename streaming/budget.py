@@ -11,9 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-import redis.asyncio as aioredis
-
 from streaming import lua
+from streaming.redis_client import Client
 
 _SPEND_LUA: Final = lua.script("spend")
 _SEED_LUA: Final = lua.script("seed_budget")
@@ -69,7 +68,7 @@ class Budget:
 class RedisBudget(Budget):
     """The counters in Redis (`{prefix}budget:{day}`), shared by every worker."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "lo:") -> None:
+    def __init__(self, client: Client, *, prefix: str = "lo:") -> None:
         super().__init__()
         self.redis = client
         self.prefix = prefix

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from streaming.records import Record, RecordError, decode, encode
+from streaming.records import ReasonsMade, Record, RecordError, decode, encode
+from streaming.redis_client import Client, Shards
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Entry:
     record: Record | None
     raw: bytes = b""
     error: str = ""
+    stream: str = ""  # Redis mode: the stream it is in
 
 
 class Journal(ABC):
@@ -225,49 +226,62 @@ RECORDERS: Final = "recorders"
 
 
 class RedisJournal(Journal):
-    """Redis mode's journal: the stream `{prefix}records`, read by the group `recorders`.
+    """Redis mode's journal: a record stream a shard (`lo:{n}:records`, streaming/redis_client.py),
+    read by the group `recorders`.
 
-    Each process reads with a consumer name of its own; an entry is acknowledged and deleted
-    once written, so the stream holds only what waits. Entries a consumer took and never
-    acknowledged (it was killed) go to another after `claim_idle` seconds.
+    A session's records go into its shard's stream, in order, its decisions in the same script
+    as their pauses (`settle.lua`). Each process reads every stream with a consumer name of its
+    own; an entry is acknowledged and deleted once written, so the streams hold only what waits.
+    Entries a consumer took and never acknowledged (it was killed) go to another after
+    `claim_idle` seconds.
     """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         *,
         prefix: str = "lo:",
         consumer: str | None = None,
         claim_idle: float = 1.5,
     ) -> None:
         self.redis = client
-        self.stream = f"{prefix}records"
+        self.shards = Shards.of_client(client, prefix)
+        self.streams = [self.shards.records(shard) for shard in self.shards]
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.claim_idle_ms = max(1, round(claim_idle * 1000))
-        self._group_ready = False
+        self._groups_ready = False
         self._waiting = 0
         self._next_claim = 0.0
+
+    def stream_of(self, record: Record) -> str:
+        """The stream of the record's session (reasons follow their decision's)."""
+        if isinstance(record, ReasonsMade):
+            session_id = record.pause_key.rpartition(":")[0]
+        else:
+            session_id = record.session_id
+        return self.shards.records_of(session_id)
 
     async def append(self, records: Sequence[Record]) -> None:
         if not records:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
-                pipe.xadd(self.stream, {"r": encode(record)})
+                pipe.xadd(self.stream_of(record), {"r": encode(record)})
             await pipe.execute()
 
-    async def _ensure_group(self) -> None:
-        if self._group_ready:
+    async def _ensure_groups(self) -> None:
+        if self._groups_ready:
             return
-        try:
-            await self.redis.xgroup_create(self.stream, RECORDERS, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, RECORDERS, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_ready = True
 
     async def take(self, limit: int) -> list[Entry]:
-        await self._ensure_group()
+        await self._ensure_groups()
         try:
             # What this process took and could not write yet, first; then what a recorder that
             # died held; then what is new.
@@ -278,47 +292,63 @@ class RedisJournal(Journal):
             if not entries:
                 entries = await self._read(">", limit)
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):  # Redis lost the group (restarted without its data)
-                self._group_ready = False
+            if "NOGROUP" in str(exc):  # Redis lost a group (restarted without its data)
+                self._groups_ready = False
                 return []
             raise
         return entries
 
     async def _read(self, since: str, limit: int) -> list[Entry]:
-        reply: Any = await self.redis.xreadgroup(
-            RECORDERS, self.consumer, {self.stream: since}, count=limit
-        )
-        if not reply:
-            return []
-        _, messages = reply[0]
-        return [_entry(entry_id, fields) for entry_id, fields in messages if fields]
+        # Each stream gives its share: a take returns at most `limit` + streams - 1 entries.
+        share = -(-limit // len(self.streams))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xreadgroup(RECORDERS, self.consumer, {stream: since}, count=share)
+            replies: list[Any] = await pipe.execute()
+        entries: list[Entry] = []
+        for stream, reply in zip(self.streams, replies, strict=True):
+            for _, messages in reply or ():
+                entries += [_entry(i, fields, stream) for i, fields in messages if fields]
+        return entries
 
     async def _claim_abandoned(self, limit: int) -> list[Entry]:
-        reply: Any = await self.redis.xautoclaim(
-            self.stream, RECORDERS, self.consumer, self.claim_idle_ms, "0-0", count=limit
-        )
-        messages = reply[1]
-        return [_entry(entry_id, fields) for entry_id, fields in messages if fields]
+        share = -(-limit // len(self.streams))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xautoclaim(
+                    stream, RECORDERS, self.consumer, self.claim_idle_ms, "0-0", count=share
+                )
+            replies: list[Any] = await pipe.execute()
+        entries: list[Entry] = []
+        for stream, reply in zip(self.streams, replies, strict=True):
+            entries += [_entry(i, fields, stream) for i, fields in reply[1] if fields]
+        return entries
 
     async def done(self, entries: Sequence[Entry]) -> None:
-        if not entries:
-            return
-        ids = [entry.id for entry in entries]
+        by_stream: dict[str, list[Any]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.id)
+        await asyncio.gather(*(self._done(stream, ids) for stream, ids in by_stream.items()))
+
+    async def _done(self, stream: str, ids: list[Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, RECORDERS, *ids)
-            pipe.xdel(self.stream, *ids)
+            pipe.xack(stream, RECORDERS, *ids)
+            pipe.xdel(stream, *ids)
             await pipe.execute()
 
     def waiting(self) -> int:
         return self._waiting
 
     async def refresh(self) -> None:
-        self._waiting = int(await self.redis.xlen(self.stream))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xlen(stream)
+            self._waiting = sum(int(n) for n in await pipe.execute())
 
 
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+def _entry(entry_id: bytes, fields: dict[bytes, bytes], stream: str) -> Entry:
     raw = fields.get(b"r", b"")
     try:
-        return Entry(entry_id, decode(raw))
+        return Entry(entry_id, decode(raw), stream=stream)
     except RecordError as exc:
-        return Entry(entry_id, None, raw, str(exc))
+        return Entry(entry_id, None, raw, str(exc), stream)

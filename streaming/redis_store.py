@@ -33,22 +33,19 @@ import asyncio
 import hashlib
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, Final
 
 import msgpack
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming import lua
 from streaming.journal import Journal, RedisJournal
 from streaming.protocol import MAX_QUANTITY, Event, ProtocolError
 from streaming.records import encode
+from streaming.redis_client import Client, ScriptCall, Shards, connect, run_script
 from streaming.state import (
     _ID_BYTES,
     _PRODUCT_BYTES,
@@ -189,7 +186,7 @@ class Coalescer:
     reply (or exception) only once Redis has answered.
     """
 
-    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+    def __init__(self, client: Client, script: AsyncScript) -> None:
         self._client = client
         self._script = script
         self._busy = False
@@ -235,25 +232,11 @@ class Coalescer:
             else:
                 future.set_result(reply)
 
-    async def _send(self, calls: list[tuple[ScriptArgs, ScriptArgs]]) -> list[Any]:
+    async def _send(self, calls: list[ScriptCall]) -> list[Any]:
         if len(calls) == 1:
             keys, args = calls[0]
             return [await self._script(keys=keys, args=args)]
-        replies = await self._pipeline(calls)
-        # A restarted or flushed Redis forgot the script; NOSCRIPT means it did not run.
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            self._script.sha = await self._client.script_load(self._script.script)
-            again = await self._pipeline([calls[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, calls: list[tuple[ScriptArgs, ScriptArgs]]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+        return await run_script(self._client, self._script, calls, raise_on_error=False)
 
 
 def _num(value: float) -> str:
@@ -276,7 +259,7 @@ class RedisStore(SessionStore):
 
     def __init__(
         self,
-        client: aioredis.Redis | str,
+        client: Client | str,
         *,
         idle_seconds: float = 1800.0,
         pause_seconds: float = 30.0,
@@ -284,31 +267,20 @@ class RedisStore(SessionStore):
         prefix: str = "lo:",
     ) -> None:
         if isinstance(client, str):
-            # After Redis restarts, pooled connections are dead: a command retried on a fresh
-            # connection makes the first request after recovery succeed. Replays are safe: an
-            # event applied twice is a duplicate, a claim made twice waits out its lease.
-            client = aioredis.Redis.from_url(
-                client,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                health_check_interval=15,
-            )
+            client = connect(client)
             self._owns_client = True
         else:
             self._owns_client = False
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if client.get_encoder().decode_responses:
             raise ValueError("RedisStore needs a client with decode_responses=False")
         self.redis = client
         self.idle_seconds = idle_seconds
         self.pause_seconds = pause_seconds
         self.lease_seconds = lease_seconds
         self.prefix = prefix
+        self.shards = Shards.of_client(client, prefix)
         # The holder of this store's leases: only it may store the decisions of its pauses.
         self.worker_id = uuid.uuid4().hex
-        self._pauses = f"{prefix}pauses"
-        self._leases = f"{prefix}leases"
-        self._live = f"{prefix}live"
-        self._carts = f"{prefix}carts"
         self._idle_ms = str(max(1, round(idle_seconds * 1000)))
         self._apply = Coalescer(client, client.register_script(_APPLY_LUA))
         self._claim = client.register_script(_CLAIM_LUA)
@@ -318,7 +290,8 @@ class RedisStore(SessionStore):
         self._live_count = 0
         self._open_carts = 0
         self._live_counts = (0, 0)
-        self._next_deadline: float | None = None
+        # the earliest pause deadline or lease expiry of each shard, as of its last claim
+        self._deadlines: dict[int, float | None] = {}
 
     async def aclose(self) -> None:
         """Close the client when this store made it from a URL."""
@@ -326,10 +299,10 @@ class RedisStore(SessionStore):
             await self.redis.aclose()
 
     def session_key(self, session_id: str) -> str:
-        return f"{self.prefix}s:{session_id}"
+        return self.shards.session(session_id)
 
     def offer_key(self, session_id: str) -> str:
-        return f"{self.prefix}o:{session_id}"
+        return self.shards.offer(session_id)
 
     # --- events -----------------------------------------------------------------------------
     async def open(self, *, session_id: str, site: str, now: float) -> SessionState:
@@ -367,12 +340,14 @@ class RedisStore(SessionStore):
         ]
         for event in events:
             args.extend(_event_args(event))
+        shards = self.shards
+        shard = shards.shard_of(session_id)
         keys = [
-            self.session_key(session_id),
-            self.offer_key(session_id),
-            self._pauses,
-            self._live,
-            self._carts,
+            shards.session(session_id),
+            shards.offer(session_id),
+            shards.pauses(shard),
+            shards.live(shard),
+            shards.carts(shard),
         ]
         return await self._apply(keys=keys, args=args)
 
@@ -386,40 +361,76 @@ class RedisStore(SessionStore):
 
     # --- decisions --------------------------------------------------------------------------
     async def claim_due(self, now: float, limit: int) -> list[SessionState]:
-        states: list[SessionState] = []
-        while len(states) < limit:
-            chunk = min(CLAIM_CHUNK, limit - len(states))
-            claimed = await self._claim_chunk(now, chunk)
-            states += claimed
-            if len(claimed) < chunk:
-                break
-        return states
+        """Due pauses, at most `limit`, earliest deadline first.
 
-    async def _claim_chunk(self, now: float, limit: int) -> list[SessionState]:
-        claimed, first_pause, first_lease = await self._claim(
-            keys=[self._pauses, self._leases],
-            args=[
-                _num(now),
-                limit,
-                _num(now + self.lease_seconds),
-                f"{self.prefix}s:",
-                self.worker_id,
-            ],
-        )
-        deadlines = [float(d) for d in (first_pause, first_lease) if d]
-        self._next_deadline = min(deadlines) if deadlines else None
-        states = [
-            state_from_snapshot(claimed[i].decode(), claimed[i + 1])
-            for i in range(0, len(claimed), 2)
-        ]
+        On a cluster, each shard's due pauses are looked at first (one pipeline), and each shard
+        is asked for its share of the `limit` earliest; the claims go out in one pipeline too.
+        A shard claims at most `CLAIM_CHUNK` a script, so a burst is claimed in short scripts.
+        """
+        wanted = {0: limit} if self.shards.count == 1 else await self._due_on_shards(now, limit)
+        states: list[SessionState] = []
+        while wanted:
+            asked = {shard: min(CLAIM_CHUNK, count) for shard, count in wanted.items()}
+            replies = await self._claim_from(asked, now)
+            more: dict[int, int] = {}
+            for (shard, count), reply in zip(asked.items(), replies, strict=True):
+                claimed, first_pause, first_lease = reply
+                deadlines = [float(d) for d in (first_pause, first_lease) if d]
+                self._deadlines[shard] = min(deadlines) if deadlines else None
+                states += [
+                    state_from_snapshot(claimed[i].decode(), claimed[i + 1])
+                    for i in range(0, len(claimed), 2)
+                ]
+                if len(claimed) // 2 == count < wanted[shard]:
+                    more[shard] = wanted[shard] - count
+            wanted = more
+        if self.shards.count > 1:
+            states.sort(key=attrgetter("last_activity"))
         # A pause re-claimed from a worker that died after making its offer needs that offer's
         # frame (kept under its own key) to record and send it again; such pauses are rare.
-        offered = [state for state in states if state.offer_id is not None]
-        if offered:
-            frames = await self.redis.mget([self.offer_key(s.session_id) for s in offered])
-            for state, frame in zip(offered, frames, strict=True):
+        for state in states:
+            if state.offer_id is not None:
+                frame = await self.redis.get(self.offer_key(state.session_id))
                 state.offer_frame = frame.decode() if isinstance(frame, bytes) else frame
         return states
+
+    async def _due_on_shards(self, now: float, limit: int) -> dict[int, int]:
+        """How many of the `limit` earliest due pauses (and expired leases) each shard holds;
+        shards with none due note their next deadline."""
+        keys, due = self.shards, _num(now)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in keys:
+                for key in (keys.pauses(shard), keys.leases(shard)):
+                    pipe.zrange(key, "-inf", due, byscore=True, offset=0, num=limit, withscores=True)
+                    pipe.zrange(key, 0, 0, withscores=True)
+            replies: list[Any] = await pipe.execute()
+        earliest: list[tuple[float, int]] = []
+        for shard in keys:
+            pauses, first_pause, leases, first_lease = replies[shard * 4 : shard * 4 + 4]
+            earliest += [(score, shard) for _, score in (*pauses, *leases)]
+            firsts = [score for _, score in (*first_pause, *first_lease)]
+            self._deadlines[shard] = min(firsts) if firsts else None
+        earliest.sort()
+        return dict(Counter(shard for _, shard in earliest[:limit]))
+
+    async def _claim_from(self, asked: dict[int, int], now: float) -> list[Any]:
+        keys = self.shards
+        calls: list[ScriptCall] = [
+            (
+                [keys.pauses(shard), keys.leases(shard)],
+                [
+                    _num(now),
+                    count,
+                    _num(now + self.lease_seconds),
+                    f"{keys.tag(shard)}s:",
+                    self.worker_id,
+                ],
+            )
+            for shard, count in asked.items()
+        ]
+        if len(calls) == 1:
+            return [await self._claim(keys=calls[0][0], args=calls[0][1])]
+        return await run_script(self.redis, self._claim, calls)
 
     async def settle(self, settled: Sequence[Settled], journal: Journal) -> list[bool]:
         """Each decision stored with its pause in one script (`settle.lua`), all in one pipeline:
@@ -429,20 +440,25 @@ class RedisStore(SessionStore):
             return await super().settle(settled, journal)
         if not settled:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in settled:
-                note = item.note
-                offer = note if note is not None and note.frame is not None else None
-                session_id = item.decision.session_id
-                await self._settle(
-                    keys=[
-                        self.session_key(session_id),
-                        self.offer_key(session_id),
-                        self._pauses,
-                        self._leases,
-                        journal.stream,
+        if journal.shards != self.shards:
+            raise ValueError("the journal's streams are not this store's shards'")
+        keys = self.shards
+        calls: list[ScriptCall] = []
+        for item in settled:
+            note = item.note
+            offer = note if note is not None and note.frame is not None else None
+            session_id = item.decision.session_id
+            shard = keys.shard_of(session_id)
+            calls.append(
+                (
+                    [
+                        keys.session(session_id),
+                        keys.offer(session_id),
+                        keys.pauses(shard),
+                        keys.leases(shard),
+                        keys.records(shard),
                     ],
-                    args=[
+                    [
                         session_id,
                         str(item.seq),
                         self.worker_id,
@@ -453,9 +469,9 @@ class RedisStore(SessionStore):
                         "" if offer is None else _num(offer.expires_at),
                         "1" if item.sends else "",
                     ],
-                    client=pipe,
                 )
-            replies = await pipe.execute()
+            )
+        replies = await run_script(self.redis, self._settle, calls)
         return [reply == 1 for reply in replies]
 
     async def release(self, sent: Sequence[Settled]) -> None:
@@ -463,15 +479,18 @@ class RedisStore(SessionStore):
         that dies before this leaves them to run out, and the next holder sends them again."""
         if not sent:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in sent:
-                session_id = item.decision.session_id
-                await self._release(
-                    keys=[self.session_key(session_id), self._leases],
-                    args=[session_id, str(item.seq), self.worker_id],
-                    client=pipe,
-                )
-            await pipe.execute()
+        keys = self.shards
+        calls: list[ScriptCall] = [
+            (
+                [
+                    keys.session(item.decision.session_id),
+                    keys.leases(keys.shard_of(item.decision.session_id)),
+                ],
+                [item.decision.session_id, str(item.seq), self.worker_id],
+            )
+            for item in sent
+        ]
+        await run_script(self.redis, self._release, calls)
 
     async def note_offer(
         self,
@@ -488,24 +507,26 @@ class RedisStore(SessionStore):
         """One script a note, all in one pipeline: a batch of offers costs one round trip."""
         if not notes:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for note in notes:
-                with_frame = note.frame is not None
-                await self._note_offer(
-                    keys=[self.session_key(note.session_id), self.offer_key(note.session_id)],
-                    args=[
+        calls: list[ScriptCall] = []
+        for note in notes:
+            with_frame = note.frame is not None
+            calls.append(
+                (
+                    [self.session_key(note.session_id), self.offer_key(note.session_id)],
+                    [
                         _num(note.at),
                         (note.offer_id or "") if with_frame else "",
                         note.frame or "",
                         _num(note.expires_at) if with_frame else "",
                     ],
-                    client=pipe,
                 )
-            await pipe.execute()
+            )
+        await run_script(self.redis, self._note_offer, calls)
 
     def next_deadline(self) -> float | None:
-        """The earliest pause deadline or lease expiry seen by the last claim (may be stale)."""
-        return self._next_deadline
+        """The earliest pause deadline or lease expiry seen by the last claims (may be stale)."""
+        known = [deadline for deadline in self._deadlines.values() if deadline is not None]
+        return min(known) if known else None
 
     # --- counts -----------------------------------------------------------------------------
     async def refresh_counts(self, now: float) -> None:
@@ -514,13 +535,18 @@ class RedisStore(SessionStore):
         held = f"({_num(now - self.idle_seconds)}"
         live = f"({_num(now - self.live_seconds)}"
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(self._live, held, "+inf")
-            pipe.zcount(self._carts, held, "+inf")
-            pipe.zcount(self._live, live, "+inf")
-            pipe.zcount(self._carts, live, "+inf")
-            sessions, carts, live_sessions, live_carts = await pipe.execute()
-        self._live_count, self._open_carts = int(sessions), int(carts)
-        self._live_counts = (int(live_sessions), int(live_carts))
+            for shard in self.shards:
+                for key, since in (
+                    (self.shards.live(shard), held),
+                    (self.shards.carts(shard), held),
+                    (self.shards.live(shard), live),
+                    (self.shards.carts(shard), live),
+                ):
+                    pipe.zcount(key, since, "+inf")
+            counts = [int(n) for n in await pipe.execute()]
+        sessions, carts, live_sessions, live_carts = (sum(counts[i::4]) for i in range(4))
+        self._live_count, self._open_carts = sessions, carts
+        self._live_counts = (live_sessions, live_carts)
 
     def live_counts(self) -> tuple[int, int]:
         return self._live_counts
@@ -529,10 +555,11 @@ class RedisStore(SessionStore):
         """Sessions expire by TTL; this only trims the count sets. Returns how many went."""
         upto = _num(now - self.idle_seconds)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(self._live, "-inf", upto)
-            pipe.zremrangebyscore(self._carts, "-inf", upto)
-            gone, _ = await pipe.execute()
-        return int(gone)
+            for shard in self.shards:
+                pipe.zremrangebyscore(self.shards.live(shard), "-inf", upto)
+                pipe.zremrangebyscore(self.shards.carts(shard), "-inf", upto)
+            gone = await pipe.execute()
+        return sum(int(n) for n in gone[::2])
 
     def open_carts(self) -> int:
         """Sessions seen within `idle_seconds` whose cart is not empty and not bought.

@@ -1,5 +1,6 @@
-"""Redis mode for real: front ends and workers in separate processes on the machine's Redis and
-PostgreSQL. Any of them may die; nothing acknowledged is lost, nothing is decided twice."""
+"""Redis mode for real: front ends and workers in separate processes on a Redis of their own (one
+Redis, and a Redis Cluster of three masters) and the machine's PostgreSQL. Any of them may die;
+nothing acknowledged is lost, nothing is decided twice."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from typing import Any
 import pytest
 import websockets
 
+from streaming.redis_client import CLUSTER_SHARDS, Shards
+from tests.cluster import LocalCluster
 from tests.conftest import service_missing
 from tests.factories import track
 from tests.subprocesses import Server, Worker, free_port, manage, prepared_env
@@ -121,10 +124,34 @@ async def shopper(
         acked.set()
 
 
+class OwnRedis:
+    """One Redis, or the test run's cluster (flushed), as a test's REDIS_URL."""
+
+    def __init__(self, kind: str, directory: Path, cluster: LocalCluster | None) -> None:
+        self.cluster = cluster
+        self.server = None if cluster else RedisServer(directory)
+        if cluster is not None:
+            cluster.flush()
+        self.url = cluster.url if cluster else self.server.url  # type: ignore[union-attr]
+        self.kind = kind
+
+    def kill(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnRedis]:
+    cluster = request.getfixturevalue("redis_cluster") if request.param == "cluster" else None
+    redis = OwnRedis(request.param, tmp_path, cluster)
+    yield redis
+    redis.kill()
+
+
 def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_url: str, own_redis: OwnRedis
 ):
-    redis = RedisServer(tmp_path)
+    redis = own_redis
     env, cookie = prepared_env(
         tmp_path,
         DATABASE_URL=postgres_url,
@@ -172,6 +199,8 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
         )
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
             survivor = response.read().decode()
+        # On a cluster the carts' keys spread over every master (16 shards, 3 masters).
+        spread = redis.cluster.key_counts() if redis.cluster else [1]
     finally:
         for server in servers:
             server.stop()
@@ -179,6 +208,7 @@ def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(
             worker.stop()
         redis.kill()
     assert failures == []
+    assert all(keys > 0 for keys in spread), spread
     # the survivor's own metrics: at least the half of the pauses that were its to decide
     offers_made = re.search(
         r'^liveoffers_decisions_total\{outcome="offer"\} (\S+)$', survivor, re.M
@@ -219,6 +249,81 @@ async def dashboard(
                 stats.append(frame)
 
 
+async def five_adds(url: str) -> dict[str, Any]:
+    """A shopper puts five products in the cart, each acknowledged; returns the welcome."""
+    async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
+        welcome: dict[str, Any] = json.loads(await ws.recv())
+        for i in range(5):
+            await ws.send(
+                json.dumps(track(f"e-{i}", "add_to_cart", product_id=f"sku-{i}", price=10.0))
+            )
+            assert json.loads(await ws.recv())["type"] == "ack"
+        return welcome
+
+
+async def close_code_of_a_new_socket(url: str) -> int | None:
+    async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+            await asyncio.wait_for(ws.recv(), 5)
+        return None if ws.close_code is None else int(ws.close_code)
+
+
+async def come_back(url: str, token: str) -> list[str]:
+    """The shopper's page reconnects (as the snippet does, again after a 4503) and re-sends
+    an acknowledged id with a new one; returns the ids acknowledged."""
+    for _ in range(10):
+        try:
+            return await resend(url, token)
+        except websockets.ConnectionClosedError as closed:
+            if closed.rcvd is None or closed.rcvd.code != 4503:
+                raise
+            await asyncio.sleep(0.5)
+    return await resend(url, token)
+
+
+async def resend(url: str, token: str) -> list[str]:
+    async with websockets.connect(f"{url}/ws/collect/?site=demo&token={token}") as ws:
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        # Re-sent ids are known (applied once); a new one is applied.
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "batch",
+                    "events": [
+                        {"id": "e-0", "event": "heartbeat"},
+                        {"id": "e-new", "event": "heartbeat"},
+                    ],
+                }
+            )
+        )
+        ids: list[str] = json.loads(await ws.recv())["ids"]
+        return ids
+
+
+def cart_of(env: dict[str, str], session: str) -> list[str]:
+    """The session's cart value and adds, as Redis holds them."""
+    state = manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "import asyncio; from offers.runtime import get_runtime; "
+        f"s = asyncio.run(get_runtime().store.get('{session}')); "
+        "print(s.cart_value, s.adds)",
+        env=env,
+    )
+    assert state.returncode == 0, state.stderr
+    return state.stdout.split()
+
+
+def wait_for_health(server: Server, status: int, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while health(server) != status:
+        assert time.monotonic() < deadline, f"/healthz did not turn {status}"
+        time.sleep(0.2)
+
+
 def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their_own(
     tmp_path: Path, postgres_url: str
 ):
@@ -228,79 +333,48 @@ def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their
     )
     server = Server(env, "--no-worker")
     url = server.ws_url
-
-    async def before() -> dict[str, Any]:
-        async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
-            welcome: dict[str, Any] = json.loads(await ws.recv())
-            for i in range(5):
-                await ws.send(
-                    json.dumps(track(f"e-{i}", "add_to_cart", product_id=f"sku-{i}", price=10.0))
-                )
-                assert json.loads(await ws.recv())["type"] == "ack"
-            return welcome
-
-    async def while_down() -> int | None:
-        async with websockets.connect(f"{url}/ws/collect/?site=demo") as ws:
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 5)
-                await asyncio.wait_for(ws.recv(), 5)
-            return None if ws.close_code is None else int(ws.close_code)
-
-    async def after(token: str) -> list[str]:
-        for _ in range(3):  # as the snippet does: a socket closed with 4503 comes back later
-            try:
-                return await resume(token)
-            except websockets.ConnectionClosedError as closed:
-                if closed.rcvd is None or closed.rcvd.code != 4503:
-                    raise
-                await asyncio.sleep(0.5)
-        return await resume(token)
-
-    async def resume(token: str) -> list[str]:
-        async with websockets.connect(f"{url}/ws/collect/?site=demo&token={token}") as ws:
-            assert json.loads(await ws.recv())["type"] == "welcome"
-            # Re-sent ids are known (applied once); a new one is applied.
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "batch",
-                        "events": [
-                            {"id": "e-0", "event": "heartbeat"},
-                            {"id": "e-new", "event": "heartbeat"},
-                        ],
-                    }
-                )
-            )
-            ids: list[str] = json.loads(await ws.recv())["ids"]
-            return ids
-
     try:
-        welcome = asyncio.run(before())
+        welcome = asyncio.run(five_adds(url))
         redis.kill()
-        code = asyncio.run(while_down())
+        code = asyncio.run(close_code_of_a_new_socket(url))
         health_down = health(server)
         redis.start()
-        deadline = time.monotonic() + 15
-        while health(server) != 200:
-            assert time.monotonic() < deadline, "the server did not recover"
-            time.sleep(0.2)
-        ids = asyncio.run(after(welcome["token"]))
-        state = manage(
-            "shell",
-            "-v",
-            "0",
-            "-c",
-            "import asyncio; from offers.runtime import get_runtime; "
-            f"s = asyncio.run(get_runtime().store.get('{welcome['session']}')); "
-            "print(s.cart_value, s.adds)",
-            env=env,
-        )
+        wait_for_health(server, 200)
+        ids = asyncio.run(come_back(url, welcome["token"]))
+        cart = cart_of(env, welcome["session"])
     finally:
         server.stop()
         redis.kill()
     assert code == 4503 and health_down == 503
     assert ids == ["e-0", "e-new"]
-    assert state.stdout.split() == ["50.0", "5"], state.stderr
+    assert cart == ["50.0", "5"]
+
+
+def test_a_cluster_master_restart_loses_nothing_acknowledged(
+    tmp_path: Path, postgres_url: str, redis_cluster: LocalCluster
+):
+    """The master holding a shopper's shard is killed and started again: its append-only file
+    has every event it acknowledged, and the front end finds it again on its own."""
+    redis_cluster.flush()
+    env, _ = prepared_env(
+        tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis_cluster.url, PAUSE_SECONDS="60"
+    )
+    server = Server(env, "--no-worker")
+    url = server.ws_url
+    try:
+        welcome = asyncio.run(five_adds(url))
+        port = redis_cluster.port_of(Shards(count=CLUSTER_SHARDS).session(welcome["session"]))
+        redis_cluster.kill(port)
+        wait_for_health(server, 503)  # once the cluster sees the master gone
+        redis_cluster.start(port)
+        redis_cluster.wait_ok()
+        wait_for_health(server, 200)
+        ids = asyncio.run(come_back(url, welcome["token"]))
+        cart = cart_of(env, welcome["session"])
+    finally:
+        server.stop()
+    assert ids == ["e-0", "e-new"]
+    assert cart == ["50.0", "5"]
 
 
 def health(server: Server) -> int:

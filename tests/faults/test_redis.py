@@ -23,6 +23,7 @@ import redis
 import websockets
 
 from streaming.budget import day_of
+from streaming.redis_client import Shards
 from tests.conftest import service_missing
 from tests.e2e.test_redis_mode import RedisServer, answers
 from tests.factories import track
@@ -34,6 +35,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 PAUSE = "1"
 LEASE = "2"  # CLAIM_LEASE_SECONDS, where a killed worker's pauses matter
 TAKEOVER = 30.0  # a killed recorder's entries wait 1.5 s idle; generous, on a busy machine
+# The record stream of one Redis (its one shard).
+RECORDS = Shards().records(0)
 
 
 class Shopper:
@@ -369,11 +372,9 @@ def test_purchases_a_killed_front_end_acknowledged_are_applied_by_the_others(
     # A recorder's consumer name holds its pid: what A had taken and not written waits for
     # another recorder to take it over (when the kill came before A's recorder read the stream,
     # the others read the entries as new).
-    held = client.xpending("lo:records", "recorders")["consumers"]
+    held = client.xpending(RECORDS, "recorders")["consumers"]
     held_by_a = sum(c["pending"] for c in held if f"-{front_a.process.pid}-" in c["name"].decode())
-    print(
-        f"after the kill: {client.xlen('lo:records')} records in the stream, {held_by_a} held by A"
-    )
+    print(f"after the kill: {client.xlen(RECORDS)} records in the stream, {held_by_a} held by A")
     sessions = ", ".join(f"'{shopper.session}'" for shopper in shoppers)
     bought = (
         "SELECT count(*) FROM offers_decision d JOIN offers_offer o ON o.decision_id = d.id "
@@ -415,8 +416,8 @@ def test_offers_a_killed_worker_sent_while_the_database_was_away_are_all_recorde
         first.stop(signal.SIGKILL)
         client = redis.Redis.from_url(redis_server.url)
         print(
-            f"at the kill: {client.xlen('lo:records')} records in the stream, held:",
-            client.xpending("lo:records", "recorders"),
+            f"at the kill: {client.xlen(RECORDS)} records in the stream, held:",
+            client.xpending(RECORDS, "recorders"),
         )
         await asyncio.to_thread(postgres.start)
         await asyncio.to_thread(processes.start, env, workers=["w2"])

@@ -473,7 +473,7 @@ async def test_in_redis_mode_every_process_counts_and_one_publishes(
     assert [(m["session"], m["kind"]) for m in snapshot["marks"]] == [("s1", "offer_accepted")]
 
     # the publisher stops (its lease runs out): the other worker takes over, rates unbroken
-    await client.delete(f"{prefix}dash:lead")
+    await client.delete(f"{prefix}{{dash}}:lead")
     front.count_events(5)
     for process in (front, second):
         await process.step(T0 + 3)
@@ -786,7 +786,7 @@ async def test_in_redis_mode_the_publisher_works_out_money_models_and_drift_for_
     assert snapshot["alerts"] == []
 
     # the publisher stops: the other worker takes over and goes on with the chart
-    await client.delete(f"{prefix}dash:lead")
+    await client.delete(f"{prefix}{{dash}}:lead")
     await second.step(T0 + 2 * UPLIFT_EVERY)
     await second.step_models(T0 + 2 * UPLIFT_EVERY)
     assert second.model_figures is not None

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from streaming.budget import Budget, RedisBudget, day_of
 from streaming.policy import HOLDOUT, NO_BUDGET, NO_OFFER, OFFER, Rule, decide
 from tests.factories import T0
-from tests.streaming.test_redis_store import _client
+from tests.streaming.test_redis_store import _client, redis_url  # noqa: F401  # its fixture
 
 
 def rule(rule_id: int, budget: int) -> Rule:
@@ -62,10 +62,10 @@ def test_a_batch_gives_back_what_its_budget_did_not_grant_from_its_end():
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[list[aioredis.Redis]]:
-    first = await _client()
+async def clients(redis_url: str) -> AsyncIterator[list[aioredis.Redis]]:  # noqa: F811  # the fixture
+    first = await _client(redis_url)
     await first.flushdb()
-    others = [await _client() for _ in range(3)]
+    others = [await _client(redis_url) for _ in range(3)]
     yield [first, *others]
     await first.flushdb()
     for client in [first, *others]:

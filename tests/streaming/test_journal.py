@@ -10,11 +10,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from streaming import journal as journal_module
-from streaming.journal import FileJournal, RedisJournal, read_directory
+from streaming.journal import Entry, FileJournal, RedisJournal, read_directory
 from streaming.policy import Outcome
-from streaming.records import DecisionMade, MarkMade, ReasonsMade, RecordError, decode, encode
+from streaming.records import (
+    DecisionMade,
+    MarkMade,
+    ReasonsMade,
+    Record,
+    RecordError,
+    decode,
+    encode,
+)
 from tests.factories import T0
-from tests.streaming.test_redis_store import _client
+from tests.streaming.test_redis_store import _client, redis_url  # noqa: F401  # its fixture
 
 
 def marks(n: int, start: int = 0) -> list[MarkMade]:
@@ -118,9 +126,14 @@ async def test_a_written_file_journal_starts_again_from_empty(tmp_path: Path, mo
 
 
 # --- Redis ----------------------------------------------------------------------------------
+def by_session(entries: list[Entry]) -> list[Record | None]:
+    """On a cluster each shard has its stream: records keep their order within a session only."""
+    return sorted((e.record for e in entries), key=lambda r: getattr(r, "session_id", ""))
+
+
 @pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    client = await _client()
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:  # noqa: F811  # the fixture
+    client = await _client(redis_url)
     await client.flushdb()
     yield client
     await client.flushdb()
@@ -133,10 +146,13 @@ async def test_the_stream_hands_each_record_to_one_recorder(client: aioredis.Red
     two = RedisJournal(client, consumer="two")
     await one.append(marks(6))
     a, b = await one.take(4), await two.take(4)
-    assert [e.record for e in a + b] == marks(6)
     await one.done(a)
+    # (on a cluster, what `one` read past 4 over its streams is its own, and comes first)
+    c = await one.take(4)
+    assert len(a) >= 4  # (4 from one Redis; up to a record a stream from a cluster's)
+    assert by_session(a + b + c) == marks(6)  # each record to one recorder, once
     await one.refresh()
-    assert one.waiting() == 2  # done is deleted: the stream holds only what waits
+    assert one.waiting() == 6 - len(a)  # done is deleted: the streams hold only what waits
 
 
 @pytest.mark.services
@@ -146,6 +162,7 @@ async def test_what_a_recorder_took_and_did_not_write_is_handed_out_again(
     await RedisJournal(client).append([ReasonsMade("s-1:4", []), *marks(2)])
     mine = RedisJournal(client, consumer="mine", claim_idle=0.05)
     first = await mine.take(2)
+    assert len(first) == 2
     assert [e.record for e in await mine.take(2)] == [e.record for e in first]  # not done: again
     # a recorder that was killed holding entries: another takes them over once they are idle
     other = RedisJournal(client, consumer="other", claim_idle=0.05)
@@ -153,7 +170,8 @@ async def test_what_a_recorder_took_and_did_not_write_is_handed_out_again(
     taken = await other.take(10)
     assert [e.record for e in taken] == [e.record for e in first]
     await other.done(taken)
-    assert [e.record for e in await other.take(10)] == marks(1, start=1)
+    rest = [e.record for e in await other.take(10)]
+    assert len(rest) == 1 and rest[0] not in [e.record for e in first]
 
 
 @pytest.mark.services

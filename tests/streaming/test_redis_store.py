@@ -1,19 +1,23 @@
-"""RedisStore against a real Redis (database 14), with a fixed clock passed as `now`."""
+"""RedisStore against a real Redis (database 14) and a real Redis Cluster of three masters, with
+a fixed clock passed as `now`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 
 from streaming.generator import generate_sessions
 from streaming.journal import RedisJournal
 from streaming.policy import Outcome
 from streaming.protocol import Event
 from streaming.records import DecisionMade
+from streaming.redis_client import Shards, connect
 from streaming.redis_store import RedisStore
 from streaming.state import FIELDS, MAX_CART_LINES, MAX_DISTINCT_PRODUCTS, RECENT_IDS, SessionState
 from streaming.store import Applied, MemoryStore, OfferNote, Settled
@@ -26,19 +30,27 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 PAUSE = 30.0
 
 
-async def _client() -> aioredis.Redis:
-    client = aioredis.Redis.from_url(REDIS_URL)
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """Each test on one Redis and on a cluster (where keys spread over 16 shards)."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return REDIS_URL
+
+
+async def _client(url: str) -> Any:
+    client = connect(url)
     try:
         await client.ping()
-    except (RedisConnectionError, OSError):
+    except (RedisConnectionError, RedisClusterException, OSError):
         await client.aclose()
-        service_missing("Redis at 127.0.0.1:6379")
+        service_missing(f"Redis at {url}")
     return client
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    client = await _client()
+async def client(redis_url: str) -> AsyncIterator[Any]:
+    client = await _client(redis_url)
     await client.flushdb()
     yield client
     await client.flushdb()
@@ -46,9 +58,9 @@ async def client() -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def other_client(client: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:  # noqa: ARG001  # after client's flush
+async def other_client(client: Any, redis_url: str) -> AsyncIterator[Any]:  # noqa: ARG001  # after client's flush
     """A second connection, as another worker process would have."""
-    other = await _client()
+    other = await _client(redis_url)
     yield other
     await other.aclose()
 
@@ -257,8 +269,24 @@ async def test_live_sessions_and_open_carts_are_counted(store: RedisStore):
 
 
 # --- pause timers -----------------------------------------------------------------------------
-async def pause_at(client: aioredis.Redis, session_id: str = "s-1") -> float | None:
-    return await client.zscore("lo:pauses", session_id)
+def keys_of(client: Any) -> Shards:
+    return Shards.of_client(client)
+
+
+async def pause_at(client: Any, session_id: str = "s-1") -> float | None:
+    keys = keys_of(client)
+    return await client.zscore(keys.pauses(keys.shard_of(session_id)), session_id)
+
+
+async def pauses(client: Any) -> int:
+    """Pause timers, over every shard."""
+    keys = keys_of(client)
+    return sum([await client.zcard(keys.pauses(shard)) for shard in keys])
+
+
+async def leases(client: Any) -> int:
+    keys = keys_of(client)
+    return sum([await client.zcard(keys.leases(shard)) for shard in keys])
 
 
 async def test_the_pause_timer_follows_the_last_activity(store: RedisStore, client: aioredis.Redis):
@@ -285,7 +313,7 @@ async def test_a_purchase_or_an_empty_cart_removes_the_timer(
         event("rm", "remove_from_cart", product_id="sku-1"),
         session_id="changed-mind",
     )
-    assert await client.zcard("lo:pauses") == 0
+    assert await pauses(client) == 0
     assert await store.claim_due(T0 + 1000, 10) == []
 
 
@@ -354,7 +382,7 @@ async def test_a_worker_whose_lease_was_taken_over_stores_nothing(
     (slow,) = await store.claim_due(T0 + 40, 10)
     (taken,) = await other.claim_due(T0 + 45, 10)  # the first worker stalled past its lease
     assert not await settle(store, slow, journal)  # so it sends nothing
-    assert await store.redis.xlen(journal.stream) == 0
+    assert await store.redis.xlen(journal.shards.records_of("s-1")) == 0
     assert await settle(other, taken, journal)
     (entry,) = await journal.take(10)
     assert isinstance(entry.record, DecisionMade) and entry.record.pause_key == "s-1:4"
@@ -413,14 +441,14 @@ async def test_an_expired_lease_of_a_pause_that_ended_is_dropped(
     assert claimed.pause_key == "s-1:5"
     assert await settle(store, claimed)
     assert await store.claim_due(T0 + 200, 10) == []
-    assert await client.zcard("lo:leases") == 0
+    assert await leases(client) == 0
 
 
 async def test_a_timer_of_an_expired_session_is_dropped(store: RedisStore, client: aioredis.Redis):
     await shopper_with_full_cart(store)
     await client.delete(store.session_key("s-1"))
     assert await store.claim_due(T0 + 100, 10) == []
-    assert await client.zcard("lo:pauses") == 0
+    assert await pauses(client) == 0
     gone = SessionState("s-1", "demo", started_at=T0, last_seen=T0, last_activity=T0)
     gone.activity_seq = 4
     assert not await settle(store, gone)
@@ -654,14 +682,14 @@ async def test_an_offer_stored_but_never_sent_goes_to_the_next_worker_to_send(
     assert (again.pause_key, again.offer_frame) == ("s-1:4", '{"type":"offer"}')
     await other.release([Settled(decided(again), again.activity_seq, None, sends=True)])
     assert await other.claim_due(T0 + 100, 10) == []  # sent: done with for good
-    assert await store.redis.zcard("lo:leases") == 0
+    assert await leases(store.redis) == 0
 
 
 async def test_a_session_kept_as_a_hash_by_an_earlier_version_starts_afresh(client, store):
     """Sessions of the earlier layout (a hash of fields) are read as absent and replaced, not a
     WRONGTYPE error for every frame until they expire."""
     await client.hset(store.session_key("s-1"), mapping={"st": "demo", "pv": "3"})
-    await client.zadd("lo:pauses", {"s-1": T0})
+    await client.zadd(store.shards.pauses(store.shards.shard_of("s-1")), {"s-1": T0})
 
     assert await store.claim_due(T0 + PAUSE, 10) == []
     await store.apply(
