@@ -116,12 +116,21 @@ def measure_decisions(
                 f"{WARMUP_CARTS} warm-up carts ({warmup.on_time} on time); logs in {workdir}"
             )
         cpu = CpuWatch(pids, redis_url if mode == REDIS else None)
+        deciders = pids[1:] or pids  # embedded: the server decides
+        decider_cpu = sum(cpu_seconds(pid) for pid in deciders)
         measured, recorded = decided_round(
             database_url=database_url,
             run_client=client(report.carts, report.window),
             expected=report.carts,
         )
-        run = DecisionRun(mode, workers, measured, recorded, others_busy=cpu.others_busy())
+        run = DecisionRun(
+            mode,
+            workers,
+            measured,
+            recorded,
+            others_busy=cpu.others_busy(),
+            deciders_cpu_seconds=sum(cpu_seconds(pid) for pid in deciders) - decider_cpu,
+        )
     report.decisions.append(run)
     progress(
         f"decisions, {label}: {measured.offers:,} offers, {measured.on_time:,} of "

@@ -52,6 +52,14 @@ class DecisionRun:
     recorded: Recorded
     # The rest of the machine's busy time during the round, in cores (see CpuWatch).
     others_busy: float = 0.0
+    # CPU time of the deciding processes (the workers; embedded: the server) over the round,
+    # its recording included
+    deciders_cpu_seconds: float = 0.0
+
+    @property
+    def decider_us_per_decision(self) -> float:
+        decisions = self.recorded.decisions
+        return self.deciders_cpu_seconds / decisions * 1e6 if decisions else 0.0
 
     @property
     def every_cart_one_offer(self) -> bool:
@@ -219,7 +227,7 @@ class RedisReport:
         return rows
 
     def _decision_rows(self) -> list[str]:
-        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 11, 7)
+        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 11, 7, 11)
         rows = [
             f"decisions (pause deadline to offer frame at the client, ms from the send; "
             f"{self.carts:,} carts paced over {self.window:g} s, pause {self.pause_seconds:g} s; "
@@ -243,6 +251,7 @@ class RedisReport:
                 "all recorded",
                 "last → all",
                 "others",
+                "µs/decision",
                 widths=widths,
             ),
         ]
@@ -269,6 +278,7 @@ class RedisReport:
                     f"{run.recorded.recorded_after:.2f} s",
                     f"{run.recorded.after_last:.2f} s",
                     f"{run.others_busy:.0%}",
+                    f"{run.decider_us_per_decision:,.0f}",
                     widths=widths,
                 )
             )
@@ -279,7 +289,9 @@ class RedisReport:
             "first until all were in PostgreSQL (all recorded: that time; the decisions and their "
             "offers, their reasons follow in records of their own); last → all: from the last "
             "decision until all were in PostgreSQL; others: the rest of the machine's busy time "
-            "during the round, in % of one core"
+            "during the round, in % of one core; µs/decision: CPU time of the deciding processes "
+            "(the workers; embedded: the server, its sockets too) over the round, recording "
+            "included, per decision"
         )
         return rows
 
@@ -349,6 +361,8 @@ class RedisReport:
                     "others_busy": run.others_busy,
                     "due_per_second": run.due_per_second,
                     "every_cart_one_offer": run.every_cart_one_offer,
+                    "deciders_cpu_seconds": run.deciders_cpu_seconds,
+                    "decider_us_per_decision": run.decider_us_per_decision,
                 }
                 for run in self.decisions
             ],

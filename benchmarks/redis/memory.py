@@ -128,7 +128,8 @@ async def measure_redis_memory(url: str, sessions: int) -> RedisMemory:
         after = await used_memory(client)
         states = [store.session_key(session_id) for session_id in ids]
         # The sorted sets every session has an entry in (streaming/redis_store.py's layout).
-        shared = {name: f"{store.prefix}{name}" for name in ("pauses", "live", "carts")}
+        keys = store.shards
+        shared = {"pauses": keys.pauses(0), "live": keys.live(0), "carts": keys.carts(0)}
         held = await client.dbsize()
         counts = [await client.zcard(key) for key in shared.values()]
         if held != sessions + len(shared) or counts != [sessions] * len(shared):

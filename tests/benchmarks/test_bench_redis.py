@@ -87,6 +87,7 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
         assert run["round"]["on_time"] == run["recorded"]["offer_rows"] == 20
         assert run["recorded"]["per_second"] > 0
         assert 0 <= run["recorded"]["after_last"] <= run["recorded"]["recorded_after"]
+        assert run["decider_us_per_decision"] > 0
 
     # Each layout's apply script took the same 200 single-event frames at each depth; Redis
     # read a pipeline of 64 in fewer reads than it read lone frames.
@@ -143,7 +144,12 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
     )
     report.decisions = [
         DecisionRun(
-            "redis", 2, measured, Recorded(2_000, 2_000, 2_000, 2_000, 0.4, 1.25), others_busy=0.25
+            "redis",
+            2,
+            measured,
+            Recorded(2_000, 2_000, 2_000, 2_000, 0.4, 1.25),
+            others_busy=0.25,
+            deciders_cpu_seconds=0.5,
         )
     ]
     report.memory = RedisMemory(
@@ -171,7 +177,8 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
     )
     # due/s: 2,000 carts over 0.5 s; decided/s: over 0.4 s; recorded/s: over 1.25 s; the last
     # decision 0.4 s after the first, so all in 0.85 s after it
-    assert decision_row[-8:] == ["4,000", "5,000", "1,600", "1.25", "s", "0.85", "s", "25%"]
+    # and the workers' 0.5 s of CPU over 2,000 decisions
+    assert decision_row[-9:] == ["4,000", "5,000", "1,600", "1.25", "s", "0.85", "s", "25%", "250"]
     assert report.as_dict()["decisions"][0]["recorded"]["after_last"] == pytest.approx(0.85)
     assert "used_memory: 900 bytes/session, 1,193,046 sessions per GB" in lines
     assert report.as_dict()["decisions"][0]["every_cart_one_offer"] is True
