@@ -227,7 +227,7 @@ class RedisReport:
         return rows
 
     def _decision_rows(self) -> list[str]:
-        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 11, 7, 11)
+        widths = (9, 8, 7, 7, 8, 7, 7, 7, 7, 8, 8, 8, 8, 10, 11, 13, 11, 8, 12)
         rows = [
             f"decisions (pause deadline to offer frame at the client, ms from the send; "
             f"{self.carts:,} carts paced over {self.window:g} s, pause {self.pause_seconds:g} s; "
