@@ -68,8 +68,8 @@ def strict_site(db):  # noqa: ARG001  # db: for database access
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A Redis Cluster of three masters of the test run's own (tests/cluster.py), started once."""
-    from tests.cluster import LocalCluster
+    """A Redis Cluster of three masters of the test run's own (tests/redis_servers.py), started once."""
+    from tests.redis_servers import LocalCluster
 
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
     yield cluster

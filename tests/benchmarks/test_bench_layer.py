@@ -24,7 +24,7 @@ from benchmarks.layer import (
 )
 from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
 from tests.conftest import service_missing
-from tests.e2e.test_redis_mode import answers
+from tests.redis_servers import answers
 
 # Not the bench's default (11) nor the other tests' (12, 14, 15): runs may share the machine.
 REDIS_URL = "redis://127.0.0.1:6379/10"

@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from benchmarks.layer import DEMO_SITE
-from tests.e2e.test_redis_mode import RedisServer
+from tests.redis_servers import RedisServer
 from tests.subprocesses import Server, manage, project_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.e2e.test_redis_mode import RedisServer, postgres_url  # noqa: F401  (a fixture)
+from tests.e2e.test_redis_mode import postgres_url  # noqa: F401  (a fixture)
 from tests.factories import track
+from tests.redis_servers import RedisServer
 from tests.subprocesses import Server, Worker, prepared_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]

@@ -8,9 +8,7 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,23 +21,15 @@ import pytest
 import websockets
 
 from streaming.redis_client import CLUSTER_SHARDS, Shards
-from tests.cluster import LocalCluster
 from tests.conftest import service_missing
 from tests.factories import track
+from tests.redis_servers import LocalCluster, RedisServer, answers
 from tests.subprocesses import Server, Worker, free_port, manage, prepared_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 PAUSE = 2.0
 LEASE = 2.0  # CLAIM_LEASE_SECONDS: how long a killed worker's pauses wait for the other
-
-
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -53,47 +43,6 @@ def postgres_url() -> Iterator[str]:
     subprocess.run(
         [*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False, capture_output=True
     )
-
-
-class RedisServer:
-    """A Redis of the test's own on a free port, keeping every write in an append-only file."""
-
-    def __init__(self, directory: Path) -> None:
-        if shutil.which("redis-server") is None:
-            service_missing("redis-server")
-        self.port = free_port()
-        self.directory = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not answers(self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
 
 async def shopper(

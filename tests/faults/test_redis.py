@@ -25,9 +25,9 @@ import websockets
 from streaming.budget import day_of
 from streaming.redis_client import Shards
 from tests.conftest import service_missing
-from tests.e2e.test_redis_mode import RedisServer, answers
 from tests.factories import track
 from tests.faults.conftest import PrivatePostgres, wait_for
+from tests.redis_servers import RedisServer, answers
 from tests.subprocesses import Command, Server, Worker, manage, prepared_env, project_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]

@@ -24,7 +24,7 @@ from offers.runtime import Runtime
 from streaming.delivery import LayerDelivery, session_group
 from streaming.state import SessionState
 from tests.conftest import service_missing
-from tests.e2e.test_redis_mode import RedisServer, answers
+from tests.redis_servers import RedisServer, answers
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

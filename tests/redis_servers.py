@@ -1,7 +1,8 @@
-"""A real Redis Cluster of three masters on free local ports, for the tests of Redis mode.
+"""Redis servers of the tests' own on free local ports: one Redis (`RedisServer`) and a real
+Redis Cluster of three masters (`LocalCluster`).
 
-Each master keeps every write in an append-only file synced on each write, as docs/DEPLOY.md
-asks of production, so a master killed and started again has all it acknowledged.
+Each keeps every write in an append-only file synced on each write, as docs/DEPLOY.md asks of
+production, so a server killed and started again has all it acknowledged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import service_missing
+from tests.subprocesses import free_port
 
 MASTERS = 3
 # A node also listens on its port + 10,000 for the cluster bus: ports from here leave room.
@@ -45,6 +47,54 @@ def answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def start_redis_server(port: int, directory: Path, *options: str) -> subprocess.Popen[bytes]:
+    """redis-server on 127.0.0.1:`port`, its files in `directory`, once it answers."""
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(directory),
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not answers(port):
+        assert time.monotonic() < deadline, f"redis-server on {port} did not start"
+        time.sleep(0.05)
+    return process
+
+
+class RedisServer:
+    """One Redis of the test's own on a free port."""
+
+    def __init__(self, directory: Path) -> None:
+        if shutil.which("redis-server") is None:
+            service_missing("redis-server")
+        self.port = free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.process = start_redis_server(self.port, self.directory)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
 
 
 class LocalCluster:
@@ -91,35 +141,16 @@ class LocalCluster:
     def start(self, port: int) -> None:
         node = self.directory / str(port)
         node.mkdir(parents=True, exist_ok=True)
-        self.processes[port] = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(node / "nodes.conf"),
-                "--cluster-node-timeout",
-                "2000",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(node),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.processes[port] = start_redis_server(
+            port,
+            node,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(node / "nodes.conf"),
+            "--cluster-node-timeout",
+            "2000",
         )
-        deadline = time.monotonic() + 10
-        while not answers(port):
-            assert time.monotonic() < deadline, f"redis-server on {port} did not start"
-            time.sleep(0.05)
 
     def port_of(self, key: str) -> int:
         """The port of the master serving `key`'s slot."""
