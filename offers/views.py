@@ -124,12 +124,11 @@ async def _redis_answers(url: str) -> bool:
 
     from streaming.redis_client import is_cluster_url, node_url
 
-    client = redis.asyncio.Redis.from_url(
-        node_url(url), socket_timeout=1, socket_connect_timeout=1
-    )
+    client = redis.asyncio.Redis.from_url(node_url(url), socket_timeout=1, socket_connect_timeout=1)
     try:
         if is_cluster_url(url):
-            return (await client.cluster("INFO")).get("cluster_state") == "ok"
+            info: dict[str, Any] = await client.cluster("INFO")
+            return info.get("cluster_state") == "ok"
         return bool(await client.ping())
     except (redis.RedisError, OSError):
         return False

@@ -401,7 +401,9 @@ class RedisStore(SessionStore):
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard in keys:
                 for key in (keys.pauses(shard), keys.leases(shard)):
-                    pipe.zrange(key, "-inf", due, byscore=True, offset=0, num=limit, withscores=True)
+                    pipe.zrange(
+                        key, "-inf", due, byscore=True, offset=0, num=limit, withscores=True
+                    )
                     pipe.zrange(key, 0, 0, withscores=True)
             replies: list[Any] = await pipe.execute()
         earliest: list[tuple[float, int]] = []

@@ -275,7 +275,8 @@ def keys_of(client: Any) -> Shards:
 
 async def pause_at(client: Any, session_id: str = "s-1") -> float | None:
     keys = keys_of(client)
-    return await client.zscore(keys.pauses(keys.shard_of(session_id)), session_id)
+    score: float | None = await client.zscore(keys.pauses(keys.shard_of(session_id)), session_id)
+    return score
 
 
 async def pauses(client: Any) -> int:
