@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -74,3 +75,14 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A test's Redis, once one Redis of its own and once the run's three-master cluster."""
+    from tests.redis_servers import OwnRedis
+
+    cluster = request.getfixturevalue("redis_cluster") if request.param == "cluster" else None
+    redis = OwnRedis(tmp_path, cluster)
+    yield redis
+    redis.kill()

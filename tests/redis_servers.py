@@ -240,3 +240,21 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+class OwnRedis:
+    """A test's REDIS_URL: one Redis of its own, or the test run's cluster, flushed."""
+
+    def __init__(self, directory: Path, cluster: LocalCluster | None) -> None:
+        self.cluster = cluster
+        self.server = None if cluster is not None else RedisServer(directory)
+        if cluster is not None:
+            cluster.flush()
+            self.url = cluster.url
+        else:
+            assert self.server is not None
+            self.url = self.server.url
+
+    def kill(self) -> None:
+        if self.server is not None:
+            self.server.kill()

@@ -23,7 +23,7 @@ import websockets
 from streaming.redis_client import CLUSTER_SHARDS, Shards
 from tests.conftest import service_missing
 from tests.factories import track
-from tests.redis_servers import LocalCluster, RedisServer, answers
+from tests.redis_servers import LocalCluster, OwnRedis, RedisServer, answers
 from tests.subprocesses import Server, Worker, free_port, manage, prepared_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
@@ -71,30 +71,6 @@ async def shopper(
     except (OSError, TimeoutError, AssertionError, websockets.WebSocketException) as exc:
         failures.append(exc)
         acked.set()
-
-
-class OwnRedis:
-    """One Redis, or the test run's cluster (flushed), as a test's REDIS_URL."""
-
-    def __init__(self, kind: str, directory: Path, cluster: LocalCluster | None) -> None:
-        self.cluster = cluster
-        self.server = None if cluster else RedisServer(directory)
-        if cluster is not None:
-            cluster.flush()
-        self.url = cluster.url if cluster else self.server.url  # type: ignore[union-attr]
-        self.kind = kind
-
-    def kill(self) -> None:
-        if self.server is not None:
-            self.server.kill()
-
-
-@pytest.fixture(params=["redis", "cluster"])
-def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OwnRedis]:
-    cluster = request.getfixturevalue("redis_cluster") if request.param == "cluster" else None
-    redis = OwnRedis(request.param, tmp_path, cluster)
-    yield redis
-    redis.kill()
 
 
 def test_two_servers_two_workers_and_a_killed_worker_decide_each_cart_once(

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import websockets
 
 from streaming.budget import day_of
-from streaming.redis_client import Shards
+from streaming.redis_client import Shards, connect_sync
 from tests.conftest import service_missing
 from tests.factories import track
 from tests.faults.conftest import PrivatePostgres, wait_for
-from tests.redis_servers import RedisServer, answers
+from tests.redis_servers import OwnRedis, RedisServer, answers
 from tests.subprocesses import Command, Server, Worker, manage, prepared_env, project_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
@@ -35,8 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 PAUSE = "1"
 LEASE = "2"  # CLAIM_LEASE_SECONDS, where a killed worker's pauses matter
 TAKEOVER = 30.0  # a killed recorder's entries wait 1.5 s idle; generous, on a busy machine
-# The record stream of one Redis (its one shard).
-RECORDS = Shards().records(0)
 
 
 class Shopper:
@@ -212,9 +209,28 @@ def private_database(template: str, private_postgres: PrivatePostgres) -> Privat
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """One Redis of the test's own (the tests of the database's outage)."""
     server = RedisServer(tmp_path)
     yield server
     server.kill()
+
+
+def stream_report(url: str, consumer_pid: int | None = None) -> str:
+    """What the record streams hold (and what a process's recorder took), for a failing run."""
+    client, shards = connect_sync(url), Shards.of_url(url)
+    try:
+        waiting = sum(client.xlen(shards.records(shard)) for shard in shards)
+        held = 0
+        for shard in shards:
+            consumers = client.xpending(shards.records(shard), "recorders")["consumers"]
+            held += sum(
+                c["pending"]
+                for c in consumers
+                if consumer_pid is None or f"-{consumer_pid}-" in c["name"].decode()
+            )
+    finally:
+        client.close()
+    return f"{waiting} records in the streams, {held} taken and not written"
 
 
 def shop_env(tmp_path: Path, database_url: str, redis_url: str, **settings: str) -> dict[str, str]:
@@ -286,8 +302,9 @@ def processes() -> Iterator[Processes]:
 
 
 def test_two_front_ends_and_two_workers_never_spend_a_daily_budget_twice(
-    tmp_path: Path, machine_database: str, redis_server: RedisServer, processes: Processes
+    tmp_path: Path, machine_database: str, own_redis: OwnRedis, processes: Processes
 ):
+    redis_server = own_redis
     database = machine_database
     budget = 50
     rules = [
@@ -312,9 +329,7 @@ def test_two_front_ends_and_two_workers_never_spend_a_daily_budget_twice(
         return shoppers
 
     shoppers = asyncio.run(scenario())
-    spent_in_redis = redis.Redis.from_url(redis_server.url).hgetall(
-        f"lo:budget:{day_of(time.time())}"
-    )
+    spent_in_redis = connect_sync(redis_server.url).hgetall(f"lo:budget:{day_of(time.time())}")
     outcomes = {
         (rule, outcome): int(n)
         for rule, outcome, n in sql(
@@ -340,8 +355,9 @@ def test_two_front_ends_and_two_workers_never_spend_a_daily_budget_twice(
 
 
 def test_purchases_a_killed_front_end_acknowledged_are_applied_by_the_others(
-    tmp_path: Path, machine_database: str, redis_server: RedisServer, processes: Processes
+    tmp_path: Path, machine_database: str, own_redis: OwnRedis, processes: Processes
 ):
+    redis_server = own_redis
     database = machine_database
     env = shop_env(tmp_path, database, redis_server.url, CLAIM_LEASE_SECONDS=LEASE)
     (front_a, _), _ = processes.start(env, servers=[(), ()], workers=["w"])
@@ -368,13 +384,10 @@ def test_purchases_a_killed_front_end_acknowledged_are_applied_by_the_others(
 
     shoppers = asyncio.run(scenario())
     assert front_a.process.returncode == -signal.SIGKILL
-    client = redis.Redis.from_url(redis_server.url)
     # A recorder's consumer name holds its pid: what A had taken and not written waits for
     # another recorder to take it over (when the kill came before A's recorder read the stream,
     # the others read the entries as new).
-    held = client.xpending(RECORDS, "recorders")["consumers"]
-    held_by_a = sum(c["pending"] for c in held if f"-{front_a.process.pid}-" in c["name"].decode())
-    print(f"after the kill: {client.xlen(RECORDS)} records in the stream, {held_by_a} held by A")
+    print("after the kill:", stream_report(redis_server.url, front_a.process.pid), "by A")
     sessions = ", ".join(f"'{shopper.session}'" for shopper in shoppers)
     bought = (
         "SELECT count(*) FROM offers_decision d JOIN offers_offer o ON o.decision_id = d.id "
@@ -398,9 +411,10 @@ def take_and_buy(i: int, offer: dict[str, Any]) -> list[dict[str, Any]]:
 def test_offers_a_killed_worker_sent_while_the_database_was_away_are_all_recorded(
     tmp_path: Path,
     private_database: PrivatePostgres,
-    redis_server: RedisServer,
+    own_redis: OwnRedis,
     processes: Processes,
 ):
+    redis_server = own_redis
     postgres, database = private_database, private_database.url
     env = shop_env(tmp_path, database, redis_server.url, CLAIM_LEASE_SECONDS=LEASE)
     (front,), (first,) = processes.start(env, servers=[()], workers=["w1"])
@@ -414,11 +428,7 @@ def test_offers_a_killed_worker_sent_while_the_database_was_away_are_all_recorde
         # Sent, and nothing written: the worker dies with all its records unwritten.
         await all_offered(shoppers, 45)
         first.stop(signal.SIGKILL)
-        client = redis.Redis.from_url(redis_server.url)
-        print(
-            f"at the kill: {client.xlen(RECORDS)} records in the stream, held:",
-            client.xpending(RECORDS, "recorders"),
-        )
+        print("at the kill:", stream_report(redis_server.url))
         await asyncio.to_thread(postgres.start)
         await asyncio.to_thread(processes.start, env, workers=["w2"])
         await asyncio.to_thread(
