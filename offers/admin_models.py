@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from django import forms
 from django.conf import settings
@@ -402,9 +402,52 @@ class Link:
     label: str
 
 
+@dataclass(frozen=True)
+class Step:
+    """A change a model's page links to: the page (its URL's last word), the link's words and
+    the states a model may take that step from."""
+
+    page: str
+    link: str
+    states: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RegistryKind:
+    """What the registry's pages do differently for a kind of model: the services that make one
+    live, its gate, the steps a model may take, and the words (templates for str.format)."""
+
+    activate: Callable[..., ScoringModel]
+    rollback: Callable[..., ScoringModel | None]
+    rollback_target: Callable[[], ScoringModel | None]
+    refusal: Callable[..., str]  # why the gate keeps `model` from being activated, '' when not
+    log_verdict: bool  # whether the history keeps the verdict an activation was confirmed on
+    steps: tuple[Step, ...]
+    pause_warning: str  # {model} {role} {trained} {live}
+    activate_question: str  # {model} {replacing}
+    activated: str  # an activation's message's end: what uses the model, how soon
+    active_already: str  # {model}
+    retire_question: str  # {model} {role}
+    no_rollback: str
+    rollback_to_none: str  # {target}
+    rollback_question: str  # {active} {target}
+    none_live: str  # {was} when none was live
+    rolled_back: str  # {was} {target}
+
+    def may(self, page: str, model: ScoringModel) -> bool:
+        return any(step.page == page and model.state in step.states for step in self.steps)
+
+
+def _no_gate(*, model: ScoringModel) -> str:  # noqa: ARG001  # RegistryKind.refusal's signature
+    """The cart-risk model's gate refuses nothing in the admin: its verdict is shown, not applied."""
+    return ""
+
+
 class _RegistryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
-    """What the pages of both kinds of model share: their columns, their confirmation pages'
-    helpers, and deletions that keep the models in use."""
+    """What the pages of both kinds of model share: their columns, the pages that activate, roll
+    back and retire (with what differs in `kind`), and deletions that keep the models in use."""
+
+    kind: ClassVar[RegistryKind]
 
     @admin.display(description="trained for pauses of", ordering="pause_seconds")
     def pause(self, obj: ScoringModel) -> str:
@@ -493,11 +536,14 @@ class _RegistryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic onl
         )
         return True
 
-    def _one(self, request: HttpRequest, queryset: QuerySet[ScoringModel], what: str) -> Any:
+    def _to_page(
+        self, request: HttpRequest, queryset: QuerySet[ScoringModel], page: str, what: str
+    ) -> HttpResponse | None:
+        """An action's way to the confirmation page `page` of the one model selected."""
         if queryset.count() != 1:
             self.message_user(request, f"Select exactly one model to {what}.", messages.ERROR)
             return None
-        return queryset.get()
+        return redirect(self._url(page, queryset.get()))
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions: dict[str, Any] = super().get_actions(request)
@@ -526,6 +572,11 @@ class _RegistryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic onl
             return redirect(self._change_url(model))
 
     def _retire(self, request: HttpRequest, models: list[ScoringModel]) -> None:
+        """Retire `models`, none of them when one is active."""
+        active = [model for model in models if model.state == ACTIVE]
+        if active:
+            self.message_user(request, _kept_in_use(active[0]), messages.ERROR)
+            return
         retired = []
         for model in models:
             was = _role(model)
@@ -546,6 +597,241 @@ class _RegistryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic onl
         elif models:
             self.message_user(request, "Nothing to retire: retired already.", messages.INFO)
 
+    def _warn_of_pauses(self, request: HttpRequest, models: Iterable[ScoringModel]) -> None:
+        """A warning for each model trained for another pause than the live one: its figures
+        are those of pauses of another length."""
+        for model in models:
+            if model.pause_differs():
+                self.message_user(
+                    request,
+                    self.kind.pause_warning.format(
+                        model=model.label,
+                        role=_role(model),
+                        trained=model.pause_seconds,
+                        live=settings.PAUSE_SECONDS,
+                    ),
+                    messages.WARNING,
+                )
+
+    # --- pages
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        named = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            *(
+                path(route, view(page), name=f"{named}_{name}")
+                for route, name, page in self._pages()
+            ),
+            *super().get_urls(),
+        ]
+
+    def _pages(self) -> list[tuple[str, str, Callable[..., HttpResponse]]]:
+        """The registry's own pages: (route, name, view)."""
+        return [
+            ("rollback/", "rollback", self.rollback_view),
+            ("<int:pk>/activate/", "activate", self.activate_view),
+            ("<int:pk>/retire/", "retire", self.retire_view),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        links = self._listing(request) if request.method == "GET" else []
+        return super().changelist_view(request, {**(extra_context or {}), "model_links": links})
+
+    def _listing(self, request: HttpRequest) -> list[Link]:
+        """The list's links (and, in a kind's own, its warnings)."""
+        target = self.kind.rollback_target()
+        if target is None or not self.has_change_permission(request):
+            return []
+        return [Link(self._url("rollback"), f"Roll back to {target.label}…")]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        links: list[Link] = []
+        found = self.model._default_manager.filter(pk=object_id) if object_id.isdigit() else None
+        model: ScoringModel | None = None if found is None else found.first()
+        if request.method == "GET" and model is not None:
+            self._warn_of_pauses(request, [model])
+            links = self._links(request, model)
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), "model_links": links}
+        )
+
+    def _links(self, request: HttpRequest, model: ScoringModel) -> list[Link]:
+        if not self.has_change_permission(request, model):
+            return []
+        return [
+            Link(self._url(step.page, model), step.link)
+            for step in self.kind.steps
+            if model.state in step.states
+        ]
+
+    def _confirm(
+        self,
+        request: HttpRequest,
+        model: ScoringModel | None,
+        *,
+        title: str,
+        question: str,
+        button: str,
+        hidden: dict[str, str],
+        possible: bool,
+        refusal: str,
+        compared_with: ScoringModel | None = None,
+        judged: bool = False,
+    ) -> TemplateResponse:
+        """The confirmation page; `judged`: with what the gate says of `model` beside
+        `compared_with` (the active model, if any)."""
+        return self._page(
+            request,
+            "confirm.html",
+            title,
+            model=model,
+            question=question,
+            button=button,
+            hidden=hidden,
+            possible=possible,
+            refusal=refusal,
+            cancel_url=self._change_url(model) if model is not None else "",
+            **self._confirm_context(model, compared_with, judged=judged and possible),
+        )
+
+    def _confirm_context(
+        self, model: ScoringModel | None, compared_with: ScoringModel | None, *, judged: bool
+    ) -> dict[str, Any]:
+        """What a kind's confirmation pages show besides the question (the template's names);
+        `judged`: the gate's verdict too."""
+        raise NotImplementedError
+
+    def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        active = self.model._default_manager.filter(state=ACTIVE).first()
+        possible = self.kind.may("activate", model)
+        if request.method == "POST" and possible:
+            here = self._url("activate", model)
+            if self._changed_since(request, "replacing", active):
+                return redirect(here)
+            user = request.user.get_username()
+            seen = request.POST.get("verdict", "")[:500]
+            refusal = self.kind.refusal(model=model)  # only the uplift gate refuses
+            if refusal and request.POST.get("force") != "1":
+                model_refuse(
+                    model=model,
+                    note=f"{refusal} (asked in the admin)",
+                    compared_with="" if active is None else active.label,
+                    user=user,
+                )
+                self.message_user(
+                    request,
+                    f"{model.label} was not activated: {refusal}. Tick Activate it anyway to "
+                    "overrule the gate (as train_model --uplift --force does).",
+                    messages.ERROR,
+                )
+                return redirect(here)
+            note = (
+                f"activated in the admin, overruling the gate: {refusal}"
+                if refusal
+                else _note("activated in the admin", seen)
+            )
+            try:
+                self.kind.activate(model=model, user=user, note=note)
+            except ModelError as exc:
+                self.message_user(
+                    request, f"Could not activate {model.label}: {exc}", messages.ERROR
+                )
+                return redirect(self._change_url(model))
+            was = "" if active is None else active.label
+            said = "overruling the gate" if refusal else seen if self.kind.log_verdict else ""
+            self.log_change(request, model, _change("Activated", was, model.label, said))
+            if active is not None:
+                self.log_change(request, active, f"Retired: replaced by {model.label} (activated)")
+            self.message_user(
+                request,
+                f"Activated {model.label}"
+                + ("" if active is None else f" in place of {active.label}")
+                + f": {self.kind.activated}.",
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        replacing = "" if active is None else f" in place of {active.label}"
+        return self._confirm(
+            request,
+            model,
+            title=f"Activate {model.label}?",
+            question=self.kind.activate_question.format(model=model.label, replacing=replacing),
+            button=f"Yes, activate {model.label}",
+            hidden={"replacing": "" if active is None else active.label},
+            possible=possible,
+            refusal=self.kind.active_already.format(model=model.label),
+            compared_with=active,
+            judged=True,
+        )
+
+    def retire_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        model = self._editable(request, pk)
+        possible = self.kind.may("retire", model)
+        if request.method == "POST" and possible:
+            self._retire(request, [model])
+            return redirect(self._url("changelist"))
+        return self._confirm(
+            request,
+            model,
+            title=f"Retire {model.label}?",
+            question=self.kind.retire_question.format(model=model.label, role=_role(model)),
+            button=f"Yes, retire {model.label}",
+            hidden={},
+            possible=possible,
+            refusal=_kept_in_use(model) or f"{model.label} is retired already.",
+        )
+
+    def rollback_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        active = self.model._default_manager.filter(state=ACTIVE).first()
+        target = self.kind.rollback_target()
+        if request.method == "POST" and target is not None:
+            if self._changed_since(request, "from", active) or self._changed_since(
+                request, "to", target
+            ):
+                return redirect(self._url("rollback"))
+            try:
+                self.kind.rollback(user=request.user.get_username())
+            except ModelError as exc:
+                self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
+                return redirect(self._url("changelist"))
+            was = "" if active is None else active.label
+            self.log_change(request, target, _change("Rolled back", was, target.label, ""))
+            if active is not None:
+                self.log_change(
+                    request, active, f"Retired: rolled back from {active.label} to {target.label}"
+                )
+            self.message_user(
+                request,
+                self.kind.rolled_back.format(was=was or self.kind.none_live, target=target.label),
+                messages.SUCCESS,
+            )
+            return redirect(self._url("changelist"))
+        if target is None:
+            question = self.kind.no_rollback
+        elif active is None:
+            question = self.kind.rollback_to_none.format(target=target.label)
+        else:
+            question = self.kind.rollback_question.format(active=active.label, target=target.label)
+        return self._confirm(
+            request,
+            target,
+            title="Roll back?" if target is None else f"Roll back to {target.label}?",
+            question=question,
+            button="" if target is None else f"Yes, roll back to {target.label}",
+            hidden={
+                "from": "" if active is None else active.label,
+                "to": "" if target is None else target.label,
+            },
+            possible=target is not None,
+            refusal=question,
+        )
+
 
 @admin.register(ScoringModel)
 class ScoringModelAdmin(_RegistryAdmin):
@@ -565,6 +851,35 @@ class ScoringModelAdmin(_RegistryAdmin):
         "feature_names",
     ]
     actions = ["activate", "run_as_shadow", "retire", "compare"]
+    kind = RegistryKind(
+        activate=model_activate,
+        rollback=model_rollback,
+        rollback_target=model_rollback_target,
+        refusal=_no_gate,
+        log_verdict=True,
+        steps=(
+            Step("activate", "Activate…", (CANDIDATE, SHADOW, RETIRED)),
+            Step("shadow", "Put in shadow…", (CANDIDATE, RETIRED)),
+            Step("unshadow", "Take out of shadow…", (SHADOW,)),
+            Step("retire", "Retire…", (CANDIDATE, SHADOW)),
+        ),
+        pause_warning="Model {model} ({role}) was trained for pauses of {trained:g} s, but "
+        "PAUSE_SECONDS is {live:g} s: its risks are those of pauses of another length. Train a "
+        "model for the live pause (manage.py train_model), or set PAUSE_SECONDS back.",
+        activate_question="{model} will score every decision{replacing}, on every server within "
+        "2 s; the model it replaces is retired (roll back brings it back).",
+        activated="every server scores with it within 2 s",
+        active_already="{model} is the active model already.",
+        retire_question="{model} ({role}) is retired: it scores nothing, stays in the registry "
+        "with its figures and timeline, can be put in shadow or activated again, and can be "
+        "deleted once no decision refers to it.",
+        no_rollback="There is no earlier active model to roll back to.",
+        rollback_to_none="No model is active: {target}, the last one active, is activated.",
+        rollback_question="Roll back from {active} to {target}: {target} scores every decision "
+        "again, on every server within 2 s, and {active} is retired.",
+        none_live="no active model",
+        rolled_back="Rolled back from {was} to {target}: {target} is active again.",
+    )
 
     # --- columns and fields
 
@@ -621,97 +936,37 @@ class ScoringModelAdmin(_RegistryAdmin):
 
     # --- pages
 
-    def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view
-        named = f"{self.opts.app_label}_{self.opts.model_name}"
+    def _pages(self) -> list[tuple[str, str, Callable[..., HttpResponse]]]:
         return [
-            path("compare/", view(self.compare_view), name=f"{named}_compare"),
-            path("rollback/", view(self.rollback_view), name=f"{named}_rollback"),
-            path("<int:pk>/activate/", view(self.activate_view), name=f"{named}_activate"),
-            path("<int:pk>/shadow/", view(self.shadow_view), name=f"{named}_shadow"),
-            path("<int:pk>/unshadow/", view(self.unshadow_view), name=f"{named}_unshadow"),
-            path("<int:pk>/retire/", view(self.retire_view), name=f"{named}_retire"),
-            *super().get_urls(),
+            ("compare/", "compare", self.compare_view),
+            *super()._pages(),
+            ("<int:pk>/shadow/", "shadow", self.shadow_view),
+            ("<int:pk>/unshadow/", "unshadow", self.unshadow_view),
         ]
 
-    def _warn_of_pauses(self, request: HttpRequest, models: Any) -> None:
-        """A warning for each model, among those in use or asked for, trained for another pause
-        than the live one: its risks are those of pauses of another length."""
-        for model in models:
-            if model.pause_differs():
-                self.message_user(
-                    request,
-                    f"Model {model.label} ({model.get_state_display().lower()}) was trained for "
-                    f"pauses of {model.pause_seconds:g} s, but PAUSE_SECONDS is "
-                    f"{settings.PAUSE_SECONDS:g} s: its risks are those of pauses of another "
-                    "length. Train a model for the live pause (manage.py train_model), or set "
-                    "PAUSE_SECONDS back.",
-                    messages.WARNING,
-                )
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        links = []
-        if request.method == "GET":
-            in_use = ScoringModel.objects.filter(state__in=[ACTIVE, SHADOW])
-            self._warn_of_pauses(request, in_use)
-            if self.has_change_permission(request):
-                target = model_rollback_target()
-                if target is not None:
-                    links.append(Link(self._url("rollback"), f"Roll back to {target.label}…"))
-                shadow = next((m for m in in_use if m.state == SHADOW), None)
-                if shadow is not None:
-                    links.append(
-                        Link(self._url("unshadow", shadow), f"Take {shadow.label} out of shadow…")
-                    )
-        return super().changelist_view(request, {**(extra_context or {}), "model_links": links})
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:
-        links = []
-        model = ScoringModel.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        if request.method == "GET" and model is not None:
-            self._warn_of_pauses(request, [model])
-            links = self._links(request, model)
-        return super().change_view(
-            request, object_id, form_url, {**(extra_context or {}), "model_links": links}
-        )
+    def _listing(self, request: HttpRequest) -> list[Link]:
+        in_use = ScoringModel.objects.filter(state__in=[ACTIVE, SHADOW])
+        self._warn_of_pauses(request, in_use)
+        links = super()._listing(request)
+        shadow = next((m for m in in_use if m.state == SHADOW), None)
+        if shadow is not None and self.has_change_permission(request):
+            links.append(Link(self._url("unshadow", shadow), f"Take {shadow.label} out of shadow…"))
+        return links
 
     def _links(self, request: HttpRequest, model: ScoringModel) -> list[Link]:
-        links = []
-        if self.has_change_permission(request, model):
-            if model.state != ACTIVE:
-                links.append(Link(self._url("activate", model), "Activate…"))
-            if model.state in (CANDIDATE, RETIRED):
-                links.append(Link(self._url("shadow", model), "Put in shadow…"))
-            if model.state == SHADOW:
-                links.append(Link(self._url("unshadow", model), "Take out of shadow…"))
-            if model.state in (CANDIDATE, SHADOW):
-                links.append(Link(self._url("retire", model), "Retire…"))
         active = ScoringModel.objects.filter(state=ACTIVE).exclude(pk=model.pk).first()
         with_active = [model.pk] if active is None else [model.pk, active.pk]
         label = "Figures on recorded outcomes" if active is None else f"Compare with {active.label}"
         compare = f"{self._url('compare')}?ids={','.join(map(str, with_active))}"
-        return [*links, Link(compare, label)]
+        return [*super()._links(request, model), Link(compare, label)]
 
-    def _confirm(
-        self,
-        request: HttpRequest,
-        model: ScoringModel | None,
-        *,
-        title: str,
-        question: str,
-        button: str,
-        hidden: dict[str, str],
-        measured: bool = False,
-        compared_with: ScoringModel | None = None,
-        possible: bool = True,
-        refusal: str = "",
-    ) -> TemplateResponse:
-        """The confirmation page; `measured`: with the model's figures on recorded outcomes,
-        beside those of `compared_with` (the active model, if any), and the gate's verdict."""
+    def _confirm_context(
+        self, model: ScoringModel | None, compared_with: ScoringModel | None, *, judged: bool
+    ) -> dict[str, Any]:
+        """The pause warnings of the models shown and, `judged`, the model's figures on recorded
+        outcomes beside those of `compared_with`, and the gate's verdict."""
         context: dict[str, Any] = {}
-        if model is not None and possible and measured:
+        if model is not None and judged:
             both = [model]
             if compared_with is not None and compared_with.pk != model.pk:
                 both.append(compared_with)
@@ -722,71 +977,16 @@ class ScoringModelAdmin(_RegistryAdmin):
                 "verdict": verdict_in_words(model, compared_with, found),
             }
         shown = [m for m in (model, compared_with) if m is not None]
-        return self._page(
-            request,
-            "confirm.html",
-            title,
-            model=model,
-            question=question,
-            button=button,
-            hidden=hidden,
-            possible=possible,
-            refusal=refusal,
-            warnings=[w for m in shown if (w := m.pause_warning(settings.PAUSE_SECONDS))],
-            cancel_url=self._change_url(model) if model is not None else "",
+        return {
+            "warnings": [w for m in shown if (w := m.pause_warning(settings.PAUSE_SECONDS))],
             **context,
-        )
-
-    def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        model = self._editable(request, pk)
-        active = ScoringModel.objects.filter(state=ACTIVE).first()
-        here = self._url("activate", model)
-        if request.method == "POST" and model.state != ACTIVE:
-            if self._changed_since(request, "replacing", active):
-                return redirect(here)
-            user = request.user.get_username()
-            seen = request.POST.get("verdict", "")[:500]
-            try:
-                model_activate(model=model, user=user, note=_note("activated in the admin", seen))
-            except ModelError as exc:
-                self.message_user(
-                    request, f"Could not activate {model.label}: {exc}", messages.ERROR
-                )
-                return redirect(self._change_url(model))
-            was = "" if active is None else active.label
-            self.log_change(request, model, _change("Activated", was, model.label, seen))
-            if active is not None:
-                self.log_change(request, active, f"Retired: replaced by {model.label} (activated)")
-            self.message_user(
-                request,
-                f"Activated {model.label}"
-                + ("" if active is None else f" in place of {active.label}")
-                + ": every server scores with it within 2 s.",
-                messages.SUCCESS,
-            )
-            return redirect(self._url("changelist"))
-        replacing = "" if active is None else f" in place of {active.label}"
-        return self._confirm(
-            request,
-            model,
-            title=f"Activate {model.label}?",
-            question=(
-                f"{model.label} will score every decision{replacing}, on every server within "
-                "2 s; the model it replaces is retired (roll back brings it back)."
-            ),
-            button=f"Yes, activate {model.label}",
-            hidden={"replacing": "" if active is None else active.label},
-            measured=True,
-            compared_with=active,
-            possible=model.state != ACTIVE,
-            refusal=f"{model.label} is the active model already.",
-        )
+        }
 
     def shadow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         model = self._editable(request, pk)
         shadow = ScoringModel.objects.filter(state=SHADOW).first()
         active = ScoringModel.objects.filter(state=ACTIVE).first()
-        possible = model.state in (CANDIDATE, RETIRED)
+        possible = self.kind.may("shadow", model)
         if request.method == "POST" and possible:
             if self._changed_since(request, "replacing", shadow):
                 return redirect(self._url("shadow", model))
@@ -823,16 +1023,16 @@ class ScoringModelAdmin(_RegistryAdmin):
             ),
             button=f"Yes, run {model.label} in shadow",
             hidden={"replacing": "" if shadow is None else shadow.label},
-            measured=True,
-            compared_with=active,
             possible=possible,
             refusal=f"{model.label} is {_role(model)}: only a candidate or a retired model is "
             "put in shadow.",
+            compared_with=active,
+            judged=True,
         )
 
     def unshadow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         model = self._editable(request, pk)
-        possible = model.state == SHADOW
+        possible = self.kind.may("unshadow", model)
         if request.method == "POST" and possible:
             model_shadow(
                 model=None,
@@ -854,76 +1054,6 @@ class ScoringModelAdmin(_RegistryAdmin):
             hidden={},
             possible=possible,
             refusal=f"{model.label} is not in shadow.",
-        )
-
-    def retire_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        model = self._editable(request, pk)
-        possible = model.state in (CANDIDATE, SHADOW)
-        if request.method == "POST" and possible:
-            self._retire(request, [model])
-            return redirect(self._url("changelist"))
-        return self._confirm(
-            request,
-            model,
-            title=f"Retire {model.label}?",
-            question=f"{model.label} ({_role(model)}) is retired: it scores nothing, stays in "
-            "the registry with its figures and timeline, can be put in shadow or activated "
-            "again, and can be deleted once no decision refers to it.",
-            button=f"Yes, retire {model.label}",
-            hidden={},
-            possible=possible,
-            refusal=_kept_in_use(model) or f"{model.label} is retired already.",
-        )
-
-    def rollback_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_change_permission(request):
-            raise PermissionDenied
-        active = ScoringModel.objects.filter(state=ACTIVE).first()
-        target = model_rollback_target()
-        if request.method == "POST" and target is not None:
-            if self._changed_since(request, "from", active) or self._changed_since(
-                request, "to", target
-            ):
-                return redirect(self._url("rollback"))
-            try:
-                model_rollback(user=request.user.get_username())
-            except ModelError as exc:
-                self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
-                return redirect(self._url("changelist"))
-            was = "" if active is None else active.label
-            self.log_change(request, target, _change("Rolled back", was, target.label, ""))
-            if active is not None:
-                self.log_change(
-                    request, active, f"Retired: rolled back from {active.label} to {target.label}"
-                )
-            self.message_user(
-                request,
-                f"Rolled back from {was or 'no active model'} to {target.label}: "
-                f"{target.label} is active again.",
-                messages.SUCCESS,
-            )
-            return redirect(self._url("changelist"))
-        if target is None:
-            question = "There is no earlier active model to roll back to."
-        elif active is None:
-            question = f"No model is active: {target.label}, the last one active, is activated."
-        else:
-            question = (
-                f"Roll back from {active.label} to {target.label}: {target.label} scores every "
-                f"decision again, on every server within 2 s, and {active.label} is retired."
-            )
-        return self._confirm(
-            request,
-            target,
-            title="Roll back?" if target is None else f"Roll back to {target.label}?",
-            question=question,
-            button="" if target is None else f"Yes, roll back to {target.label}",
-            hidden={
-                "from": "" if active is None else active.label,
-                "to": "" if target is None else target.label,
-            },
-            possible=target is not None,
-            refusal=question,
         )
 
     def compare_view(self, request: HttpRequest) -> HttpResponse:
@@ -989,23 +1119,17 @@ class ScoringModelAdmin(_RegistryAdmin):
         description="Activate the selected model (after a confirmation)", permissions=["change"]
     )
     def activate(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
-        model = self._one(request, queryset, "activate")
-        return None if model is None else redirect(self._url("activate", model))
+        return self._to_page(request, queryset, "activate", "activate")
 
     @admin.action(
         description="Run the selected model in shadow (after a confirmation)",
         permissions=["change"],
     )
     def run_as_shadow(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
-        model = self._one(request, queryset, "put in shadow")
-        return None if model is None else redirect(self._url("shadow", model))
+        return self._to_page(request, queryset, "shadow", "put in shadow")
 
     @admin.action(description="Retire the selected candidates and shadow", permissions=["change"])
     def retire(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> None:
-        active = [model for model in queryset if model.state == ACTIVE]
-        if active:
-            self.message_user(request, _kept_in_use(active[0]), messages.ERROR)
-            return
         self._retire(request, list(queryset))
 
     @admin.action(description="Compare selected models", permissions=["view"])
@@ -1195,6 +1319,34 @@ class UpliftModelAdmin(_RegistryAdmin):
     ]
     fields = ["notes", *readonly_fields]
     actions = ["activate", "retire"]
+    kind = RegistryKind(
+        activate=uplift_model_activate,
+        rollback=uplift_model_rollback,
+        rollback_target=uplift_model_rollback_target,
+        refusal=uplift_model_refusal,
+        log_verdict=False,
+        steps=(
+            Step("activate", "Activate…", (CANDIDATE, SHADOW, RETIRED)),
+            Step("retire", "Retire…", (CANDIDATE,)),
+        ),
+        pause_warning="{model} was trained on {trained:g} s pauses but PAUSE_SECONDS is "
+        "{live:g}: its chances are those of pauses of another length; train one for {live:g} s "
+        "(manage.py train_model --uplift)",
+        activate_question="{model} will give the chances to buy with an offer and without for "
+        "every rule that targets by uplift{replacing}, on every worker within 2 s; the model it "
+        "replaces is retired (roll back brings it back).",
+        activated="every worker targets by uplift with it within 2 s",
+        active_already="{model} is the live uplift model already.",
+        retire_question="{model} (a candidate) is retired: it stays in the registry with its "
+        "figures and timeline, can be activated again, and can be deleted.",
+        no_rollback="There is no earlier uplift model to roll back to.",
+        rollback_to_none="No uplift model is live: {target}, the last one live, is activated.",
+        rollback_question="Roll back from {active} to {target}: {target} gives the chances for "
+        "every rule that targets by uplift again, on every worker within 2 s, and {active} is "
+        "retired.",
+        none_live="no live uplift model",
+        rolled_back="Rolled back from {was} to {target}: {target} is the live uplift model again.",
+    )
 
     # --- rights
 
@@ -1264,222 +1416,29 @@ class UpliftModelAdmin(_RegistryAdmin):
 
     # --- pages
 
-    def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view
-        named = f"{self.opts.app_label}_{self.opts.model_name}"
-        return [
-            path("rollback/", view(self.rollback_view), name=f"{named}_rollback"),
-            path("<int:pk>/activate/", view(self.activate_view), name=f"{named}_activate"),
-            path("<int:pk>/retire/", view(self.retire_view), name=f"{named}_retire"),
-            *super().get_urls(),
-        ]
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        links = []
-        if request.method == "GET":
-            if not UpliftModel.objects.filter(state=ACTIVE).exists():
-                self.message_user(
-                    request,
-                    "No uplift model is live: the rules that target by uplift offer nothing. "
-                    "Activate one (trained by manage.py train_model --uplift).",
-                    messages.WARNING,
-                )
-            target = uplift_model_rollback_target()
-            if target is not None and self.has_change_permission(request):
-                links.append(Link(self._url("rollback"), f"Roll back to {target.label}…"))
-        return super().changelist_view(request, {**(extra_context or {}), "model_links": links})
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:
-        links = []
-        model = UpliftModel.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        if request.method == "GET" and model is not None:
-            self._warn_of_pause(request, model)
-            if self.has_change_permission(request, model):
-                if model.state != ACTIVE:
-                    links.append(Link(self._url("activate", model), "Activate…"))
-                if model.state == CANDIDATE:
-                    links.append(Link(self._url("retire", model), "Retire…"))
-        return super().change_view(
-            request, object_id, form_url, {**(extra_context or {}), "model_links": links}
-        )
-
-    def _warn_of_pause(self, request: HttpRequest, model: ScoringModel) -> None:
-        if model.pause_differs():
+    def _listing(self, request: HttpRequest) -> list[Link]:
+        if not UpliftModel.objects.filter(state=ACTIVE).exists():
             self.message_user(
                 request,
-                f"{model.label} was trained on {model.pause_seconds:g} s pauses but PAUSE_SECONDS "
-                f"is {settings.PAUSE_SECONDS:g}: its chances are those of pauses of another "
-                f"length; train one for {settings.PAUSE_SECONDS:g} s (manage.py train_model "
-                "--uplift)",
+                "No uplift model is live: the rules that target by uplift offer nothing. "
+                "Activate one (trained by manage.py train_model --uplift).",
                 messages.WARNING,
             )
+        return super()._listing(request)
 
-    def _confirm(
+    def _confirm_context(
         self,
-        request: HttpRequest,
         model: ScoringModel | None,
+        compared_with: ScoringModel | None,  # noqa: ARG002  # the uplift gate compares with none
         *,
-        title: str,
-        question: str,
-        button: str,
-        hidden: dict[str, str],
-        possible: bool,
-        refusal: str,
-        verdict: Verdict | None = None,
-    ) -> TemplateResponse:
-        return self._page(
-            request,
-            "confirm.html",
-            title,
-            model=model,
-            question=question,
-            button=button,
-            hidden=hidden,
-            possible=possible,
-            refusal=refusal,
-            verdict=verdict,
-            force="Activate it anyway, overruling the gate"
-            if verdict and verdict.kind == "refused"
-            else "",
-            cancel_url=self._change_url(model) if model is not None else "",
-        )
-
-    def activate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        model = self._editable(request, pk)
-        active = UpliftModel.objects.filter(state=ACTIVE).first()
-        refusal = uplift_model_refusal(model=model)
-        if request.method == "POST" and model.state != ACTIVE:
-            here = self._url("activate", model)
-            if self._changed_since(request, "replacing", active):
-                return redirect(here)
-            user = request.user.get_username()
-            if refusal and request.POST.get("force") != "1":
-                model_refuse(
-                    model=model,
-                    note=f"{refusal} (asked in the admin)",
-                    compared_with="" if active is None else active.label,
-                    user=user,
-                )
-                self.message_user(
-                    request,
-                    f"{model.label} was not activated: {refusal}. Tick Activate it anyway to "
-                    "overrule the gate (as train_model --uplift --force does).",
-                    messages.ERROR,
-                )
-                return redirect(here)
-            note = (
-                f"activated in the admin, overruling the gate: {refusal}"
-                if refusal
-                else _note("activated in the admin", request.POST.get("verdict", "")[:500])
-            )
-            try:
-                uplift_model_activate(model=model, user=user, note=note)
-            except ModelError as exc:
-                self.message_user(
-                    request, f"Could not activate {model.label}: {exc}", messages.ERROR
-                )
-                return redirect(self._change_url(model))
-            was = "" if active is None else active.label
-            said = "overruling the gate" if refusal else ""
-            self.log_change(request, model, _change("Activated", was, model.label, said))
-            if active is not None:
-                self.log_change(request, active, f"Retired: replaced by {model.label} (activated)")
-            self.message_user(
-                request,
-                f"Activated {model.label}"
-                + ("" if active is None else f" in place of {active.label}")
-                + ": every worker targets by uplift with it within 2 s.",
-                messages.SUCCESS,
-            )
-            return redirect(self._url("changelist"))
-        replacing = "" if active is None else f" in place of {active.label}"
-        return self._confirm(
-            request,
-            model,
-            title=f"Activate {model.label}?",
-            question=(
-                f"{model.label} will give the chances to buy with an offer and without for every "
-                f"rule that targets by uplift{replacing}, on every worker within 2 s; the model "
-                "it replaces is retired (roll back brings it back)."
-            ),
-            button=f"Yes, activate {model.label}",
-            hidden={"replacing": "" if active is None else active.label},
-            possible=model.state != ACTIVE,
-            refusal=f"{model.label} is the live uplift model already.",
-            verdict=uplift_verdict(model),
-        )
-
-    def retire_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        model = self._editable(request, pk)
-        possible = model.state == CANDIDATE
-        if request.method == "POST" and possible:
-            self._retire(request, [model])
-            return redirect(self._url("changelist"))
-        return self._confirm(
-            request,
-            model,
-            title=f"Retire {model.label}?",
-            question=f"{model.label} (a candidate) is retired: it stays in the registry with its "
-            "figures and timeline, can be activated again, and can be deleted.",
-            button=f"Yes, retire {model.label}",
-            hidden={},
-            possible=possible,
-            refusal=_kept_in_use(model) or f"{model.label} is retired already.",
-        )
-
-    def rollback_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_change_permission(request):
-            raise PermissionDenied
-        active = UpliftModel.objects.filter(state=ACTIVE).first()
-        target = uplift_model_rollback_target()
-        if request.method == "POST" and target is not None:
-            if self._changed_since(request, "from", active) or self._changed_since(
-                request, "to", target
-            ):
-                return redirect(self._url("rollback"))
-            try:
-                uplift_model_rollback(user=request.user.get_username())
-            except ModelError as exc:
-                self.message_user(request, f"Not rolled back: {exc}", messages.ERROR)
-                return redirect(self._url("changelist"))
-            was = "" if active is None else active.label
-            self.log_change(request, target, _change("Rolled back", was, target.label, ""))
-            if active is not None:
-                self.log_change(
-                    request, active, f"Retired: rolled back from {active.label} to {target.label}"
-                )
-            self.message_user(
-                request,
-                f"Rolled back from {was or 'no live uplift model'} to {target.label}: "
-                f"{target.label} is the live uplift model again.",
-                messages.SUCCESS,
-            )
-            return redirect(self._url("changelist"))
-        if target is None:
-            question = "There is no earlier uplift model to roll back to."
-        elif active is None:
-            question = f"No uplift model is live: {target.label}, the last one live, is activated."
-        else:
-            question = (
-                f"Roll back from {active.label} to {target.label}: {target.label} gives the "
-                "chances for every rule that targets by uplift again, on every worker within "
-                f"2 s, and {active.label} is retired."
-            )
-        return self._confirm(
-            request,
-            target,
-            title="Roll back?" if target is None else f"Roll back to {target.label}?",
-            question=question,
-            button="" if target is None else f"Yes, roll back to {target.label}",
-            hidden={
-                "from": "" if active is None else active.label,
-                "to": "" if target is None else target.label,
-            },
-            possible=target is not None,
-            refusal=question,
-        )
+        judged: bool,
+    ) -> dict[str, Any]:
+        """The uplift gate's verdict and, when it refuses, the box that overrules it."""
+        if model is None or not judged:
+            return {}
+        verdict = uplift_verdict(model)
+        force = "Activate it anyway, overruling the gate" if verdict.kind == "refused" else ""
+        return {"verdict": verdict, "force": force}
 
     # --- actions
 
@@ -1488,13 +1447,8 @@ class UpliftModelAdmin(_RegistryAdmin):
         permissions=["change"],
     )
     def activate(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> Any:
-        model = self._one(request, queryset, "activate")
-        return None if model is None else redirect(self._url("activate", model))
+        return self._to_page(request, queryset, "activate", "activate")
 
     @admin.action(description="Retire the selected candidates", permissions=["change"])
     def retire(self, request: HttpRequest, queryset: QuerySet[ScoringModel]) -> None:
-        active = [model for model in queryset if model.state == ACTIVE]
-        if active:
-            self.message_user(request, _kept_in_use(active[0]), messages.ERROR)
-            return
         self._retire(request, list(queryset))
