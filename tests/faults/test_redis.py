@@ -461,7 +461,7 @@ def test_carts_pausing_while_the_database_is_away_get_offers_recorded_once_it_is
     env = shop_env(tmp_path, database, redis_server.url)
     (front,), _ = processes.start(env, servers=[()], workers=["w"])
     carts = 200
-    outage = 20.0
+    outage = 8.0  # well past the recorder's and the pool's retry pace (1 to 2 s)
 
     async def scenario() -> tuple[list[Shopper], float, float]:
         shoppers = await arrive([front.ws_url], carts)
