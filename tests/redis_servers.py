@@ -149,7 +149,7 @@ class LocalCluster:
             "--cluster-config-file",
             str(node / "nodes.conf"),
             "--cluster-node-timeout",
-            "2000",
+            "1000",
         )
 
     def port_of(self, key: str) -> int:

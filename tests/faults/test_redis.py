@@ -411,10 +411,10 @@ def take_and_buy(i: int, offer: dict[str, Any]) -> list[dict[str, Any]]:
 def test_offers_a_killed_worker_sent_while_the_database_was_away_are_all_recorded(
     tmp_path: Path,
     private_database: PrivatePostgres,
-    own_redis: OwnRedis,
+    redis_server: RedisServer,
     processes: Processes,
 ):
-    redis_server = own_redis
+    # (one Redis: a worker killed on a cluster is tests/e2e/test_redis_mode.py's)
     postgres, database = private_database, private_database.url
     env = shop_env(tmp_path, database, redis_server.url, CLAIM_LEASE_SECONDS=LEASE)
     (front,), (first,) = processes.start(env, servers=[()], workers=["w1"])
