@@ -125,8 +125,8 @@ async def test_a_persuadable_shopper_accepts_the_offer_and_buys():
             url=url,
             site="demo",
             shoppers=1,
-            seconds=6.0,
-            seed=1,
+            seconds=2.0,
+            seed=2,  # (a shopper whose pause comes within the first second)
             speed=1000,
             mix={"persuadable": 1.0},
         )

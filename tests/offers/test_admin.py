@@ -99,7 +99,16 @@ def test_records_set_aside_are_shown_to_operators_and_only_deleted(operator: Cli
     assert not DeadRecord.objects.exists()
 
 
+def small_model_active() -> None:
+    """A small model active already: `bootstrap_demo` keeps it rather than train the demo's."""
+    from offers.services import model_activate
+    from tests.factories import stored_model
+
+    model_activate(model=stored_model())
+
+
 def test_operators_can_edit_demo_products(operator: Client):
+    small_model_active()
     call_command("bootstrap_demo", stdout=io.StringIO())
     product = Product.objects.get(sku="sku-mug")
     data = {
@@ -134,6 +143,7 @@ def test_the_demo_and_the_staff_user_are_made_once(tmp_path, capsys, monkeypatch
     from offers.management.commands import ensure_staff
 
     monkeypatch.setattr(ensure_staff, "PASSWORD_FILE", tmp_path / ".admin-password")
+    small_model_active()
     for _ in range(2):
         call_command("bootstrap_demo")
         call_command("ensure_staff")
