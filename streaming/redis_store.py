@@ -87,16 +87,16 @@ _FIELD_TYPES: Final[dict[bytes, tuple[str, type]]] = {
 }
 
 # The scripts, one file each in streaming/lua/ (helpers.lua is prepended to those that need it).
-_APPLY_LUA: Final = lua.script(
-    "apply",
-    helpers=True,
-    recent=RECENT_IDS,
-    id_bytes=_ID_BYTES,
-    products=MAX_DISTINCT_PRODUCTS,
-    product_bytes=_PRODUCT_BYTES,
-    cart_lines=MAX_CART_LINES,
-    max_quantity=MAX_QUANTITY,
-)
+# The state's bounds, filled into the apply script's dollar names.
+APPLY_BOUNDS: Final = {
+    "recent": RECENT_IDS,
+    "id_bytes": _ID_BYTES,
+    "products": MAX_DISTINCT_PRODUCTS,
+    "product_bytes": _PRODUCT_BYTES,
+    "cart_lines": MAX_CART_LINES,
+    "max_quantity": MAX_QUANTITY,
+}
+_APPLY_LUA: Final = lua.script("apply", helpers=True, **APPLY_BOUNDS)
 _CLAIM_LUA: Final = lua.script("claim", helpers=True)
 _SETTLE_LUA: Final = lua.script("settle", helpers=True)
 _RELEASE_LUA: Final = lua.script("release", helpers=True)
@@ -388,9 +388,14 @@ class RedisStore(SessionStore):
             states.sort(key=attrgetter("last_activity"))
         # A pause re-claimed from a worker that died after making its offer needs that offer's
         # frame (kept under its own key) to record and send it again; such pauses are rare.
-        for state in states:
-            if state.offer_id is not None:
-                frame = await self.redis.get(self.offer_key(state.session_id))
+        offered = [state for state in states if state.offer_id is not None]
+        if offered:
+            # one pipeline (MGET would span shards on a cluster)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for state in offered:
+                    pipe.get(self.offer_key(state.session_id))
+                frames = await pipe.execute()
+            for state, frame in zip(offered, frames, strict=True):
                 state.offer_frame = frame.decode() if isinstance(frame, bytes) else frame
         return states
 

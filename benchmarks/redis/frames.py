@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from importlib.resources import files
-from string import Template
 
 import redis.asyncio as aioredis
 
@@ -22,15 +21,9 @@ from benchmarks import Progress
 from benchmarks.harness import redis_cpu_seconds
 from benchmarks.memory import shopper_frames
 from offers.tokens import new_session_id
-from streaming.protocol import MAX_QUANTITY, Event, decode_frame
-from streaming.redis_store import _APPLY_LUA, _event_args, _num
-from streaming.state import (
-    _ID_BYTES,
-    _PRODUCT_BYTES,
-    MAX_CART_LINES,
-    MAX_DISTINCT_PRODUCTS,
-    RECENT_IDS,
-)
+from streaming import lua
+from streaming.protocol import Event, decode_frame
+from streaming.redis_store import _APPLY_LUA, APPLY_BOUNDS, _event_args, _num
 
 PACKED = "packed (now)"
 HASH = "hash (before)"
@@ -42,17 +35,7 @@ PAUSE = "30.0"
 def hash_layout_script() -> str:
     """The apply script of the hash layout, filled in as the store filled it in."""
     folder = files(__package__) / "hash_layout"
-    text = (folder / "helpers.lua").read_text("utf-8") + "\n"
-    text += (folder / "apply.lua").read_text("utf-8")
-    return Template(text).substitute(
-        chunk=64,
-        recent=RECENT_IDS,
-        id_bytes=_ID_BYTES,
-        products=MAX_DISTINCT_PRODUCTS,
-        product_bytes=_PRODUCT_BYTES,
-        cart_lines=MAX_CART_LINES,
-        max_quantity=MAX_QUANTITY,
-    )
+    return lua.script("apply", helpers=True, folder=folder, chunk=64, **APPLY_BOUNDS)
 
 
 @dataclass(frozen=True, slots=True)
