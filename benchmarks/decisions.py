@@ -30,10 +30,12 @@ import datetime
 import gc
 import json
 import math
+import os
 import re
 import secrets
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,10 +54,12 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_ints
+from benchmarks import BenchError, Benchmark, Progress, bounded_float, bounded_int, bounded_ints
 from benchmarks.harness import (
+    BASE_DIR,
     HOST,
     PATH,
+    WINDOW_FRAMES,
     Cores,
     Server,
     bench_env,
@@ -66,6 +70,7 @@ from benchmarks.harness import (
     row,
     run_pinned_client,
     running_server,
+    stop,
 )
 from streaming.protocol import EVENT_KINDS, MAX_FRAME_BYTES
 
@@ -88,7 +93,15 @@ PROJECT_DAPHNE = Server(
     "project-daphne", "project daphne", ("manage.py", "serve", "--server", "daphne")
 )
 PROJECTS = (PROJECT, PROJECT_DAPHNE)
-LABELS = {"timer": "timer floor", **{server.key: server.label for server in PROJECTS}}
+# The default server's rounds again, with the load client flooding it with acks meanwhile.
+FLOODED = "project-flood"
+LABELS = {
+    "timer": "timer floor",
+    **{server.key: server.label for server in PROJECTS},
+    FLOODED: "project+flood",
+}
+# Before a flooded round: the flood's sockets open and reach their pace.
+FLOOD_RAMP_SECONDS = 1.0
 
 
 def timer_server(pause_seconds: float) -> Server:
@@ -195,6 +208,8 @@ class Round:
     server_delay: ServerDelay | None = None
     # From the database: how soon the round's decisions were all in it (the project's rounds).
     recorded: Recorded | None = None
+    # A flooded round: events/s the server acknowledged to the flood while the round ran.
+    flood_events_per_second: float | None = None
 
     @property
     def exactly_one_each(self) -> bool:
@@ -206,6 +221,7 @@ class DecisionsReport:
     pause_seconds: float
     window: float
     cores: Cores
+    flood_sockets: int = 0
     rounds: list[Round] = field(default_factory=list)
 
     def find(self, server: str, carts: int) -> Round:
@@ -262,6 +278,14 @@ class DecisionsReport:
             "pause (a lower bound); rtt: send to ack; lag: the client's longest event loop pass; "
             "on time: sockets with exactly one offer, within 1 s of the deadline"
         )
+        for measured in self.rounds:
+            if measured.flood_events_per_second is not None:
+                rows.append(
+                    f"project+flood, {measured.carts:,} carts: the same round while "
+                    f"{self.flood_sockets} more sockets send single-event frames as fast as "
+                    f"they are acknowledged ({measured.flood_events_per_second:,.0f} events/s "
+                    "acknowledged to them meanwhile)"
+                )
         for measured in self.rounds:
             delay = measured.server_delay
             if measured.server == "timer" or delay is None:
@@ -322,6 +346,7 @@ class DecisionsReport:
         return {
             "pause_seconds": self.pause_seconds,
             "window": self.window,
+            "flood_sockets": self.flood_sockets,
             "cores": asdict(self.cores),
             "machine": machine(),
             "rounds": [
@@ -713,6 +738,56 @@ def delay_histogram(text: str) -> dict[str, float]:
     return values
 
 
+def events_accepted(port: int) -> float:
+    """The server's count of events applied (liveoffers_events_accepted_total)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("liveoffers_events_accepted_total "):
+                return float(line.split()[1])
+    raise BenchError("/metrics has no liveoffers_events_accepted_total")
+
+
+@contextlib.contextmanager
+def flooding(port: int, *, sockets: int, core: int | None) -> Iterator[None]:
+    """The load client (benchmarks.clients.load) sending single-event frames over `sockets`
+    sockets as fast as they are acknowledged, for as long as the block runs: acks in bulk
+    beside a round's offers. It shares the round's client core, niced, so that it takes only
+    what the round's client leaves."""
+
+    def start() -> None:
+        if core is not None:
+            os.sched_setaffinity(0, {core})
+        os.nice(10)
+
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.clients.load",
+        f"--url=ws://{HOST}:{port}{PATH}",
+        "--batch=1",
+        f"--connections={sockets}",
+        f"--window={WINDOW_FRAMES}",
+        "--warmup=0",
+        "--seconds=3600",
+    ]
+    said = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the process
+    process = subprocess.Popen(
+        command, cwd=BASE_DIR, stdout=subprocess.DEVNULL, stderr=said, preexec_fn=start
+    )
+    try:
+        before = events_accepted(port)
+        time.sleep(FLOOD_RAMP_SECONDS)
+        if process.poll() is not None or events_accepted(port) == before:
+            stop(process)
+            said.seek(0)
+            error = said.read().decode(errors="replace").strip()[-2000:]
+            raise BenchError(f"the flood did not start: {error}")
+        yield
+    finally:
+        stop(process)
+        said.close()
+
+
 def recorded_delay(port: int, before: Mapping[str, float], decisions: int) -> ServerDelay:
     """The histogram over a round, once it holds the round's decisions.
 
@@ -909,6 +984,31 @@ def measure_server(
                 f"{_ms(measured.from_send.max)} ms (from the send)"
             )
             report.rounds.append(measured)
+        if server is PROJECT and report.flood_sockets:
+            for count in carts:
+                report.rounds.append(flooded_round(port, count, report, client, progress))
+
+
+def flooded_round(
+    port: int,
+    count: int,
+    report: DecisionsReport,
+    client: Callable[[int], Round],
+    progress: Progress,
+) -> Round:
+    """A round of `count` carts while the flood runs: do its offers wait behind the acks?"""
+    progress(f"project, {count:,} carts, {report.flood_sockets} sockets flooding it with acks")
+    with flooding(port, sockets=report.flood_sockets, core=report.cores.client):
+        events, began = events_accepted(port), time.perf_counter()
+        measured = client(count)
+        # the round's own events are two a cart
+        flood = (events_accepted(port) - events - 2 * count) / (time.perf_counter() - began)
+    progress(
+        f"project+flood, {count:,} carts: {measured.on_time:,} on time, p50 "
+        f"{_ms(measured.from_send.p50)} ms, p99 {_ms(measured.from_send.p99)} ms "
+        f"({flood:,.0f} flood events/s)"
+    )
+    return dataclasses.replace(measured, server=FLOODED, flood_events_per_second=flood)
 
 
 def run(options: Mapping[str, Any], progress: Progress) -> DecisionsReport:
@@ -916,6 +1016,7 @@ def run(options: Mapping[str, Any], progress: Progress) -> DecisionsReport:
         pause_seconds=float(options["pause_seconds"]),
         window=float(options["window"]),
         cores=Cores.pick(),
+        flood_sockets=int(options["flood"]),
     )
     progress(report.cores.describe())
     with tempfile.TemporaryDirectory(prefix="liveoffers-bench-") as tmp:
@@ -950,6 +1051,13 @@ def add_arguments(parser: ArgumentParser) -> None:
         type=bounded_ints(1, 10_000),
         default=[200, 2000],
         help="carts pausing together, comma-separated (200,2000)",
+    )
+    parser.add_argument(
+        "--flood",
+        type=bounded_int(0, 256),
+        default=8,
+        help="sockets flooding the default server with single-event frames during one more "
+        "round a carts count (8; 0: no such rounds)",
     )
     add_round_arguments(
         parser,

@@ -4,7 +4,9 @@
 - floor: a Channels consumer under daphne doing the same, the framework's least (benchmarks.floor);
 - collector: `manage.py serve`, the real thing: parse, validate, rate limit, apply, write through
   to the event log, ack, on `serve`'s default server (uvicorn); then the same under
-  `serve --server daphne`, and with EVENT_LOG=off (what the event log costs).
+  `serve --server daphne`, and with EVENT_LOG=off; then what the event log costs: the servers
+  with it on and off run side by side, pinned to the same core and loaded at the same time,
+  `--log-pairs` times, and the median ratio is given.
 
 Each server runs in its own process pinned to one core, and the load client
 (benchmarks.clients.load) in another process pinned to a second core, so each side has one core
@@ -14,6 +16,9 @@ Each server runs in its own process pinned to one core, and the load client
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import statistics
 import tempfile
 from argparse import ArgumentParser
 from collections.abc import Mapping
@@ -68,6 +73,8 @@ class IngestReport:
     seconds: float
     cores: Cores
     measurements: list[Measurement] = field(default_factory=list)
+    # The collector with the event log on and off, side by side on one core, a pair a run.
+    log_runs: list[Measurement] = field(default_factory=list)
     memory: MemoryFigures | None = None
 
     def find(self, server: str, frames: str) -> Measurement:
@@ -99,8 +106,14 @@ class IngestReport:
             rows.append(f"{collector.label} (manage.py {' '.join(collector.argv[1:])}):")
             rows += self._collector_rows(collector, with_baselines=False)
         for frames in FRAMES:
-            on, off = self.rate("collector", frames), self.rate("collector-nolog", frames)
-            rows.append(f"event log on / off, {frames}: {on / off:.2f}x")
+            pairs = self.log_ratios(frames)
+            listed = ", ".join(f"{ratio:.2f}x" for ratio in pairs)
+            how = (
+                f" (side by side on one core, median of {len(pairs)}: {listed})"
+                if self.log_runs
+                else " (one run each)"
+            )
+            rows.append(f"event log on / off, {frames}: {statistics.median(pairs):.2f}x{how}")
         # Shows which side was the bottleneck: a server below 100% was waiting for its client.
         rows.append("core use (% of one core: server / client)")
         rows.append(_row("frames", *(s.label for s in SERVERS)))
@@ -113,6 +126,18 @@ class IngestReport:
                 f"{self.memory.sessions_per_gib:,} sessions per GB"
             )
         return "\n".join(rows)
+
+    def log_ratios(self, frames: str) -> list[float]:
+        """Events/s with the event log on over off: a pair a side-by-side run (the main runs'
+        one pair when there were none)."""
+
+        def rates(server: str) -> list[float]:
+            runs = [m for m in self.log_runs or self.measurements if m.server == server]
+            return [m.events_per_second for m in runs if m.frames == frames]
+
+        return [
+            on / off for on, off in zip(rates("collector"), rates("collector-nolog"), strict=True)
+        ]
 
     def _collector_rows(self, collector: Server, *, with_baselines: bool) -> list[str]:
         rows = []
@@ -144,6 +169,8 @@ class IngestReport:
                 collector.key: {frames: self.ratios(collector, frames) for frames in FRAMES}
                 for collector in COLLECTORS
             },
+            "event_log_on_off": {frames: self.log_ratios(frames) for frames in FRAMES},
+            "event_log_runs": [asdict(m) for m in self.log_runs],
         }
         if self.memory is not None:
             figures["memory"] = asdict(self.memory) | {
@@ -165,38 +192,89 @@ def _row(first: str, *cells: str) -> str:
 
 def measure_server(
     server: Server,
-    report: IngestReport,
+    cores: Cores,
     *,
     env: dict[str, str],
     workdir: Path,
     options: Mapping[str, Any],
     progress: Progress,
-) -> None:
-    cores = report.cores
+) -> list[Measurement]:
+    measurements = []
     progress(f"{server.label}: starting")
     log = workdir / f"{server.key}.log"
     with running_server(server, env=env, core=cores.server, log=log) as (process, port):
-        for frames, events_per_frame in FRAMES.items():
-            figures = run_load_client(
-                [port],
-                events_per_frame=events_per_frame,
-                connections=int(options["connections"]),
-                seconds=float(options["seconds"]),
-                watch_pids=[process.pid],
-                core=cores.client,
-            )
-            # figures: the load client's LoadFigures as a dict, one server CPU time a server
-            elapsed = figures["seconds"]
-            (server_cpu,) = figures["server_cpu_seconds"]
-            measurement = Measurement(
-                server=server.key,
-                frames=frames,
-                events_per_second=figures["events"] / elapsed,
-                server_core_busy=server_cpu / elapsed,
-                client_core_busy=figures["client_cpu_seconds"] / elapsed,
-            )
-            report.measurements.append(measurement)
+        for frames in FRAMES:
+            measurement = load(server, frames, process.pid, port, cores, options)
+            measurements.append(measurement)
             progress(f"{server.label}, {frames}: {measurement.events_per_second:,.0f} events/s")
+    return measurements
+
+
+def load(
+    server: Server, frames: str, pid: int, port: int, cores: Cores, options: Mapping[str, Any]
+) -> Measurement:
+    """One run of the load client against the server of `pid` on `port`."""
+    figures = run_load_client(
+        [port],
+        events_per_frame=FRAMES[frames],
+        connections=int(options["connections"]),
+        seconds=float(options["seconds"]),
+        watch_pids=[pid],
+        core=cores.client,
+    )
+    # figures: the load client's LoadFigures as a dict, one server CPU time a server
+    elapsed = figures["seconds"]
+    (server_cpu,) = figures["server_cpu_seconds"]
+    return Measurement(
+        server=server.key,
+        frames=frames,
+        events_per_second=figures["events"] / elapsed,
+        server_core_busy=server_cpu / elapsed,
+        client_core_busy=figures["client_cpu_seconds"] / elapsed,
+    )
+
+
+def measure_side_by_side(
+    servers: tuple[Server, Server],
+    cores: Cores,
+    *,
+    env: dict[str, str],
+    workdir: Path,
+    options: Mapping[str, Any],
+    progress: Progress,
+) -> list[Measurement]:
+    """Two servers pinned to the same core, each loaded by its own client at the same time:
+    each gets about half the core, and whatever slows the machine slows both alike, so their
+    ratio is what one costs against the other."""
+    measurements = []
+    with contextlib.ExitStack() as stack:
+        running = [
+            stack.enter_context(
+                running_server(
+                    server,
+                    # embedded servers side by side: a record journal each
+                    env=env
+                    | WITHOUT_LOG.get(server.key, {})
+                    | {"RECORD_JOURNAL": str(workdir / f"{server.key}.records")},
+                    core=cores.server,
+                    log=workdir / f"{server.key}-side-by-side.log",
+                )
+            )
+            for server in servers
+        ]
+        for frames in FRAMES:
+            with concurrent.futures.ThreadPoolExecutor(len(running)) as pool:
+                futures = [
+                    pool.submit(load, server, frames, process.pid, port, cores, options)
+                    for server, (process, port) in zip(servers, running, strict=True)
+                ]
+                measurements += [future.result() for future in futures]
+            first, second = measurements[-2:]
+            progress(
+                f"side by side, {frames}: {first.server} {first.events_per_second:,.0f}, "
+                f"{second.server} {second.events_per_second:,.0f} events/s"
+            )
+    return measurements
 
 
 def run(options: Mapping[str, Any], progress: Progress) -> IngestReport:
@@ -211,11 +289,33 @@ def run(options: Mapping[str, Any], progress: Progress) -> IngestReport:
         env = bench_env(workdir)
         progress("preparing the collector's database (migrate, bootstrap_demo)")
         prepare_database(env)
-        for server in SERVERS:
-            measure_server(
+
+        def measure(server: Server) -> list[Measurement]:
+            return measure_server(
                 server,
-                report,
+                report.cores,
                 env=env | WITHOUT_LOG.get(server.key, {}),
+                workdir=workdir,
+                options=options,
+                progress=progress,
+            )
+
+        for server in SERVERS:
+            report.measurements += measure(server)
+        # This machine's runs of one server differ by more than the log costs: the log is
+        # measured with the two servers side by side, sharing one core at the same moments.
+        # Which of the two starts first alternates, as the first started gets a little less.
+        pairs = int(options["log_pairs"])
+        for pair in range(pairs):
+            progress(
+                f"event log on and off side by side on core {report.cores.server}: "
+                f"pair {pair + 1} of {pairs}"
+            )
+            on, off = COLLECTORS[0], COLLECTORS[-1]
+            report.log_runs += measure_side_by_side(
+                (on, off) if pair % 2 == 0 else (off, on),
+                report.cores,
+                env=env,
                 workdir=workdir,
                 options=options,
                 progress=progress,
@@ -235,6 +335,13 @@ def add_arguments(parser: ArgumentParser) -> None:
     )
     parser.add_argument(
         "--connections", type=LOAD_CONNECTIONS, default=8, help="client sockets per run (8)"
+    )
+    parser.add_argument(
+        "--log-pairs",
+        type=bounded_int(0, 20),
+        default=4,
+        help="runs of the collector with the event log on and off side by side, sharing one "
+        "core (4; 0: none, the main runs' ratio): the ratio is their median",
     )
     parser.add_argument(
         "--sessions",

@@ -241,12 +241,15 @@ class CollectorConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
             read_token(token, site.key, max_age=runtime.token_max_age) or new_session_id()
         )
         self.site_key = site.key
-        if self.channel_layer is not None:
-            # Join the session's group before reading its state: an offer sent from now on
-            # comes through the layer (after the welcome), one made before is in the state.
-            await self.channel_layer.group_add(session_group(self.session_id), self.channel_name)
-            self.grouped = True
         try:
+            if self.channel_layer is not None:
+                # Join the session's group before reading its state: an offer sent from now
+                # on comes through the layer (after the welcome), one made before is in the
+                # state. A layer whose Redis is still coming back is the store being down.
+                await self.channel_layer.group_add(
+                    session_group(self.session_id), self.channel_name
+                )
+                self.grouped = True
             state = await runtime.store.open(session_id=self.session_id, site=site.key, now=now)
         except STORE_DOWN:
             await self.accept()
@@ -452,6 +455,24 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
     """`/ws/dashboard/`: live stats and decisions for staff; anyone else is refused with 403."""
 
     login_check_seconds = LOGIN_CHECK_SECONDS
+    accepted = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except STORE_DOWN:
+            # Redis is away or coming back (the pub/sub layer subscribes as the socket opens):
+            # a close the dashboard understands, which shows "Reconnecting…" and tries again,
+            # rather than an internal error.
+            log.warning("closing a dashboard socket: Redis failed", exc_info=True)
+            with contextlib.suppress(Exception):
+                if not self.accepted:
+                    await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_STORE_DOWN})
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
 
     async def connect(self) -> None:
         self.watcher: asyncio.Task[None] | None = None
@@ -461,8 +482,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
             await self.close()  # before accept: the handshake is answered 403
             return
         await self.channel_layer.group_add(DASHBOARD_GROUP, self.channel_name)
+        snapshot = await get_runtime().feed.snapshot()
         await self.accept()
-        await self.send(text_data=await get_runtime().feed.snapshot())
+        await self.send(text_data=snapshot)
         self.watcher = asyncio.create_task(self._watch_login())
 
     async def _watch_login(self) -> None:
@@ -491,7 +513,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
     async def disconnect(self, _code: int) -> None:
         if self.watcher is not None:
             self.watcher.cancel()
-        await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
+        with contextlib.suppress(*STORE_DOWN):
+            await self.channel_layer.group_discard(DASHBOARD_GROUP, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass  # the dashboard only listens

@@ -78,7 +78,7 @@ class EventLogWriter:
             return False
         self._next = now + 1.0
         if self.log.waiting():
-            await asyncio.to_thread(self.log.flush)
+            await asyncio.to_thread(self.log.write, self.log.take())
         if now >= self._next_prune:
             self._next_prune = now + 3600.0
             await asyncio.to_thread(self.log.prune, now)
@@ -86,7 +86,7 @@ class EventLogWriter:
         return False
 
     async def finish(self) -> None:
-        await asyncio.to_thread(self.log.flush)
+        await asyncio.to_thread(self.log.write, self.log.take())
 
 
 class CountsRefresher:

@@ -151,16 +151,19 @@ def train_uplift_model(
     if force:
         services.uplift_model_activate(model=stored, note="activated with --force")
     elif activate:
-        if measured.coefficient > 0:
+        refusal = services.uplift_model_refusal(model=stored)
+        if refusal:
+            active = ScoringModel.uplift_models.filter(state=ScoringModel.State.ACTIVE).first()
+            services.model_refuse(
+                model=stored,
+                note=refusal,
+                compared_with="" if active is None else active.label,
+            )
+            refused = f"{refusal}: it is kept as a candidate (--force activates it anyway)"
+        else:
             services.uplift_model_activate(
                 model=stored,
                 note=f"Qini {measured.coefficient:.3f} on {len(test)} held-out decisions",
-            )
-        else:
-            refused = (
-                f"{stored.label} is kept as a candidate: its Qini coefficient on {len(test)} "
-                f"held-out randomised decisions is {measured.coefficient:.3f}, no better than "
-                "offering at random (--force activates it anyway)"
             )
     stored.refresh_from_db()
     say(f"{stored.label} ({stored.state}) in {time.perf_counter() - started:.1f} s")

@@ -1,9 +1,9 @@
 """The clickstream at rest: every applied event, written through to daily files.
 
-The collector hands each frame's fresh events to `EventLog.append` (a deque append: nothing on
-the socket path waits on a disk). `flush`, run about once a second beside the event loop,
-appends them as JSON lines to `DIR/YYYY-MM-DD/<host>-<pid>.jsonl` (the day of the server's
-receive time, UTC); once a day is over, `compress_days` gzips its files (`.jsonl.gz`), so the
+The collector hands each frame's fresh events to `EventLog.append`, which encodes them into a
+buffer (nothing on the socket path waits on a disk). About once a second the buffers are taken
+and, in a thread beside the event loop, appended as JSON lines to
+`DIR/YYYY-MM-DD/<host>-<pid>.jsonl` (the day of the server's receive time, UTC); once a day is over, `compress_days` gzips its files (`.jsonl.gz`), so the
 CPU compression takes is spent once a day rather than on every flush of a busy server. Each
 process writes its own files, so any number of servers share a directory (a shared volume) or
 keep their own. `prune` deletes days older than the retention; `forget_session` rewrites the
@@ -22,7 +22,6 @@ import os
 import shutil
 import socket
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,52 +61,78 @@ class LoggedEvent:
     event: Event
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Lines taken from an `EventLog`, by day, and how many events they hold."""
+
+    lines: dict[str, bytearray]
+    events: int
+
+
 def day_of(at: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
 class EventLog:
-    """Applied events on their way to the day's file of this process."""
+    """Applied events on their way to the day's file of this process.
+
+    `append` encodes each frame's line at once into the day's buffer (a bytearray): nothing is
+    kept per frame but its bytes, so a second's frames make no objects for the garbage
+    collector to walk. `take` swaps the buffers out (on the thread that appends) and `write`
+    puts them in the files (another thread may); `flush` does both.
+    """
 
     def __init__(self, directory: str | Path, *, days: int, name: str | None = None) -> None:
         self.directory = Path(directory)
         self.days = days
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self._pending: deque[tuple[float, str, str, Sequence[Event]]] = deque()
         self.written = 0
+        self._buffers: dict[str, bytearray] = {}
+        self._events = 0  # in the buffers
+        self._frames = 0
+        # the day of the last frame, the second it ends and its buffer
+        self._day_ends = 0.0
+        self._buffer = bytearray()
 
     def append(self, session_id: str, site: str, at: float, events: Sequence[Event]) -> None:
-        """Called on the event loop for each frame's fresh events: only queues them."""
-        if events:
-            self._pending.append((at, session_id, site, events))
+        """Called on the event loop for each frame's fresh events: encodes them into a buffer."""
+        if not events:
+            return
+        if not self._day_ends - DAY_SECONDS <= at < self._day_ends:
+            self._day_ends = (at // DAY_SECONDS + 1) * DAY_SECONDS
+            self._buffer = self._buffers.setdefault(day_of(at), bytearray())
+        buffer = self._buffer
+        _encoder.encode_into(LogRecord(at, session_id, site, events), buffer, -1)
+        buffer += b"\n"
+        self._events += len(events)
+        self._frames += 1
 
     def waiting(self) -> int:
-        return len(self._pending)
+        """Frames appended and not yet taken."""
+        return self._frames
 
-    def flush(self) -> int:
-        """Write what is queued (a thread's work: encodes and writes). Returns events written."""
-        by_day: dict[str, list[LogRecord]] = {}
-        pending = self._pending
-        day, day_ends, lines = "", 0.0, []  # the day of the last frame, and its records
-        while pending:
-            at, session_id, site, events = pending.popleft()
-            if not day_ends - DAY_SECONDS <= at < day_ends:
-                day = day_of(at)
-                day_ends = (at // DAY_SECONDS + 1) * DAY_SECONDS
-                lines = by_day.setdefault(day, [])
-            lines.append(LogRecord(at, session_id, site, events))
-        written = 0
-        for day, records in by_day.items():
+    def take(self) -> Pending:
+        """What was appended since the last take, for `write`; call it where `append` runs."""
+        pending = Pending(self._buffers, self._events)
+        self._buffers, self._events, self._frames = {}, 0, 0
+        self._day_ends, self._buffer = 0.0, bytearray()
+        return pending
+
+    def write(self, pending: Pending) -> int:
+        """Append taken lines to their days' files (a thread's work). Returns events written."""
+        for day, text in pending.lines.items():
             path = self.directory / day / f"{self.name}{SUFFIX}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            text = _encoder.encode_lines(records)  # one call for the whole day's batch
             with path.open("ab") as file:
                 fcntl.flock(file, fcntl.LOCK_EX)  # `forget_session` may be rewriting it
                 file.write(text)
                 file.flush()
-            written += sum(len(record.events) for record in records)
-        self.written += written
-        return written
+        self.written += pending.events
+        return pending.events
+
+    def flush(self) -> int:
+        """Take and write what is queued. Returns events written."""
+        return self.write(self.take())
 
     def prune(self, now: float) -> int:
         """Delete the days past the retention; returns how many went."""

@@ -36,6 +36,19 @@ def pytest_configure() -> None:
     settings.EXPLORE_PERCENT = 0.0
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran servers or workers shows the end of their logs (they write them
+    beside the test's files), so that a failure in CI says what the processes saw."""
+    report = yield
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and call.when == "call" and isinstance(tmp, Path):
+        for log in sorted(tmp.glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-80:]
+            report.sections.append((f"last lines of {log.name}", "\n".join(lines)))
+    return report
+
+
 @pytest.fixture
 def runtime() -> Iterator[Runtime]:
     """A fresh in-memory runtime (store, delivery, worker) and no cached sites; used automatically

@@ -56,6 +56,15 @@ def test_the_table_gives_the_collector_against_both_baselines():
     assert singles[1] == ["single", "20,000", "4.00x", "0.50x"]
     assert singles[2] == ["single", "12,500", "2.50x", "0.31x"]
     assert singles[3] == ["single", *["100%", "/", "50%"] * 5]
-    assert "event log on / off, single: 0.80x" in table
+    assert "event log on / off, single: 0.80x (one run each)" in table
+    # pairs run side by side: the median is the figure, the main runs' pair left out
+    for on, off in ((8_000.0, 10_000.0), (9_000.0, 10_000.0), (11_000.0, 10_000.0)):
+        report.log_runs.append(Measurement("collector", "single", on, 1.0, 0.5))
+        report.log_runs.append(Measurement("collector-nolog", "single", off, 1.0, 0.5))
+        for server, rate in (("collector", on), ("collector-nolog", off)):
+            report.log_runs.append(Measurement(server, "batch of 20", rate * 10, 1.0, 0.5))
+    said = "event log on / off, single: 0.90x (side by side on one core, median of 3: 0.80x, 0.90x, 1.10x)"
+    assert said in report.table()
+    assert report.as_dict()["event_log_on_off"]["single"] == pytest.approx([0.8, 0.9, 1.1])
     ratios = report.as_dict()["ratios"]
     assert ratios["collector"]["batch of 20"]["collector/floor"] == 2.0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -163,6 +164,15 @@ def test_the_decisions_table_compares_the_project_with_the_floor():
     daphne_row = report.table().splitlines()[4]
     assert daphne_row.split()[:3] == ["project", "daphne", "200"]
     assert daphne_row.split()[9] == "1.0x"
+    flooded = decisions.Round(
+        "project-flood", 200, 1.0, 200, 200, 200, late, spread, spread, 500.0, spread, 0.1
+    )
+    report.flood_sockets = 8
+    report.rounds.append(dataclasses.replace(flooded, flood_events_per_second=12_345.0))
+    table = report.table()
+    assert table.splitlines()[5].split()[:2] == ["project+flood", "200"]
+    assert "while 8 more sockets send" in table and "(12,345 events/s acknowledged" in table
+    assert report.as_dict()["rounds"][-1]["flood_events_per_second"] == 12_345.0
 
 
 def test_bench_all_runs_every_benchmark_with_its_defaults():

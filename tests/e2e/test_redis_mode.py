@@ -196,6 +196,17 @@ async def close_code_of_a_new_socket(url: str) -> int | None:
         return None if ws.close_code is None else int(ws.close_code)
 
 
+async def close_code_of_a_dashboard(server: Server, cookie: str) -> int | None:
+    async with websockets.connect(
+        f"{server.ws_url}/ws/dashboard/",
+        origin=websockets.Origin(server.url),
+        additional_headers={"Cookie": f"sessionid={cookie}"},
+    ) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        return None if ws.close_code is None else int(ws.close_code)
+
+
 async def come_back(url: str, token: str) -> list[str]:
     """The shopper's page reconnects (as the snippet does, again after a 4503) and re-sends
     an acknowledged id with a new one; returns the ids acknowledged."""
@@ -255,7 +266,7 @@ def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their
     tmp_path: Path, postgres_url: str
 ):
     redis = RedisServer(tmp_path)
-    env, _ = prepared_env(
+    env, cookie = prepared_env(
         tmp_path, DATABASE_URL=postgres_url, REDIS_URL=redis.url, PAUSE_SECONDS="60"
     )
     server = Server(env, "--no-worker")
@@ -264,6 +275,7 @@ def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their
         welcome = asyncio.run(five_adds(url))
         redis.kill()
         code = asyncio.run(close_code_of_a_new_socket(url))
+        dashboard_code = asyncio.run(close_code_of_a_dashboard(server, cookie))
         health_down = health(server)
         redis.start()
         wait_for_health(server, 200)
@@ -272,7 +284,7 @@ def test_a_redis_restart_loses_nothing_acknowledged_and_servers_recover_on_their
     finally:
         server.stop()
         redis.kill()
-    assert code == 4503 and health_down == 503
+    assert code == dashboard_code == 4503 and health_down == 503
     assert ids == ["e-0", "e-new"]
     assert cart == ["50.0", "5"]
 

@@ -173,6 +173,34 @@ def test_train_model_uplift_trains_on_generated_shoppers_and_activates_a_model_t
     assert not ScoringModel.objects.exists()
 
 
+def test_train_model_uplift_activate_keeps_a_model_that_ranks_no_better_than_chance(demo_site):
+    """Recorded decisions that tell offered shoppers from held-out ones by nothing: the model
+    ranks them all alike (Qini 0), the gate keeps it a candidate and says so in its timeline."""
+    features = dict.fromkeys(FEATURE_NAMES, 1.0)
+    old = timezone.now() - timedelta(hours=2)
+    Decision.objects.bulk_create(
+        Decision(
+            site=demo_site,
+            session=f"s-{i}",
+            pause_key=f"s-{i}:1",
+            at=old,
+            outcome=Outcome.OFFER if i % 2 else Outcome.HOLDOUT,
+            features=features,
+            cart_value=Decimal("80.00"),
+            converted_at=old if i % 5 < 2 else None,
+        )
+        for i in range(1200)
+    )
+    with pytest.raises(CommandError, match="no better than offering at random") as refused:
+        call_command("train_model", "--uplift", "--activate", stdout=io.StringIO())
+    assert refused.value.returncode == 3
+    assert "kept as a candidate" in str(refused.value)
+    model = ScoringModel.uplift_models.get()
+    assert model.state == "candidate" and model.metrics["qini"] == 0.0
+    event = model.events.get(action="refused")
+    assert "1,200" not in event.note and "360 held-out randomised decisions" in event.note
+
+
 def test_train_model_uplift_refuses_shadow():
     with pytest.raises(CommandError, match="no --shadow"):
         call_command("train_model", "--uplift", "--shadow", stdout=io.StringIO())
