@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
+from redis.exceptions import RedisError
 
 from offers.alerts import alert_acknowledge, alert_json, alerts_listed
+from offers.dashboard import GROUP
 from offers.operators import is_operator
+
+log = logging.getLogger(__name__)
 
 
 def _forbidden() -> JsonResponse:
@@ -35,4 +44,13 @@ def api_alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = alert_acknowledge(alert_id, request.user.get_username())
     if alert is None:
         return JsonResponse({"error": "not_found", "detail": "no such alert"}, status=404)
-    return JsonResponse(alert_json(alert))
+    shown = alert_json(alert)
+    # Every other dashboard open now shows who acknowledged it too.
+    layer = get_channel_layer()
+    if layer is not None:
+        frame = json.dumps({"type": "alert", "change": "acknowledged", **shown})
+        try:
+            async_to_sync(layer.group_send)(GROUP, {"type": "dashboard.frame", "text": frame})
+        except (RedisError, OSError):
+            log.warning("could not tell the dashboards of an acknowledgement", exc_info=True)
+    return JsonResponse(shown)

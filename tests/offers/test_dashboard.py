@@ -565,6 +565,10 @@ async def test_raised_alerts_go_out_live_and_acknowledging_one_from_the_page_rec
 
     acknowledged = await sync_to_async(acknowledge_from_the_page)(frame["id"])
     assert acknowledged["acknowledged_by"] == "ada" and acknowledged["resolved_at"] is None
+    # a dashboard open meanwhile (another operator's) is told at once
+    told = await ws.receive_json_from()
+    assert (told["type"], told["change"], told["id"]) == ("alert", "acknowledged", frame["id"])
+    assert told["acknowledged_by"] == "ada"
     await ws.disconnect()
     again = await operator_socket()
     await again.connect()
