@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from websockets.sync.client import connect
 
 from tests.factories import track
 from tests.subprocesses import Server, manage, prepared_env
+from tests.webhooks import Receiver, receiving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,28 +27,10 @@ TRAINED = (
 )
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    Receiver.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+    with receiving() as url:
+        yield url
 
 
 def alerts(server: Server, cookie: str) -> list[dict[str, Any]]:

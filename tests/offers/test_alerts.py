@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +33,7 @@ from streaming.features import FEATURE_NAMES
 from streaming.policy import Outcome
 from tests.conftest import service_missing
 from tests.factories import T0, operator_user, stored_model
+from tests.webhooks import Receiver, receiving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -195,33 +194,10 @@ def test_channel_layer_drops_raise_until_five_quiet_minutes():
     assert check(T0 + 311) == []
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-    failures_left = 0
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if Receiver.failures_left:
-            Receiver.failures_left -= 1
-            self.send_response(503)
-        else:
-            Receiver.received.append(json.loads(body))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    Receiver.received = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+    with receiving() as url:
+        yield url
 
 
 async def test_the_watch_sends_raised_alerts_to_dashboards_and_the_webhook(receiver: str):
