@@ -29,14 +29,19 @@ run: install ## migrate, load the demo, make a staff user, serve (HOST=127.0.0.1
 	@echo "Pauses of $$PAUSE_SECONDS s: add to the cart, look around, wait."
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
+# The unit tests run on every core; the tests of servers, services and training one at a time
+# (they pin processes to cores, time deadlines and share the machine's Redis and PostgreSQL).
+UNIT := not e2e and not services and not slow
+
 test: install ## lint, typecheck, then the whole test suite
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto -m "$(UNIT)"
+	$(PY) -m pytest -m "not ($(UNIT))"
 
 test-fast: install ## the unit tests only: no servers, no Redis or PostgreSQL, no training (under a minute)
-	$(PY) -m pytest -q -m "not e2e and not services and not slow"
+	$(PY) -m pytest -q -n auto -m "$(UNIT)"
 
 lint: install ## ruff lint and format check
 	$(PY) -m ruff check .
