@@ -721,10 +721,15 @@ _BUCKET = re.compile(r'^liveoffers_decision_delay_seconds_bucket\{le="([^"]+)"\}
 _TOTAL = re.compile(r"^liveoffers_decision_delay_seconds_(count|sum) (\S+)$")
 
 
+def server_metrics(port: int) -> str:
+    """The server's /metrics, as Prometheus text."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
 def decision_delay(port: int) -> dict[str, float]:
     """The server's deadline-to-decision histogram, read from its /metrics."""
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
-        return delay_histogram(response.read().decode())
+    return delay_histogram(server_metrics(port))
 
 
 def delay_histogram(text: str) -> dict[str, float]:
@@ -740,10 +745,9 @@ def delay_histogram(text: str) -> dict[str, float]:
 
 def events_accepted(port: int) -> float:
     """The server's count of events applied (liveoffers_events_accepted_total)."""
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("liveoffers_events_accepted_total "):
-                return float(line.split()[1])
+    for line in server_metrics(port).splitlines():
+        if line.startswith("liveoffers_events_accepted_total "):
+            return float(line.split()[1])
     raise BenchError("/metrics has no liveoffers_events_accepted_total")
 
 

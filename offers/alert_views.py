@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from asgiref.sync import async_to_sync
@@ -11,8 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 from redis.exceptions import RedisError
 
-from offers.alerts import alert_acknowledge, alert_json, alerts_listed
-from offers.dashboard import GROUP
+from offers.alerts import GROUP, alert_acknowledge, alert_json, alert_message, alerts_listed
 from offers.operators import is_operator
 
 log = logging.getLogger(__name__)
@@ -44,13 +42,11 @@ def api_alert_acknowledge(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = alert_acknowledge(alert_id, request.user.get_username())
     if alert is None:
         return JsonResponse({"error": "not_found", "detail": "no such alert"}, status=404)
-    shown = alert_json(alert)
     # Every other dashboard open now shows who acknowledged it too.
     layer = get_channel_layer()
     if layer is not None:
-        frame = json.dumps({"type": "alert", "change": "acknowledged", **shown})
         try:
-            async_to_sync(layer.group_send)(GROUP, {"type": "dashboard.frame", "text": frame})
+            async_to_sync(layer.group_send)(GROUP, alert_message(alert, "acknowledged"))
         except (RedisError, OSError):
             log.warning("could not tell the dashboards of an acknowledgement", exc_info=True)
-    return JsonResponse(shown)
+    return JsonResponse(alert_json(alert))

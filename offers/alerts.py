@@ -169,6 +169,13 @@ def alert_json(alert: Alert) -> dict[str, Any]:
     }
 
 
+def alert_message(alert: Alert, change: str) -> dict[str, str]:
+    """The channel-layer message that shows `alert` (`change`: raised, resolved, acknowledged…)
+    on every dashboard open, sent to `GROUP`."""
+    frame = json.dumps({"type": "alert", "change": change, **alert_json(alert)})
+    return {"type": "dashboard.frame", "text": frame}
+
+
 # --- the checks --------------------------------------------------------------------------------
 class ModelLoadCheck:
     """Models the registry wants scoring (active or shadow) that this process could not load."""
@@ -497,8 +504,7 @@ class AlertWatch:
         layer = get_channel_layer()
         for alert, change in changes:
             if layer is not None:
-                frame = json.dumps({"type": "alert", "change": change, **alert_json(alert)})
-                await layer.group_send(GROUP, {"type": "dashboard.frame", "text": frame})
+                await layer.group_send(GROUP, alert_message(alert, change))
             if self.webhook is not None and change in ("raised", "resolved"):
                 self.webhook.send(alert, change)
         return False

@@ -3,8 +3,9 @@
 The collector hands each frame's fresh events to `EventLog.append`, which encodes them into a
 buffer (nothing on the socket path waits on a disk). About once a second the buffers are taken
 and, in a thread beside the event loop, appended as JSON lines to
-`DIR/YYYY-MM-DD/<host>-<pid>.jsonl` (the day of the server's receive time, UTC); once a day is over, `compress_days` gzips its files (`.jsonl.gz`), so the
-CPU compression takes is spent once a day rather than on every flush of a busy server. Each
+`DIR/YYYY-MM-DD/<host>-<pid>.jsonl` (the day of the server's receive time, UTC); once a day is
+over, `compress_days` gzips its files (`.jsonl.gz`), so the CPU compression takes is spent
+once a day rather than on every flush of a busy server. Each
 process writes its own files, so any number of servers share a directory (a shared volume) or
 keep their own. `prune` deletes days older than the retention; `forget_session` rewrites the
 files without one session's lines.
