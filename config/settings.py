@@ -41,6 +41,9 @@ MAX_SOCKETS = envint("MAX_SOCKETS", 10_000, minimum=1)
 # Each client's events, all its sessions together (shoppers behind one NAT share an address).
 CLIENT_RATE_EVENTS_PER_SECOND = envfloat("CLIENT_RATE_EVENTS_PER_SECOND", 1000.0, minimum=0.001)
 CLIENT_RATE_BURST = envint("CLIENT_RATE_BURST", 5000, minimum=1)
+# Each site API key's redemptions at /api/redeem/, in each server process: a second, and the burst.
+REDEEM_RATE_PER_SECOND = envfloat("REDEEM_RATE_PER_SECOND", 20.0, minimum=0.001)
+REDEEM_BURST = envint("REDEEM_BURST", 100, minimum=1)
 # Proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated).
 TRUSTED_PROXIES = envlist("TRUSTED_PROXIES", [])
 # Embedded mode: live sessions held at most; past it, the least recently active is forgotten.

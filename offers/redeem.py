@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Annotated, Final
 
 import msgspec
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -27,9 +28,6 @@ from offers.services import OfferRefused, Refusal, api_key_authenticate, offer_r
 from streaming.protocol import MAX_PRICE
 from streaming.ratelimit import TokenBucket
 
-# Each key's token bucket, in each server process: redemptions a second, and the burst.
-REDEEM_RATE: Final = 20.0
-REDEEM_BURST: Final = 100
 MAX_BODY_BYTES: Final = 4096
 
 _NO_CONTROL: Final = "^[^\x00-\x1f\x7f]*$"
@@ -51,11 +49,12 @@ _REFUSED: Final = {
 
 
 class KeyLimiter:
-    """A token bucket a key, shared by the threads of one process."""
+    """A token bucket a key, shared by the threads of one process: `rate` redemptions a second,
+    bursts of `burst` (REDEEM_RATE_PER_SECOND and REDEEM_BURST unless given)."""
 
-    def __init__(self, *, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
+    def __init__(self, *, rate: float | None = None, burst: int | None = None) -> None:
+        self.rate = settings.REDEEM_RATE_PER_SECOND if rate is None else rate
+        self.burst = settings.REDEEM_BURST if burst is None else burst
         self._buckets: dict[int, TokenBucket] = {}
         self._lock = threading.Lock()
 
@@ -73,7 +72,7 @@ class KeyLimiter:
         return max(1, math.ceil(1 / self.rate))
 
 
-limiter = KeyLimiter(rate=REDEEM_RATE, burst=REDEEM_BURST)
+limiter = KeyLimiter()
 
 
 def _error(status: int, code: str, detail: str) -> JsonResponse:

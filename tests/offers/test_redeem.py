@@ -288,6 +288,13 @@ def test_a_key_past_its_rate_gets_429_with_retry_after(
     assert redeem_with(client, second, code=CODE, order_id="1").status_code == 200
 
 
+def test_the_rate_and_burst_are_settings(settings):
+    settings.REDEEM_RATE_PER_SECOND, settings.REDEEM_BURST = 0.25, 3
+    limiter = redeem.KeyLimiter()
+    assert (limiter.rate, limiter.burst, limiter.retry_after()) == (0.25, 3, 4)
+    assert [limiter.take(1, 100.0) for _ in range(4)] == [True, True, True, False]
+
+
 # --- one purchase, whichever of its event and its redemption comes first ---------------------
 
 
