@@ -38,7 +38,7 @@ test: install ## lint, typecheck, then the whole test suite
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
 	$(PY) -m pytest -n auto -m "$(UNIT)"
-	$(PY) -m pytest -m "not ($(UNIT))"
+	$(PY) -m pytest --durations=25 -m "not ($(UNIT))"
 
 test-fast: install ## the unit tests only: no servers, no Redis or PostgreSQL, no training (under a minute)
 	$(PY) -m pytest -q -n auto -m "$(UNIT)"

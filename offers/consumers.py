@@ -18,6 +18,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -506,8 +507,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         engine = import_module(settings.SESSION_ENGINE)
         if not key or not engine.SessionStore().exists(key):
             return False  # logged out: the session was flushed
-        user = self.scope.get("user")
-        fresh = type(user).objects.filter(pk=user.pk).first() if user is not None else None
+        user = self.scope.get("user")  # a lazy object: its pk, never its class
+        pk = getattr(user, "pk", None)
+        fresh = get_user_model()._default_manager.filter(pk=pk).first() if pk else None
         return is_operator(fresh)
 
     async def disconnect(self, _code: int) -> None:

@@ -153,6 +153,37 @@ async def test_the_dashboard_socket_closes_soon_after_its_user_logs_out(monkeypa
     assert (await ws.receive_output(timeout=2))["code"] == CLOSE_LOGGED_OUT
 
 
+@pytest.mark.parametrize("revoked", ["is_staff", "permission"])
+@pytest.mark.usefixtures("runtime")
+async def test_the_dashboard_socket_closes_soon_after_its_user_loses_the_right(
+    monkeypatch, caplog, revoked: str
+):
+    from django.contrib.auth.models import Permission
+
+    from offers.consumers import CLOSE_LOGGED_OUT, DashboardConsumer
+
+    monkeypatch.setattr(DashboardConsumer, "login_check_seconds", 0.05)
+    client = await sync_to_async(logged_in)(staff=True)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    ws = WebsocketCommunicator(
+        application, "/ws/dashboard/", headers=[ORIGIN, HOST, (b"cookie", cookie)]
+    )
+    assert (await ws.connect())[0] is True
+    await ws.receive_json_from()  # the snapshot
+    assert await ws.receive_nothing(timeout=0.3)  # still an operator: stays open
+
+    def revoke() -> None:
+        user = User.objects.get(pk=client.session["_auth_user_id"])
+        if revoked == "is_staff":
+            User.objects.filter(pk=user.pk).update(is_staff=False)
+        else:
+            user.user_permissions.remove(Permission.objects.get(codename="view_decision"))
+
+    await sync_to_async(revoke)()
+    assert (await ws.receive_output(timeout=2))["code"] == CLOSE_LOGGED_OUT
+    assert "could not check the dashboard's login" not in caplog.text
+
+
 async def test_stats_go_out_once_a_second_with_what_happened_in_it(runtime: Runtime):
     ws = await operator_socket()
     await ws.connect()
