@@ -11,20 +11,20 @@ next (with bootstrap 95% intervals).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from streaming.budget import day_of
 from streaming.clickstream import Replayed
-from streaming.policy import OUTCOMES, Outcome, Rule, decide, holdout_bucket
+from streaming.policy import OUTCOMES, Outcome, Rule, Targeting, decide, holdout_bucket
 from streaming.scoring import Scorer
 from streaming.training import auc, average_precision
 
@@ -138,19 +138,34 @@ def with_interval(
     }
 
 
+class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """One rule of a rules file: `id` and `min_risk` at least, the rest as an offer rule's
+    defaults (the admin's limits hold: a risk 0-1, a discount of 1-90%)."""
+
+    id: int
+    min_risk: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    priority: int = 100
+    min_cart_value: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    discount_percent: Annotated[int, msgspec.Meta(ge=1, le=90)] = 10
+    title: str = ""
+    message: str = ""
+    daily_budget: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    valid_minutes: Annotated[int, msgspec.Meta(ge=1)] = 30
+    site: str | None = None
+    targeting: Targeting = Targeting.RISK
+
+
 def rules_from_file(path: str | Path) -> list[Rule]:
-    """Rules as a JSON list of objects with Rule's fields (id and min_risk at least)."""
-    defaults: dict[str, Any] = {
-        "priority": 100,
-        "min_cart_value": 0.0,
-        "discount_percent": 10,
-        "title": "",
-        "message": "",
-        "daily_budget": 1000,
-        "valid_minutes": 30,
-        "site": None,
-    }
-    loaded = json.loads(Path(path).read_text())
-    if not isinstance(loaded, list):
-        raise ValueError("a rules file is a JSON list of rules")
-    return [Rule(**(defaults | rule)) for rule in loaded]
+    """Rules from a JSON list of objects with `RuleSpec`'s fields; a ValueError says what is
+    wrong with the file (or that it cannot be read) before anything is replayed."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the rules file {path}: {exc.strerror or exc}") from exc
+    try:
+        specs = msgspec.json.decode(raw, type=list[RuleSpec])
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise ValueError(
+            f"{path}: {exc} (a rules file is a JSON list of rules, each with id and min_risk)"
+        ) from exc
+    return [Rule(**msgspec.structs.asdict(spec)) for spec in specs]

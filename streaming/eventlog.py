@@ -229,7 +229,8 @@ def read_log(
 
 
 def forget_session(directory: str | Path, session_id: str) -> int:
-    """Rewrite every file without the session's lines; returns how many lines went."""
+    """Rewrite every file without the session's lines; returns how many events went (a line
+    is a frame's events)."""
     removed = 0
     for path in log_files(directory):
         with path.open("r+b") as file:
@@ -237,8 +238,9 @@ def forget_session(directory: str | Path, session_id: str) -> int:
             kept: list[bytes] = []
             dropped = 0
             for line in _open(path, file):
-                if _session_of(line) == session_id:
-                    dropped += 1
+                session, events = _session_of(line)
+                if session == session_id:
+                    dropped += events
                 else:
                     kept.append(line)
             if dropped:
@@ -254,16 +256,19 @@ def forget_session(directory: str | Path, session_id: str) -> int:
 
 class _SessionOnly(msgspec.Struct):
     session: str
+    events: list[msgspec.Raw] = []
 
 
 _session_decoder: Final = msgspec.json.Decoder(_SessionOnly)
 
 
-def _session_of(line: bytes) -> str | None:
+def _session_of(line: bytes) -> tuple[str | None, int]:
+    """A line's session and how many events it holds (None, 0: not a line of the log)."""
     try:
-        return _session_decoder.decode(line).session
+        read = _session_decoder.decode(line)
     except msgspec.DecodeError:
-        return None
+        return None, 0
+    return read.session, len(read.events)
 
 
 def sessions_of(events: Iterable[LoggedEvent]) -> dict[str, list[LoggedEvent]]:

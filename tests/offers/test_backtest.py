@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -72,6 +73,35 @@ def test_rules_come_from_a_json_file(tmp_path: Path):
         15,
         1000,
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "cannot read the rules file"),
+        ("not json", "JSON is malformed"),
+        ('{"bogus": 1}', "Expected `array`, got `object`"),
+        ('[{"min_risk": 0.5}]', "missing required field `id`"),
+        ('[{"id": 1, "min_risk": 1.5}]', "Expected `float` <= 1"),
+        ('[{"id": 1, "min_risk": 0.5, "discount": 10}]', "unknown field `discount`"),
+        ('[{"id": 1, "min_risk": 0.5, "targeting": "luck"}]', "Invalid enum value 'luck'"),
+    ],
+)
+def test_a_bad_rules_file_is_a_clear_error(tmp_path: Path, content: str | None, said: str):
+    path = tmp_path / "rules.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(said)):
+        rules_from_file(path)
+
+
+@pytest.mark.django_db
+def test_the_command_says_what_is_wrong_with_the_rules_before_replaying(tmp_path: Path):
+    rules = tmp_path / "rules.json"
+    rules.write_text('[{"id": 1}]')
+    absent = tmp_path / "absent.csv"  # never read: the rules are checked first
+    with pytest.raises(CommandError, match=r"missing required field `min_risk`"):
+        call_command("backtest", "--clickstream", str(absent), "--rules", str(rules))
 
 
 @pytest.mark.django_db

@@ -55,10 +55,15 @@ def test_a_session_is_forgotten_from_every_file(tmp_path: Path):
     first, second = EventLog(tmp_path, days=30, name="a"), EventLog(tmp_path, days=30, name="b")
     first.append("gone", "demo", T0, [event("e-1", "page_view", url="/")])
     first.append("kept", "demo", T0, [event("e-1", "page_view", url="/")])
-    second.append("gone", "demo", T0 + DAY, [event("e-2", "page_view", url="/")])
+    second.append(
+        "gone",
+        "demo",
+        T0 + DAY,
+        [event("e-2", "page_view", url="/"), event("e-4", "search", query="shoes")],
+    )
     first.flush(), second.flush()
     second.compress_days(T0 + 3 * DAY)  # one file plain, the other compressed
-    assert forget_session(tmp_path, "gone") == 2
+    assert forget_session(tmp_path, "gone") == 3  # events, a frame of two counting two
     assert [e.session for e in read_log(tmp_path)] == ["kept"]
     first.append("kept", "demo", T0, [event("e-3", "page_view", url="/")])
     first.flush()  # the rewritten file takes appends as before

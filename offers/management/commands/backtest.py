@@ -56,6 +56,15 @@ class Command(BaseCommand):
         from streaming.eventlog import read_log
         from streaming.scoring import load_model
 
+        # The rules first: a bad file is said at once, not after the whole replay.
+        try:
+            rules = (
+                _load_rules()
+                if options["rules"] == "current"
+                else rules_from_file(options["rules"])
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         source, fmt = options["clickstream"], options["format"]
         since, until = _moment(options["since"]), _moment(options["until"])
         if source == "log":
@@ -92,9 +101,6 @@ class Command(BaseCommand):
         if wanted is None:
             raise CommandError("no model given and none active")
         models = [wanted] + ([active] if active is not None and active.pk != wanted.pk else [])
-        rules = (
-            _load_rules() if options["rules"] == "current" else rules_from_file(options["rules"])
-        )
         results = [
             run_backtest(
                 replayed,
