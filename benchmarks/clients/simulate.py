@@ -19,6 +19,8 @@ import contextlib
 import json
 import random
 import socket
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,6 +128,8 @@ class SimulationReport:
     put_off: int = 0  # shoppers who would have bought and left at an offer
     purchases_with_offer: int = 0
     purchases_without_offer: int = 0
+    redeeming: bool = False  # given an API key: codes used are redeemed as the shop would
+    codes_redeemed: int = 0
     personas: dict[str, PersonaTally] = field(default_factory=_persona_tallies)
     problems: list[str] = field(default_factory=list)
 
@@ -179,6 +183,8 @@ class SimulationReport:
             ("purchases with offer", self.purchases_with_offer),
             ("purchases without offer", self.purchases_without_offer),
         ]
+        if self.redeeming:
+            rows.append(("codes redeemed", self.codes_redeemed))
         lines += [f"{label:<24}{value:>10}" for label, value in rows]
         columns = ("shoppers", "finished", "events", "offers", "accepted", "purchases")
         lines += ["", f"{'persona':<14}" + "".join(f"{c:>11}" for c in columns)]
@@ -211,6 +217,48 @@ def collector_url(url: str, site: str) -> str:
     if not path.endswith(COLLECTOR_PATH.rstrip("/")):
         path += COLLECTOR_PATH.rstrip("/")
     return urlunsplit((scheme, parts.netloc, path + "/", urlencode({"site": site}), ""))
+
+
+HTTP_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+REDEEM_PATH: Final = "/api/redeem/"
+
+
+def redeem_url(url: str) -> str:
+    """`http(s)://HOST[:PORT]/api/redeem/` of the server at `url` (as `collector_url` reads it)."""
+    parts = urlsplit(collector_url(url, "-"))
+    path = parts.path.rstrip("/").removesuffix(COLLECTOR_PATH.rstrip("/"))
+    scheme = HTTP_SCHEMES[parts.scheme]
+    return urlunsplit((scheme, parts.netloc, path + REDEEM_PATH, "", ""))
+
+
+class Redeemer:
+    """The shop's backend: redeems a code used at a purchase with the site's API key, as a
+    shop's checkout does (`POST /api/redeem/`); only a redemption counts the code's discount."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self.url = redeem_url(url)
+        self.api_key = api_key
+
+    def _post(self, body: dict[str, Any]) -> int:
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    async def redeem(self, code: str, order_id: str, total: float) -> int:
+        """The HTTP status of the redemption (0: no answer)."""
+        body = {"code": code, "order_id": order_id, "total": total}
+        try:
+            return await asyncio.to_thread(self._post, body)
+        except (OSError, ValueError):
+            return 0
 
 
 def replay_gap(gap: float, *, pause_seconds: float, speed: float) -> float:
@@ -323,8 +371,10 @@ class Shopper:
         end_at: float,
         rng: random.Random,
         report: SimulationReport,
+        redeemer: Redeemer | None = None,
     ) -> None:
         self.session = session
+        self.redeemer = redeemer
         self.ws = ws
         self.pause_seconds = pause_seconds
         self.speed = speed
@@ -340,6 +390,7 @@ class Shopper:
         self.cart: dict[str, float] = {}  # product -> price x quantity
         self.last_activity = self.loop.time()
         self.discount = 0.0
+        self.code = ""  # the accepted offer's code, used at the purchase
         self.accepted = False
         self.bought = False
         self.persuaded = False  # bought because of an offer, off its script
@@ -361,7 +412,12 @@ class Shopper:
                 completed = False
                 break
             frame = generated.frame
-            await self.send(str(frame["id"]), str(frame["event"]), _props(frame))
+            props = _props(frame)
+            if frame["event"] == "purchase":
+                props = self.paid(props)  # a sure thing that took the offer pays with it
+            await self.send(str(frame["id"]), str(frame["event"]), props)
+            if frame["event"] == "purchase":
+                await self.redeem(props)
         if self.cart and not self.bought and not self.put_off:
             # Gone quiet with a full cart: a pause, and perhaps an offer to react to.
             await self.live_until(self.last_activity + self.pause_seconds + PAUSE_MARGIN)
@@ -408,6 +464,7 @@ class Shopper:
         self.tally.accepted += 1
         self.accepted = True
         self.discount = float(offer.get("discount_percent") or 0)
+        self.code = str(offer.get("code") or "")
         await self.send_reaction("offer_accepted", {"offer_id": offer_id})
         if reaction == "accept_and_buy" and self.cart and not self.bought:
             await self.buy()
@@ -417,10 +474,28 @@ class Shopper:
         await self.live_until(self.loop.time() + REACTION_SECONDS)
         await self.send_reaction("checkout_start", {})
         await self.live_until(self.loop.time() + REACTION_SECONDS)
-        total = round(sum(self.cart.values()) * (1 - self.discount / 100), 2)
-        await self.send_reaction(
-            "purchase", {"order_id": f"sim-{self.rng.randrange(10**9)}", "total": total}
+        props = self.paid({"order_id": f"sim-{self.rng.randrange(10**9)}"})
+        await self.send_reaction("purchase", props)
+        await self.redeem(props)
+
+    async def redeem(self, props: dict[str, Any]) -> None:
+        """The shop's backend redeems the code the order used, if any."""
+        if self.redeemer is None or not props.get("code"):
+            return
+        status = await self.redeemer.redeem(
+            str(props["code"]), str(props.get("order_id", "")), float(props.get("total", 0))
         )
+        if status == 200:
+            self.report.codes_redeemed += 1
+        else:
+            self.report.problem(f"{self.session.persona}: redeeming {props['code']}: {status}")
+
+    def paid(self, props: dict[str, Any]) -> dict[str, Any]:
+        """A purchase's props: with an accepted offer, its code and the total after it."""
+        if not self.accepted:
+            return props
+        total = round(sum(self.cart.values()) * (1 - self.discount / 100), 2)
+        return props | {"total": total} | ({"code": self.code} if self.code else {})
 
     # --- frames out ---
 
@@ -568,6 +643,7 @@ class _Run:
     end_at: float
     sessions: SessionSource
     report: SimulationReport
+    redeemer: Redeemer | None = None
 
     async def slot(
         self, first: tuple[ClientConnection, dict[str, Any]] | None, delay: float
@@ -602,6 +678,7 @@ class _Run:
             end_at=self.end_at,
             rng=rng,
             report=report,
+            redeemer=self.redeemer,
         )
         report.started += 1
         report.active += 1
@@ -680,6 +757,7 @@ async def run_simulation(
     progress: Callable[[SimulationReport], None] | None = None,
     progress_every: float = 0.5,
     stop: asyncio.Event | None = None,
+    api_key: str | None = None,
 ) -> SimulationReport:
     """Keep `shoppers` shoppers live for `seconds`, then let the last pauses be decided.
 
@@ -695,6 +773,7 @@ async def run_simulation(
     report = SimulationReport(
         url=target, shoppers=shoppers, seconds=seconds, speed=speed, seed=seed
     )
+    report.redeeming = bool(api_key)
     loop = asyncio.get_running_loop()
     start = loop.time()
 
@@ -717,6 +796,7 @@ async def run_simulation(
         end_at=stop_at + report.pause_seconds + GRACE_BEYOND_PAUSE,
         sessions=sessions,
         report=report,
+        redeemer=Redeemer(url, api_key) if api_key else None,
     )
     spread = min(ARRIVAL_SPREAD, seconds / 4)
     slots = [

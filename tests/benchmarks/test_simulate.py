@@ -21,6 +21,7 @@ from benchmarks.clients.simulate import (
     CannotConnect,
     collector_url,
     reaction_to_offer,
+    redeem_url,
     replay_times,
     run_simulation,
 )
@@ -91,6 +92,7 @@ class StandInCollector:
     def __init__(self, *, limit_first_sends: bool = False) -> None:
         self.limit_first_sends = limit_first_sends
         self.events: list[str] = []
+        self.props: list[dict[str, Any]] = []
 
     async def handle(self, ws: ServerConnection) -> None:
         welcome = {"type": "welcome", "session": "s-1", "token": "t", "pause_seconds": 0.2}
@@ -104,6 +106,7 @@ class StandInCollector:
                 await ws.send(json.dumps({**error, "id": frame["id"]}))
                 continue
             self.events.append(frame["event"])
+            self.props.append(frame.get("props") or {})
             await ws.send(json.dumps({"type": "ack", "ids": [frame["id"]]}))
             if frame["event"] == "add_to_cart" and not offered:
                 offered = True
@@ -137,6 +140,14 @@ async def test_a_persuadable_shopper_accepts_the_offer_and_buys():
     assert report.acked == report.sent and report.refused == 0 and report.problems == []
     reaction = collector.events[collector.events.index("offer_shown") :][:4]
     assert reaction == ["offer_shown", "offer_accepted", "checkout_start", "purchase"]
+    # It pays with the offer's code, the total after its 10% off the cart it added
+    added = sum(
+        p["price"] * p.get("quantity", 1)
+        for e, p in zip(collector.events, collector.props, strict=True)
+        if e == "add_to_cart"
+    )
+    purchase = collector.props[collector.events.index("purchase")]
+    assert purchase["code"] == "SAVE10-X" and purchase["total"] == round(added * 0.9, 2)
     assert report.personas["persuadable"].purchases == report.offers_received
 
 
@@ -187,9 +198,29 @@ def offer_decisions(server: Server, cookie: str, *, at_least: int, timeout: floa
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/api/redeem/"),
+        ("wss://shop.example/ws/collect/", "https://shop.example/api/redeem/"),
+        ("https://h/offers/", "https://h/offers/api/redeem/"),
+    ],
+)
+def test_codes_are_redeemed_at_the_servers_api(url, expected):
+    assert redeem_url(url) == expected
+
+
+NEW_KEY = (
+    "from offers.models import Site; from offers.services import api_key_create; "
+    "print(api_key_create(site=Site.objects.get(key='demo'), name='simulate')[1])"
+)
+
+
 @pytest.mark.e2e
 def test_simulated_shoppers_pause_and_get_the_offers_the_server_decided(tmp_path):
     env, cookie = prepared_env(tmp_path, PAUSE_SECONDS="1")
+    made = manage("shell", "-v", "0", "-c", NEW_KEY, env=env)
+    assert made.returncode == 0, made.stderr
     with Server(env) as server:
         began = time.monotonic()
         result = manage(
@@ -202,6 +233,8 @@ def test_simulated_shoppers_pause_and_get_the_offers_the_server_decided(tmp_path
             "6",
             "--seed",
             "7",
+            "--api-key",
+            made.stdout.strip(),
             env=env,
             timeout=60,
         )
@@ -214,5 +247,14 @@ def test_simulated_shoppers_pause_and_get_the_offers_the_server_decided(tmp_path
         offers = int(figures["offers received"])
         assert offers >= 1, result.stdout
         assert offer_decisions(server, cookie, at_least=offers) >= offers
+        # Every purchase through an offer used its code, and the shop's backend redeemed it:
+        # the discounts count in the money figures.
+        with_offer = int(figures["purchases with offer"])
+        assert with_offer >= 1 and figures["codes redeemed"] == with_offer, result.stdout
+        request = urllib.request.Request(
+            f"{server.url}/api/uplift/?window=1h", headers={"Cookie": f"sessionid={cookie}"}
+        )
+        with urllib.request.urlopen(request) as response:
+            assert json.load(response)["offered"]["discount"] > 0
     # 6 s of shoppers, then the server's pause + 2 s for the last decisions, plus start-up.
     assert took < 6 + 1 + 2 + 5

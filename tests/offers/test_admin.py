@@ -154,6 +154,12 @@ def test_the_demo_and_the_staff_user_are_made_once(tmp_path, capsys, monkeypatch
     password = (tmp_path / ".admin-password").read_text().strip()
     assert out.count(password) == 2
     assert log_in(Client(), "admin", password).status_code == 302  # to the admin's index
+    # The file written for another database (or a password changed since) is not printed.
+    (tmp_path / ".admin-password").write_text("another-databases-password\n")
+    call_command("ensure_staff")
+    out = capsys.readouterr().out
+    assert "another-databases-password" not in out
+    assert "Log in as a staff user (admin)" in out and "changepassword" in out
 
 
 def log_in(client: Client, username: str, password: str):

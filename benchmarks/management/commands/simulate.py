@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,13 @@ class Command(BaseCommand):
             "the server's pause_seconds (default %(default)s).",
         )
         parser.add_argument("--origin", help="An Origin header to send, for sites that check it.")
+        parser.add_argument(
+            "--api-key",
+            default=os.environ.get("LIVEOFFERS_API_KEY"),
+            help="The site's API key (default: $LIVEOFFERS_API_KEY): each code a purchase uses is "
+            "then redeemed at /api/redeem/, as the shop's backend would, so that its discount "
+            "counts in the money figures. Without it, no code is redeemed.",
+        )
 
     def handle(self, *_args: Any, **options: Any) -> None:
         interactive = self.stderr.isatty()
@@ -84,6 +92,7 @@ class Command(BaseCommand):
                 seed=options["seed"],
                 speed=options["speed"],
                 origin=options["origin"],
+                api_key=options["api_key"],
                 progress=progress,
                 progress_every=TTY_EVERY if self.stderr.isatty() else LOG_EVERY,
                 stop=stop,

@@ -24,10 +24,9 @@ class Command(BaseCommand):
             os.chmod(PASSWORD_FILE, 0o600)
             self.stdout.write(f"Created staff user 'admin' with password {password}")
             self.stdout.write(f"(also saved in {PASSWORD_FILE.name})")
-        elif PASSWORD_FILE.exists() and User.objects.filter(username="admin").exists():
-            password = PASSWORD_FILE.read_text().strip()
+        elif (saved := self.saved_password("admin")) is not None:
             self.stdout.write(
-                f"Log in as 'admin' with password {password} (from {PASSWORD_FILE.name})"
+                f"Log in as 'admin' with password {saved} (from {PASSWORD_FILE.name})"
             )
         else:
             names = ", ".join(
@@ -37,3 +36,12 @@ class Command(BaseCommand):
                 f"Log in as a staff user ({names}); "
                 "`python manage.py changepassword NAME` sets a new password."
             )
+
+    def saved_password(self, username: str) -> str | None:
+        """The password file's password, if it is this database's user's (the file may have been
+        written for another database, or the password changed since)."""
+        if not PASSWORD_FILE.exists():
+            return None
+        password = PASSWORD_FILE.read_text().strip()
+        user = get_user_model().objects.filter(username=username, is_active=True).first()
+        return password if user is not None and user.check_password(password) else None
