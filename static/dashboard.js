@@ -26,6 +26,12 @@
   function $(selector) { return document.querySelector(selector); }
   function number(n) { return n == null ? '–' : Number(n).toLocaleString('en'); }
   function percent(p) { return p == null ? '–' : (p * 100).toFixed(1) + '%'; }
+  function shortEuros(v) {
+    if (v == null) return '';
+    var a = Math.abs(v), sign = v < 0 ? '−' : '';
+    var text = a >= 1e6 ? +(a / 1e6).toFixed(1) + 'M' : a >= 1e3 ? +(a / 1e3).toFixed(1) + 'k' : String(+a.toFixed(2));
+    return sign + text;
+  }
   function money(v) { return v == null ? '–' : '€' + Number(v).toLocaleString('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 }); }
   function fixed(v, digits) { return v == null ? '–' : Number(v).toFixed(digits); }
   function signed(v, format) {
@@ -427,7 +433,8 @@
       ],
       bands: [{ series: [3, 2], fill: 'rgba(45,164,78,.12)' }],
       legend: { show: false }, // the caption says what the lines are
-      axes: [{}, { size: 60 }]
+      // a narrow panel: fewer time ticks, and euros in short (−500k) so no label is cut off
+      axes: [{ space: 70 }, { size: 52, values: function (u, vals) { return vals.map(shortEuros); } }]
     }, moneyData(), moneyEl);
     var rateEl = $('[data-chart=rate]');
     rateChart = new uPlot({
