@@ -223,6 +223,10 @@ def build_runtime(*, decides: bool = True) -> Runtime:
         # A front end of Redis mode: decisions are the `runstream` workers' job; this process
         # still writes the record (what any process put in the journal).
         worker.steps = [recorder.step_in_background, feed_step, counts.step, Background(drift.step)]
+        worker.started_message = (
+            "front end started: no pauses decided here (runstream workers decide them); "
+            "recording, the dashboard's feed and counts"
+        )
 
     async def finish() -> None:
         await decider.drain()

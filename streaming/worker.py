@@ -61,6 +61,8 @@ class StreamWorker:
         self.evict_every = evict_every
         self.wake_at = wake_at
         self.steps: list[Step] = [self.step_evict]
+        # What its start is logged as: a front end of Redis mode runs the loop without deciding.
+        self.started_message = "stream worker started: deciding pauses"
         self.finishers: list[Callable[[], Awaitable[None]]] = []
         self._next_evict = 0.0
         self._stopping = asyncio.Event()
@@ -93,7 +95,7 @@ class StreamWorker:
         return max(0.0, min(self.tick_seconds, wake - now))
 
     async def run(self) -> None:
-        log.info("stream worker started")
+        log.info(self.started_message)
         while not self._stopping.is_set():
             found = await self.tick(self.clock())
             if not found:
