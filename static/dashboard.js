@@ -156,7 +156,7 @@
     var summary = $('[data-drift-summary]');
     var table = $('[data-drift-table]');
     if (!d) {
-      summary.textContent = 'Not measured yet (it needs an active model with a reference of its training data, and 50 decisions in the last 24 hours).';
+      summary.textContent = 'Not measured yet. Drift is measured when the server starts and then every hour (DRIFT_CHECK_SECONDS), against the active model\u2019s training data, once the last 24 hours hold 50 decisions.';
       table.hidden = true;
       return;
     }
