@@ -12,10 +12,25 @@ from offers.models import ApiKey
 from offers.services import api_key_revoke
 
 
+class RevokedFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:  # noqa: ARG002  # the filter's signature
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:  # noqa: ARG002  # the filter's signature
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only in django-stubs
     list_display = ["shown_prefix", "name", "site", "created_at", "last_used_at", "status"]
-    list_filter = ["site", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_filter = ["site", RevokedFilter]
     search_fields = ["name", "prefix", "site__key"]
     actions = ["revoke"]
 

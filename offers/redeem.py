@@ -22,7 +22,6 @@ import msgspec
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from offers.services import OfferRefused, Refusal, api_key_authenticate, offer_redeem
 from streaming.protocol import MAX_PRICE
@@ -85,8 +84,11 @@ def _bearer(request: HttpRequest) -> str:
 
 
 @csrf_exempt  # a server-to-server API: no cookies, only the key
-@require_POST
 def api_redeem(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        response = _error(405, "method_not_allowed", "redeem with POST")
+        response["Allow"] = "POST"
+        return response
     key = api_key_authenticate(secret=_bearer(request))
     if key is None:
         response = _error(401, "unauthorized", "send a valid site API key: Bearer KEY")

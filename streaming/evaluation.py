@@ -58,9 +58,11 @@ def average_precision(truth: Floats, scores: Floats) -> float:
     """Area under the precision-recall curve as a step sum over distinct thresholds.
 
     sum of (recall_k - recall_{k-1}) * precision_k, tied scores taken as one threshold.
+
+    NaN when one of the two classes is missing (with positives alone every ranking scores 1).
     """
     n_pos = float((truth == 1).sum())
-    if n_pos == 0:
+    if n_pos == 0 or n_pos == len(truth):
         return float("nan")
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order]

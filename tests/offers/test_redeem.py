@@ -150,6 +150,13 @@ def test_the_admin_shows_a_new_key_once_lists_keys_and_revokes_them(
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert redeem_with(Client(), secret, code=CODE, order_id="1").status_code == 401
+    # the list filters by status, in words
+    api_key_create(site=demo_site, name="kept")
+    active = admin_client.get("/admin/offers/apikey/?status=active").content.decode()
+    revoked_only = admin_client.get("/admin/offers/apikey/?status=revoked").content.decode()
+    assert "By status" in active and ">Active<" in active and ">Revoked<" in active
+    assert ">kept<" in active and ">checkout<" not in active
+    assert ">checkout<" in revoked_only and ">kept<" not in revoked_only
 
 
 # --- POST /api/redeem/ -----------------------------------------------------------------------
@@ -262,9 +269,11 @@ def test_a_body_over_4_kib_is_413_and_a_get_is_405(client: Client, demo_site, sh
     an_offer(demo_site)
     big = json.dumps({"code": CODE, "order_id": "1", "total": 1, "pad": "x" * 5000})
     assert redeem_with(client, shop_key, body=big).status_code == 413
-    assert (
-        client.get("/api/redeem/", headers={"Authorization": f"Bearer {shop_key}"}).status_code
-        == 405
+    got = client.get("/api/redeem/", headers={"Authorization": f"Bearer {shop_key}"})
+    assert (got.status_code, got["Allow"], got.json()["error"]) == (
+        405,
+        "POST",
+        "method_not_allowed",
     )
 
 

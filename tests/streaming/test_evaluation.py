@@ -34,6 +34,12 @@ def test_roc_auc_counts_the_pairs_ranked_right():
     assert auc(TRUTH, RISK) == pytest.approx(0.75)
 
 
+def test_pr_auc_is_not_known_with_one_outcome_only():
+    # all abandoned: every ranking finds them all at full precision, which says nothing
+    assert math.isnan(average_precision(np.ones(5), np.linspace(0, 1, 5)))
+    assert math.isnan(average_precision(np.zeros(5), np.linspace(0, 1, 5)))
+
+
 def test_pr_auc_is_the_precision_at_each_recall_step():
     # by risk: .9 (1) precision 1 at recall .5; .7 (0); .6 (1) precision 2/3 at recall 1
     assert average_precision(TRUTH, RISK) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
