@@ -228,6 +228,18 @@ class ScoringModel(models.Model):
         then those of pauses of another length."""
         return self.pause_seconds is not None and self.pause_seconds != settings.PAUSE_SECONDS
 
+    def replay_pause_warning(self, replay_pause_seconds: float) -> str:
+        """Words for a replay (backtest, evaluate_models) that looks for pauses of another length
+        than the model learnt ('' when they agree or its pause is not known)."""
+        trained = self.pause_seconds
+        if trained is None or abs(trained - replay_pause_seconds) < 1e-9:
+            return ""
+        return (
+            f"warning: {self.label} was trained on {trained:g} s pauses, and this replay finds "
+            f"pauses of {replay_pause_seconds:g} s; for the pauses the model serves, run it with "
+            f"PAUSE_SECONDS={trained:g}"
+        )
+
     def pause_warning(self, live_pause_seconds: float) -> str:
         """Words for operators when the model learnt pauses of another length than it serves
         ('' when they agree or its pause is not known)."""

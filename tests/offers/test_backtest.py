@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from offers.backtest import rules_from_file, run_backtest
+from offers.models import ScoringModel
 from offers.services import model_activate
 from streaming.budget import day_of
 from streaming.clickstream import read_otto, replay
@@ -108,6 +109,7 @@ def test_the_command_says_what_is_wrong_with_the_rules_before_replaying(tmp_path
 def test_the_command_compares_a_model_with_the_active_one(tmp_path: Path):
     active, other = stored_model(1), stored_model(2)
     model_activate(model=active)
+    ScoringModel.objects.filter(pk=other.pk).update(pause_seconds=10)  # learnt 10 s pauses
     out, err = io.StringIO(), io.StringIO()
     path = tmp_path / "backtest.json"
     call_command(
@@ -124,6 +126,11 @@ def test_the_command_compares_a_model_with_the_active_one(tmp_path: Path):
         stderr=err,
     )
     assert "20 sessions (0 rows skipped), 52 pauses" in err.getvalue()
+    # the replay looks for 30 s pauses (PAUSE_SECONDS): the model of 10 s ones is said so
+    assert f"{other.label} was trained on 10 s pauses" in err.getvalue()
+    assert (
+        "PAUSE_SECONDS=10" in err.getvalue() and f"{active.label} was trained" not in err.getvalue()
+    )
     figures = json.loads(path.read_text())["models"]
     assert [m["model"] for m in figures] == [other.label, active.label]
     assert all(m["pauses"] == 52 for m in figures)

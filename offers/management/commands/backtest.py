@@ -101,6 +101,9 @@ class Command(BaseCommand):
         if wanted is None:
             raise CommandError("no model given and none active")
         models = [wanted] + ([active] if active is not None and active.pk != wanted.pk else [])
+        for model in models:
+            if warning := model.replay_pause_warning(pause_seconds):
+                self.stderr.write(warning)
         results = [
             run_backtest(
                 replayed,

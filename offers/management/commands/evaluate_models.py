@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from offers.evaluation import compare_models, default_models, figures_table, models_by_label
@@ -113,6 +114,9 @@ class Command(BaseCommand):
             pauses = clickstream_pauses(source, progress=progress)
         except (OSError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        for model in models:
+            if warning := model.replay_pause_warning(settings.PAUSE_SECONDS):
+                self.stderr.write(warning)
         truth = pauses.y.astype(np.float64)
         rows = [(model, figures(truth, score(model, pauses.X))) for model in models]
         document = json.dumps(
