@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import sqlite3
 import tempfile
@@ -276,13 +275,7 @@ def agreement(
     pause_seconds: float,
 ) -> dict[str, Any]:
     """The live decisions beside the simulated replay of the same sessions at the same moments."""
-    moved = [
-        dataclasses.replace(
-            r.session,
-            events=[(at - r.session.events[0][0] + r.started, e) for at, e in r.session.events],
-        )
-        for r in replayed
-    ]
+    moved = [r.as_sent() for r in replayed]
     simulated = replay(moved, pause_seconds=pause_seconds, outcome_window=LATER_IN_THE_SESSION)
     expected = model.inplace_predict(simulated.X).astype(np.float64)
     live_by_session: dict[str, list[float]] = {}

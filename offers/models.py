@@ -228,11 +228,18 @@ class ScoringModel(models.Model):
         then those of pauses of another length."""
         return self.pause_seconds is not None and self.pause_seconds != settings.PAUSE_SECONDS
 
+    def _trained_for_other(self, pause_seconds: float) -> float | None:
+        """The pause it learnt, when known and not `pause_seconds`."""
+        trained = self.pause_seconds
+        if trained is None or abs(trained - pause_seconds) < 1e-9:
+            return None
+        return trained
+
     def replay_pause_warning(self, replay_pause_seconds: float) -> str:
         """Words for a replay (backtest, evaluate_models) that looks for pauses of another length
         than the model learnt ('' when they agree or its pause is not known)."""
-        trained = self.pause_seconds
-        if trained is None or abs(trained - replay_pause_seconds) < 1e-9:
+        trained = self._trained_for_other(replay_pause_seconds)
+        if trained is None:
             return ""
         return (
             f"warning: {self.label} was trained on {trained:g} s pauses, and this replay finds "
@@ -243,8 +250,8 @@ class ScoringModel(models.Model):
     def pause_warning(self, live_pause_seconds: float) -> str:
         """Words for operators when the model learnt pauses of another length than it serves
         ('' when they agree or its pause is not known)."""
-        trained = self.pause_seconds
-        if trained is None or abs(trained - live_pause_seconds) < 1e-9:
+        trained = self._trained_for_other(live_pause_seconds)
+        if trained is None:
             return ""
         return (
             f"{self.label} was trained on {trained:g} s pauses but PAUSE_SECONDS is "

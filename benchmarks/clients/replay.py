@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,12 @@ class Replayed:
     def recorded_time(self, wall: float) -> float:
         """A moment of the run on the recording's clock."""
         return wall - self.started + self.session.events[0][0]
+
+    def as_sent(self) -> ClickSession:
+        """The session on the run's clock: each event at the moment it was due to be sent."""
+        first = self.session.events[0][0]
+        moved = [(at - first + self.started, event) for at, event in self.session.events]
+        return dataclasses.replace(self.session, events=moved)
 
 
 def frame_of(event: msgspec.Struct) -> str:

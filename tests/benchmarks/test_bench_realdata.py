@@ -6,7 +6,6 @@ simulated clock does."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from io import StringIO
@@ -120,13 +119,7 @@ def test_a_clickstream_replayed_live_pauses_where_its_gaps_are_with_the_replays_
     assert not bought_after(left.session, left.recorded_time(live["left"].at))
     # The replay on a simulated clock, at the moments the live run sent the events, finds the
     # same pauses with the features the server computed (its clock ticks: times within 0.5 s).
-    moved = [
-        dataclasses.replace(
-            r.session,
-            events=[(at - r.session.events[0][0] + r.started, e) for at, e in r.session.events],
-        )
-        for r in replayed
-    ]
+    moved = [r.as_sent() for r in replayed]
     simulated = replay(moved, pause_seconds=1.0, outcome_window=LATER_IN_THE_SESSION)
     assert [p.session_id for p in simulated.pauses] == ["bought", "left"]
     for pause, row in zip(simulated.pauses, simulated.X, strict=True):
