@@ -23,8 +23,10 @@ A session's keys expire after `idle_seconds` without an event (the TTL is refres
 of `apply` and `open`), which is the 30-minute eviction; the TTL runs on the Redis server's
 clock, while everything else uses the caller's `now`. Each call is one Lua script, so one round
 trip and atomic: servers and workers may die at any moment and what Redis confirmed stays
-whole. Scripts touch keys they build from session ids, so this targets one Redis (or a
-primary with replicas), not Redis Cluster.
+whole. On one Redis every key is as above. On a Redis Cluster (streaming/redis_client.py's
+`Shards`) each session belongs to one of a fixed number of shards by the CRC32 of its id, and
+every key of a shard starts with its hash tag (`lo:{3}:s:{sid}`, `lo:{3}:pauses`, ...): a
+script's keys are always one shard's, so it runs whole on one master.
 """
 
 from __future__ import annotations

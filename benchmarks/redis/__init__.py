@@ -1,6 +1,6 @@
 """`bench redis`: Redis mode on this machine's Redis and PostgreSQL, beside embedded mode.
 
-Four parts, in one run, one module each:
+Five parts, in one run, one module each:
 
 - ingest: events/s acknowledged through `/ws/collect/` by 1 and by 2 `serve --no-worker` front
   ends, and by embedded `serve` (the baseline), with the load client of `bench ingest`
@@ -12,6 +12,8 @@ Four parts, in one run, one module each:
 - frames: Redis's CPU time per single-event frame through the apply script, for the session
   layout of `streaming/redis_store.py` and the one it replaced, one frame a request and
   pipelined (`frames.py`);
+- capacity: the single-event frames a second one Redis core carries, when front ends offer them
+  at a steady rate and pipeline what comes while a request is in flight (`capacity.py`);
 - memory: Redis memory per live session (`INFO` used_memory before and after, and `MEMORY
   USAGE` of the keys) with N realistic sessions held by a `RedisStore`, beside a `MemoryStore`
   (`memory.py`).
@@ -52,6 +54,7 @@ from benchmarks.harness import (
     throwaway_redis,
 )
 from benchmarks.memory import measure_memory
+from benchmarks.redis.capacity import measure_capacity
 from benchmarks.redis.decisions import measure_decisions
 from benchmarks.redis.figures import EMBEDDED, REDIS, RedisReport
 from benchmarks.redis.frames import measure_frame_costs
@@ -164,6 +167,17 @@ def run(options: Mapping[str, Any], progress: Progress) -> RedisReport:
         flush_redis(redis_url)
         progress(f"frames: {options['frames']:,} single-event frames for each layout and depth")
         report.frames = measure_frame_costs(redis_url, int(options["frames"]), progress)
+        flush_redis(redis_url)
+        offered = ", ".join(f"{rate:,}" for rate in options["offered"])
+        progress(f"capacity: {offered} single-event frames/s offered, for each layout")
+        report.capacity = measure_capacity(
+            redis_url,
+            options["offered"],
+            float(options["load_seconds"]),
+            progress,
+            client_core=client_core,
+        )
+        report.capacity_placement = f"{describe_cores('client', [client_core])}, Redis not pinned"
 
         for mode, workers in [(EMBEDDED, 0), *((REDIS, n) for n in options["workers"])]:
             flush_redis(redis_url)
@@ -233,6 +247,19 @@ def add_arguments(parser: ArgumentParser) -> None:
         type=bounded_int(100, 1_000_000),
         default=20_000,
         help="single-event frames for the frame cost of each session layout (20,000)",
+    )
+    parser.add_argument(
+        "--offered",
+        type=bounded_ints(100, 200_000),
+        default=[10_000, 20_000, 25_000, 30_000],
+        help="single-event frames a second offered to Redis for its capacity, comma-separated "
+        "(10000,20000,25000,30000)",
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=bounded_float(0.1, 60),
+        default=3.0,
+        help="seconds of frames at each offered rate (3)",
     )
     parser.add_argument(
         "--sessions",

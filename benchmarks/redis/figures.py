@@ -8,6 +8,7 @@ from typing import Any
 from benchmarks.decisions import Recorded, Round
 from benchmarks.harness import figure, machine, row
 from benchmarks.memory import GIB, MemoryFigures
+from benchmarks.redis.capacity import LoadRun
 from benchmarks.redis.frames import FrameCost
 
 # The two modes, and the server each runs: embedded (the baseline) decides in `serve` itself;
@@ -119,6 +120,8 @@ class RedisReport:
     load_average: dict[str, float] = field(default_factory=dict)
     ingest: list[IngestRun] = field(default_factory=list)
     frames: list[FrameCost] = field(default_factory=list)
+    capacity: list[LoadRun] = field(default_factory=list)
+    capacity_placement: str = ""
     decisions: list[DecisionRun] = field(default_factory=list)
     memory: RedisMemory | None = None
     embedded_memory: MemoryFigures | None = None
@@ -137,6 +140,9 @@ class RedisReport:
         if self.frames:
             rows.append("")
             rows += self._frame_rows()
+        if self.capacity:
+            rows.append("")
+            rows += self._capacity_rows()
         rows.append("")
         rows += self._decision_rows()
         if self.memory is not None:
@@ -223,6 +229,49 @@ class RedisReport:
             "frames/read: as Redis read them (INFO total_reads_processed); script "
             "µs: the apply script a call, its commands included (INFO commandstats); frames/s a "
             "Redis core: 1 s over the Redis CPU a frame"
+        )
+        return rows
+
+    def _capacity_rows(self) -> list[str]:
+        widths = (14, 10, 10, 8, 16, 16, 9, 9, 9, 8)
+        first = self.capacity[0]
+        rows = [
+            f"capacity (single-event frames offered at random by {first.front_ends} front ends, "
+            "each with one request in flight and the frames that came meanwhile in the next; "
+            "each layout on the same Redis)",
+            row(
+                "layout",
+                "offered/s",
+                "carried/s",
+                "redis",
+                "redis µs/frame",
+                "frames/request",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "client",
+                widths=widths,
+            ),
+        ]
+        for run in self.capacity:
+            rows.append(
+                row(
+                    run.layout,
+                    f"{run.offered:,.0f}",
+                    f"{run.carried:,.0f}",
+                    f"{run.redis_busy:.0%}",
+                    f"{run.redis_us_per_frame:.1f}",
+                    f"{run.frames_per_request:.1f}",
+                    _ms(run.latency_ms.p50),
+                    _ms(run.latency_ms.p99),
+                    _ms(run.latency_ms.max),
+                    f"{run.client_seconds / run.seconds:.0%}" if run.seconds else "-",
+                    widths=widths,
+                )
+            )
+        rows.append(
+            "redis: Redis's CPU over the run, in % of one core; ms: from a frame's arrival to its "
+            f"reply; client: the load client's CPU; {self.capacity_placement}"
         )
         return rows
 
@@ -346,6 +395,16 @@ class RedisReport:
                     "frames_per_redis_core": cost.frames_per_redis_core,
                 }
                 for cost in self.frames
+            ],
+            "capacity": [
+                asdict(run)
+                | {
+                    "carried": run.carried,
+                    "redis_busy": run.redis_busy,
+                    "redis_us_per_frame": run.redis_us_per_frame,
+                    "frames_per_request": run.frames_per_request,
+                }
+                for run in self.capacity
             ],
             "decisions": [
                 {

@@ -15,8 +15,10 @@ from django.core.management import call_command
 from benchmarks import decisions
 from benchmarks.decisions import Recorded
 from benchmarks.management.commands.bench import BENCHMARKS, NAMED_ONLY
+from benchmarks.redis.capacity import LoadRun, measure_load, replies_in
 from benchmarks.redis.figures import DecisionRun, IngestRun, RedisMemory, RedisReport
 from benchmarks.redis.frames import FrameCost
+from streaming.redis_store import _APPLY_LUA
 from tests.conftest import service_missing
 
 # Not the bench's default (13) nor the other tests' (14, 15): runs may share the machine.
@@ -62,6 +64,8 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
         "--window=0.1",
         "--sessions=300",
         "--frames=200",
+        "--offered=400",
+        "--load-seconds=0.25",
         f"--json={tmp_path / 'redis.json'}",
         stdout=out,
         stderr=err,
@@ -99,6 +103,16 @@ def test_the_smallest_run_counts_events_offers_every_cart_once_and_weighs_a_sess
         assert cost["frames"] == 200 and cost["redis_us_per_frame"] > 0 and cost["script_usec"] > 0
     for layout in ("hash (before)", "packed (now)"):
         assert frames[(layout, 1)]["requests_read"] >= 200 > frames[(layout, 64)]["requests_read"]
+
+    # Each layout carried the 100 frames offered, every one answered without an error, in at
+    # most one request a frame.
+    capacity = {(run["layout"], run["offered"]): run for run in figures["capacity"]}
+    assert set(capacity) == {("hash (before)", 400), ("packed (now)", 400)}
+    for run in capacity.values():
+        assert run["frames"] == 100 and run["errors"] == 0
+        assert 1 <= run["requests"] <= 100 and run["frames_per_request"] >= 1
+        assert run["redis_us_per_frame"] > 0 and run["carried"] > 0
+        assert 0 < run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
 
     memory = figures["memory"]
     assert memory["sessions"] == 300 and memory["events_per_session"] >= 15
@@ -162,10 +176,16 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
         offer_state_bytes=80_000,
     )
     report.frames = [FrameCost("packed (now)", 8, 20_000, 0.5, 20.0, 2_500)]
+    report.capacity = [LoadRun("packed (now)", 25_000, 8, 75_000, 3.0, 2.4, 0.9, 25_000, 0, spread)]
     lines = report.table().splitlines()
     # Redis CPU a frame, the script's share, frames a read, frames a second of one Redis core
     frame_row = next(line for line in lines if line.startswith("packed (now)")).split()
     assert frame_row[2:] == ["8", "25.0", "20.0", "8.0", "40,000"]
+    # carried 75,000 frames in 3 s; Redis 2.4 s of CPU: 80% of a core, 32 µs a frame
+    capacity_row = next(line for line in lines if line.startswith("packed (now)") and "%" in line)
+    assert capacity_row.split()[2:] == [
+        *("25,000", "25,000", "80%", "32.0", "3.0", "3.0", "9.0", "12.0", "30%")
+    ]
     redis_row = next(
         line.split() for line in lines if line.startswith("redis ") and "single" in line
     )
@@ -182,3 +202,31 @@ def test_the_table_sets_redis_mode_beside_embedded_mode():
     assert report.as_dict()["decisions"][0]["recorded"]["after_last"] == pytest.approx(0.85)
     assert "used_memory: 900 bytes/session, 1,193,046 sessions per GB" in lines
     assert report.as_dict()["decisions"][0]["every_cart_one_offer"] is True
+
+
+def test_replies_are_counted_only_once_whole():
+    # A status, an error, a bulk string, a null and an array of two; then a bulk cut short.
+    whole = b"+OK\r\n-ERR no\r\n$3\r\nf\r\n\r\n$-1\r\n*2\r\n:1\r\n$1\r\nd\r\n"
+    assert replies_in(whole + b"$5\r\nff") == (5, 1, len(whole))
+    assert replies_in(b"*2\r\n:1\r\n") == (0, 0, 0)
+    assert replies_in(b"") == (0, 0, 0)
+    with pytest.raises(ValueError, match="not a RESP2 reply"):
+        replies_in(b"?what\r\n")
+
+
+@pytest.mark.services
+def test_a_front_end_pipelines_the_frames_that_come_while_a_request_is_in_flight():
+    if not answers(6379):
+        service_missing("Redis at 127.0.0.1:6379")
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.dbsize() == 0, "another run is using this Redis database"
+    # 300 frames within about a millisecond on one front end: most must wait for a request
+    # in flight, and go out together in the next.
+    burst = measure_load(REDIS_URL, "packed (now)", _APPLY_LUA, 300_000, 0.001, front_ends=1)
+    assert burst.frames == 300 and burst.errors == 0
+    assert burst.requests < 100 and burst.frames_per_request > 3
+    # The same frames spread over a second: each goes alone, as a quiet front end sends it.
+    quiet = measure_load(REDIS_URL, "packed (now)", _APPLY_LUA, 300, 1.0, front_ends=1)
+    assert quiet.frames == 300 and quiet.errors == 0
+    assert quiet.frames_per_request < 1.2
+    assert client.dbsize() == 0
