@@ -12,20 +12,26 @@ the `purchase` event's.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from decimal import Decimal
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 
 from offers.services import OfferRefused, Refusal, api_key_authenticate, offer_redeem
+from streaming import lua
 from streaming.protocol import MAX_PRICE
 from streaming.ratelimit import TokenBucket
+from streaming.redis_client import connect_sync
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 4096
 
@@ -48,16 +54,37 @@ _REFUSED: Final = {
 
 
 class KeyLimiter:
-    """A token bucket a key, shared by the threads of one process: `rate` redemptions a second,
-    bursts of `burst` (REDEEM_RATE_PER_SECOND and REDEEM_BURST unless given)."""
+    """A token bucket a key: `rate` redemptions a second, bursts of `burst`
+    (REDEEM_RATE_PER_SECOND and REDEEM_BURST unless given).
 
-    def __init__(self, *, rate: float | None = None, burst: int | None = None) -> None:
+    In Redis mode (`redis_url`, REDIS_URL unless given) a key's bucket is in Redis, shared by
+    every process that serves the API, on the Redis server's clock. Without Redis, or while it
+    does not answer, each process keeps its own buckets, shared by its threads.
+    """
+
+    def __init__(
+        self, *, rate: float | None = None, burst: int | None = None, redis_url: str | None = None
+    ) -> None:
         self.rate = settings.REDEEM_RATE_PER_SECOND if rate is None else rate
         self.burst = settings.REDEEM_BURST if burst is None else burst
+        self.redis_url = settings.REDIS_URL if redis_url is None else redis_url
         self._buckets: dict[int, TokenBucket] = {}
         self._lock = threading.Lock()
+        self._script: Any = None
+        self._warned_at = -math.inf
 
     def take(self, key_id: int, now: float) -> bool:
+        if self.redis_url:
+            try:
+                return self._take_shared(key_id)
+            except RedisError as exc:
+                if now - self._warned_at >= 60:
+                    self._warned_at = now
+                    log.warning(
+                        "redeem rate limit: Redis did not answer (%s); each process limits "
+                        "on its own meanwhile",
+                        exc,
+                    )
         with self._lock:
             bucket = self._buckets.get(key_id)
             if bucket is None:
@@ -65,6 +92,16 @@ class KeyLimiter:
                     rate=self.rate, burst=self.burst, now=now
                 )
             return bucket.take(1, now) == 1
+
+    def _take_shared(self, key_id: int) -> bool:
+        with self._lock:
+            if self._script is None:
+                client = connect_sync(
+                    self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+                )
+                self._script = client.register_script(lua.script("take_token"))
+        taken = self._script(keys=[f"lo:redeem:{key_id}"], args=[repr(self.rate), self.burst])
+        return int(taken) == 1
 
     def retry_after(self) -> int:
         """Whole seconds until a refused key has a token again, at most."""

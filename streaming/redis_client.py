@@ -76,14 +76,15 @@ def connect(url: str, **options: Any) -> Client:
     )
 
 
-def connect_sync(url: str) -> Any:
-    """A blocking client for `url` (for commands run by hand), one Redis or a cluster."""
+def connect_sync(url: str, **options: Any) -> Any:
+    """A blocking client for `url` (for commands run by hand, and sync views), one Redis or a
+    cluster."""
     import redis
     import redis.cluster
 
     if is_cluster_url(url):
-        return redis.cluster.RedisCluster.from_url(node_url(url))
-    return redis.Redis.from_url(url)
+        return redis.cluster.RedisCluster.from_url(node_url(url), **options)
+    return redis.Redis.from_url(url, **options)
 
 
 def is_cluster(client: Client) -> bool:

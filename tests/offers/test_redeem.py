@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,7 @@ from offers.services import api_key_authenticate, api_key_create, api_key_revoke
 from streaming.policy import Outcome
 from streaming.records import DecisionMade, MarkMade, OfferMade
 from tests.factories import T0, event
+from tests.redis_servers import OwnRedis, RedisServer
 from tests.subprocesses import ROOT, project_env
 from tests.test_services import postgres_url  # noqa: F401  (a fixture)
 
@@ -302,6 +304,35 @@ def test_the_rate_and_burst_are_settings(settings):
     limiter = redeem.KeyLimiter()
     assert (limiter.rate, limiter.burst, limiter.retry_after()) == (0.25, 3, 4)
     assert [limiter.take(1, 100.0) for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.services
+def test_in_redis_mode_every_process_takes_from_one_bucket_a_key(own_redis: OwnRedis):
+    # Two servers' limiters, with nothing in common but Redis: a key's burst of 5 is shared.
+    first, second = (
+        redeem.KeyLimiter(rate=0.001, burst=5, redis_url=own_redis.url) for _ in range(2)
+    )
+    taken = [limiter.take(7, 0.0) for _ in range(5) for limiter in (first, second)]
+    assert taken == [True] * 5 + [False] * 5
+    # Another key has a bucket of its own; the buckets refill at the rate.
+    assert second.take(8, 0.0)
+    quick = redeem.KeyLimiter(rate=50.0, burst=1, redis_url=own_redis.url)
+    assert quick.take(9, 0.0) and not quick.take(9, 0.0)
+    time.sleep(0.1)
+    assert quick.take(9, 0.0)
+
+
+@pytest.mark.services
+def test_while_redis_is_down_each_process_limits_on_its_own(tmp_path, caplog):
+    server = RedisServer(tmp_path)
+    limiter = redeem.KeyLimiter(rate=0.001, burst=2, redis_url=server.url)
+    assert [limiter.take(1, 100.0) for _ in range(3)] == [True, True, False]
+    server.kill()
+    with caplog.at_level(logging.WARNING, logger="offers.redeem"):
+        # The process's own bucket, full: redemptions go on, still limited.
+        assert [limiter.take(1, 101.0) for _ in range(3)] == [True, True, False]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "offers.redeem"]
+    assert len(warnings) == 1 and "Redis did not answer" in warnings[0]
 
 
 # --- one purchase, whichever of its event and its redemption comes first ---------------------
