@@ -76,7 +76,8 @@ def run(options: Mapping[str, Any], progress: Progress) -> DashboardReport:
 async def measure(rate: int, seconds: int, *, sampled: bool) -> dict[str, float]:
     from channels.layers import get_channel_layer
 
-    from offers.dashboard import GROUP, DashboardFeed
+    from offers.alerts import GROUP
+    from offers.dashboard import DashboardFeed
     from streaming.decider import ModelSlot
     from streaming.store import MemoryStore
 

@@ -62,6 +62,7 @@ QUIET_SECONDS: Final = 300.0  # drops: resolved after this long without one
 LEASE_MS: Final = 30_000
 WEBHOOK_TRIES: Final = 4
 WEBHOOK_QUEUE: Final = 100
+# The channel-layer group of every dashboard socket: its frames and alerts go to it.
 GROUP: Final = "dashboard"
 
 

@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from offers import metrics
+from offers.alerts import GROUP as DASHBOARD_GROUP
 from offers.collector import ingest
-from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.operators import is_operator, own_origin
 from offers.runtime import get_runtime
 from offers.sites import SiteUnknowable, find_site

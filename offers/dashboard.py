@@ -37,7 +37,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from offers.alerts import PSI_LIMIT, DriftSource, alert_json
+from offers.alerts import GROUP, PSI_LIMIT, DriftSource, alert_json
 from offers.evaluation import compare_models, shadow_trial
 from offers.models import Alert, DeadRecord, Decision, ScoringModel
 from offers.money import uplift_money
@@ -54,7 +54,6 @@ from streaming.uplift import Group, uplift
 
 log = logging.getLogger(__name__)
 
-GROUP = "dashboard"
 HISTORY_SECONDS = 15 * 60
 # Each kind of frame has a rate of its own: a flood of no_offers or marks never pushes out offers.
 DECISION_FRAMES_PER_SECOND = 50

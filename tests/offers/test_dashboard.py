@@ -20,8 +20,8 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.asgi import application
+from offers.alerts import GROUP as DASHBOARD_GROUP
 from offers.alerts import alert_json
-from offers.dashboard import GROUP as DASHBOARD_GROUP
 from offers.dashboard import DashboardFeed, SharedBoard
 from offers.models import Alert, Decision, ModelEvent, ScoringModel, Site
 from offers.runtime import Runtime
