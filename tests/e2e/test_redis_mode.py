@@ -326,3 +326,44 @@ def health(server: Server) -> int:
     except urllib.error.HTTPError as error:
         error.close()
         return int(error.code)
+
+
+API_KEY = (
+    "from offers.models import Site; from offers.services import api_key_create; "
+    "print(api_key_create(site=Site.objects.get(key='demo'), name='checkout')[1])"
+)
+
+
+def redeem_status(server: Server, key: str) -> int:
+    import urllib.error
+
+    request = urllib.request.Request(
+        f"{server.url}/api/redeem/",
+        data=json.dumps({"code": "SAVE10-UNKNOWN", "order_id": "1", "total": 1.0}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return int(error.code)
+
+
+def test_two_servers_share_a_keys_redeem_rate(tmp_path: Path):
+    redis = RedisServer(tmp_path)
+    env, _ = prepared_env(
+        tmp_path, REDIS_URL=redis.url, REDEEM_BURST="3", REDEEM_RATE_PER_SECOND="0.001"
+    )
+    created = manage("shell", "-v", "0", "-c", API_KEY, env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    servers = [Server(env, "--no-worker") for _ in range(2)]
+    try:
+        # Each server alone would let 3 through: together they let 3 through in all.
+        answered = [redeem_status(servers[n % 2], key) for n in range(6)]
+    finally:
+        for server in servers:
+            server.stop()
+        redis.kill()
+    assert answered == [404, 404, 404, 429, 429, 429]
